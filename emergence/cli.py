@@ -8,7 +8,8 @@ from pathlib import Path
 
 from emergence.names import unknown_message
 
-COMMANDS = ("run", "export", "analyze", "report", "validate", "import", "plugins", "families", "tasks", "demo")
+COMMANDS = ("run", "export", "analyze", "report", "validate", "import", "plugins", "families", "tasks", "demo",
+            "lab")
 
 
 def main(argv=None) -> int:
@@ -120,11 +121,45 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--verbose", "-v", action="store_true")
         s.set_defaults(func=func)
 
-    d = sub.add_parser("demo", help="build a tiny local family, evaluate it, export the table")
+    d = sub.add_parser("demo", help="train (or reuse) the lab family, evaluate it, analyse it, write the report")
     d.add_argument("--out", "-o", default="runs/demo")
-    d.add_argument("--limit", type=int, default=64, help="examples per task")
+    d.add_argument("--limit", type=int, default=200, help="examples per task")
+    d.add_argument("--tasks", help="comma-separated tasks (default: the lab's skills and heldout_loss)")
+    d.add_argument("--eval-workers", type=int, default=0, help="evaluation processes (0: one per CPU)")
+    d.add_argument("--no-report", action="store_true", help="stop after the analysis")
+    _lab_options(d)
     d.set_defaults(func=cmd_demo)
+
+    lab = sub.add_parser("lab", help="the emergence lab: a family of small LMs trained from scratch")
+    lab_sub = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND", required=True)
+    t = lab_sub.add_parser("train", help="train the lab family (sizes x checkpoints) into a folder")
+    t.add_argument("--out", "-o", help="folder for the family (default: the lab cache, keyed by the config)")
+    _lab_options(t)
+    t.set_defaults(func=cmd_lab_train)
     return p
+
+
+def _lab_options(p):
+    """LabConfig overrides shared by `lab train` and `demo` (defaults: emergence/lab.py)."""
+    g = p.add_argument_group("lab family (defaults in emergence/lab.py; docs/lab.md)")
+    g.add_argument("--lab-config", help="TOML file of LabConfig keys; the flags below override it")
+    g.add_argument("--sizes", help="d_model x layers per size, e.g. 8x2,32x2,128x4")
+    g.add_argument("--head-dim", type=int)
+    g.add_argument("--context", type=int, help="tokens per training row")
+    g.add_argument("--vocab-size", type=int)
+    g.add_argument("--tokens", type=int, help="training tokens per size")
+    g.add_argument("--tokens-per-param", type=float, help="Chinchilla-style: tokens = R x params per size")
+    g.add_argument("--mix", help="skill shares, e.g. copy=0.3,add_1d=0.3,filler=0.4")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--schedule", help="cosine, linear or constant")
+    g.add_argument("--warmup", type=float, help="share of steps spent warming up")
+    g.add_argument("--batch-size", type=int, dest="lab_batch_size", help="rows per training step")
+    g.add_argument("--checkpoints", type=int, help="checkpoints per size (log-spaced)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto, cpu, cuda, mps")
+    g.add_argument("--threads", type=int, help="torch threads per training worker")
+    g.add_argument("--workers", type=int, help="sizes trained in parallel (0: one per CPU)")
+    g.add_argument("--no-progress", action="store_true")
 
 
 def cmd_run(args) -> int:
@@ -261,7 +296,42 @@ def cmd_tasks(args) -> int:
 def cmd_demo(args) -> int:
     from emergence.demo import demo
 
-    return demo(out=args.out, limit=args.limit)
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
+    result = demo(out=args.out, limit=args.limit, lab=_lab_config(args), tasks=tasks,
+                  workers=args.eval_workers, report=not args.no_report, progress=not args.no_progress)
+    return 1 if result.failed else 0
+
+
+def cmd_lab_train(args) -> int:
+    from emergence.lab import train_family
+
+    family = train_family(_lab_config(args), args.out, progress=not args.no_progress)
+    print(f"Family file: {family}  (emergence run --family {family} ...)")
+    return 0
+
+
+def _lab_config(args):
+    import dataclasses
+
+    from emergence import lab
+
+    overrides = {"head_dim": args.head_dim, "context": args.context, "vocab_size": args.vocab_size,
+                 "tokens": args.tokens, "tokens_per_param": args.tokens_per_param, "lr": args.lr,
+                 "schedule": args.schedule, "warmup": args.warmup, "batch_size": args.lab_batch_size,
+                 "checkpoints": args.checkpoints, "seed": args.seed, "device": args.device,
+                 "threads": args.threads, "workers": args.workers}
+    try:
+        if args.sizes:
+            overrides["sizes"] = tuple(tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(","))
+        if args.mix:
+            overrides["mix"] = tuple((k.strip(), float(v)) for k, v in (m.split("=") for m in args.mix.split(",")))
+    except ValueError:
+        raise lab.LabConfigError("--sizes takes DxL pairs (8x2,32x2); --mix takes skill=share pairs "
+                                 "(copy=0.3,filler=0.7)") from None
+    if args.lab_config:
+        return lab.load_lab_config(args.lab_config, **overrides)
+    base = dataclasses.asdict(lab.LabConfig())
+    return lab.config_from_dict({**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 if __name__ == "__main__":
