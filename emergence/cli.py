@@ -22,7 +22,7 @@ def main(argv=None) -> int:
         _parser().print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
+    quiet_libraries()
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
         return 1
 
 
-def _quiet_libraries():
+def quiet_libraries():
     """Our progress bars are per checkpoint and task; the libraries' per-file bars are noise."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-pickle", action="store_const", const=True, help="allow non-safetensors weights")
     r.add_argument("--trust-remote-code", action="store_const", const=True,
                    help="run Python code shipped with a model repository")
+    r.add_argument("--executor", metavar="{local,ray}",
+                   help="where checkpoints are evaluated: this process (default) or Ray workers (docs/ray.md)")
+    r.add_argument("--address", help="Ray cluster to join, e.g. auto or 10.0.0.1:6379 (default: find or start one)")
+    r.add_argument("--gpus-per-worker", type=float, help="GPUs each Ray task reserves (default 0: CPU only)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
 
@@ -92,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--output", "-o", help="folder for the CSV files (default: analysis/ next to the first table)")
     a.add_argument("--n-boot", type=int, default=100, help="bootstrap draws for scaling-law intervals")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--workers", type=int, default=0, help="processes fitting curves (default: one per CPU)")
+    a.add_argument("--duplicates", choices=("error", "first"), default="error",
+                   help="rows sharing a key: stop (default), or keep the first of each")
     a.set_defaults(func=cmd_analyze)
 
     v = sub.add_parser("validate", help="rerun the analysis validation and write VALIDATION.md")
@@ -181,6 +188,8 @@ def cmd_run(args) -> int:
         backend_device=args.device, backend_dtype=args.dtype, backend_batch_size=batch,
         backend_device_map=args.device_map, backend_max_length=args.max_length,
         backend_allow_pickle=args.allow_pickle, backend_trust_remote_code=args.trust_remote_code,
+        executor_kind=args.executor, executor_address=args.address,
+        executor_gpus_per_worker=args.gpus_per_worker,
     )
     summary = run(config, progress=not args.no_progress)
     print(f"{summary.evaluated} cells evaluated, {summary.skipped} already done, "
@@ -217,9 +226,9 @@ def cmd_import(args) -> int:
 def cmd_analyze(args) -> int:
     from emergence.analyze import analyze, load_tables, summary, write_analysis
 
-    df = load_tables(args.tables)
+    df = load_tables(args.tables, duplicates=args.duplicates)
     axes = [a.strip() for a in args.x.split(",") if a.strip()] if args.x else None
-    result = analyze(df, axes, n_boot=args.n_boot, seed=args.seed)
+    result = analyze(df, axes, n_boot=args.n_boot, seed=args.seed, workers=args.workers)
     first = Path(args.tables[0])
     out = Path(args.output) if args.output else (first if first.is_dir() else first.parent) / "analysis"
     write_analysis(result, out)
@@ -244,8 +253,8 @@ def cmd_report(args) -> int:
     from emergence.report import ReportConfig, build_report
 
     first = Path(args.tables[0])
-    name = first.name if first.is_dir() else first.name.split(".")[0]
-    out = Path(args.output) if args.output else Path("reports") / name
+    name = first.resolve().name if first.is_dir() else first.name.split(".")[0]  # "..": the folder's own name
+    out = Path(args.output) if args.output else Path("reports") / (name or "report")
     config = ReportConfig(max_tasks=args.max_tasks, title=args.title, n_boot=args.n_boot, seed=args.seed)
     report = build_report(args.tables, out, predictions=args.predictions, analysis_dir=args.analysis,
                           reanalyze=args.reanalyze, config=config)

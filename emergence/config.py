@@ -5,12 +5,15 @@ is an error that names the key, its line and the closest known key.
 """
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from emergence.families import Selection
 from emergence.names import at_line, unknown_message
+
+EXECUTORS = ("local", "ray")
 
 
 class ConfigError(ValueError):
@@ -27,6 +30,48 @@ class BackendOptions:
     max_length: int | None = None  # context window; None = the model's own
     allow_pickle: bool = False     # safetensors only: pickle weights can run code when loaded
     trust_remote_code: bool = False  # never run a repository's Python unless asked
+    # With device_map: the most each device may hold, {0 = "70GiB", 1 = "70GiB", cpu = "200GiB"};
+    # what does not fit is offloaded to disk inside the run directory. None = all free memory.
+    max_memory: dict | None = None
+
+    def __post_init__(self):
+        if self.max_memory is None:
+            return
+        if not isinstance(self.max_memory, dict):
+            raise ConfigError(f"[backend] max_memory must be a table of device = size, e.g. "
+                              f'{{0 = "70GiB", cpu = "200GiB"}}; got {self.max_memory!r}')
+        if not self.device_map:  # without a device map accelerate never sees the caps
+            raise ConfigError('[backend] max_memory only applies with device_map = "auto": set both or remove it')
+        for device, size in self.max_memory.items():
+            if not re.fullmatch(r"(cuda:)?\d+|cpu|mps|disk", str(device)) or not isinstance(size, (str, int)):
+                raise ConfigError(f"[backend] max_memory: {device!r} = {size!r} is not a device (a GPU index, "
+                                  'cpu, mps or disk) with a size ("70GiB" or bytes)')
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where checkpoints are evaluated; never changes the numbers (docs/ray.md)."""
+
+    kind: str = "local"            # "local": in this process; "ray": one Ray task per checkpoint
+    address: str | None = None     # Ray cluster to join ("auto", "10.0.0.1:6379"); None = find or start one
+    gpus_per_worker: float = 0.0   # GPUs a Ray task reserves; 0 = CPU only, 0.5 = two per GPU
+    max_retries: int = 3           # reruns of a checkpoint whose Ray worker process died
+
+    def __post_init__(self):
+        if self.kind not in EXECUTORS:
+            raise ConfigError(unknown_message("executor", self.kind, EXECUTORS))
+        if self.gpus_per_worker < 0 or self.max_retries < 0:
+            raise ConfigError(f"[executor] gpus_per_worker and max_retries must be >= 0, got "
+                              f"{self.gpus_per_worker!r} and {self.max_retries!r}")
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ConfigError(f"[executor] gpus_per_worker above 1 must be a whole number (Ray's rule), "
+                              f"got {self.gpus_per_worker!r}")
+        if self.kind == "local":  # a Ray setting under the local executor would be silently ignored
+            ray_only = [f.name for f in dataclasses.fields(self)
+                        if f.name != "kind" and getattr(self, f.name) != f.default]
+            if ray_only:
+                raise ConfigError(f"[executor] {', '.join(ray_only)} only apply to the Ray executor: "
+                                  "set kind = \"ray\" (--executor ray) or remove them")
 
 
 @dataclass(frozen=True)
@@ -40,9 +85,11 @@ class RunConfig:
     num_fewshot: int | None = None  # None = each task's own default
     loss_task: str = "heldout_loss"  # its nats/token fill the tidy table's `loss` column
     backend: BackendOptions = field(default_factory=BackendOptions)
+    executor: ExecutorOptions = field(default_factory=ExecutorOptions)
 
     def results_settings(self) -> dict:
-        """Settings that change the numbers; a run directory keeps one value of each."""
+        """Settings that change the numbers; a run directory keeps one value of each.
+        Execution-only settings (the executor) stay out, so one run may mix executors."""
         return {"seed": self.seed, "limit": self.limit, "num_fewshot": self.num_fewshot,
                 "dtype": self.backend.dtype, "max_length": self.backend.max_length}
 
@@ -61,31 +108,31 @@ def load_config(path: str | Path) -> RunConfig:
     return from_dict(data, source=path, text=text)
 
 
+SECTIONS = {"select": Selection, "backend": BackendOptions, "executor": ExecutorOptions}
+
+
 def from_dict(data: dict, source="config", text: str = "") -> RunConfig:
-    sections = {"select": Selection, "backend": BackendOptions}
     top = {}
     for key, value in data.items():
-        if key in sections:
+        if key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {key!r} must be a table ([{key}])")
-            top[key] = _build(sections[key], value, f"[{key}]", source, text)
+            top[key] = _build(SECTIONS[key], value, f"[{key}]", source, text)
         else:
             top[key] = value
     return _build(RunConfig, top, "top level", source, text)
 
 
 def with_overrides(config: RunConfig, **changes) -> RunConfig:
-    """Apply flags that were given (None = not given) on top of a config."""
-    backend = {k[len("backend_"):]: v for k, v in changes.items() if k.startswith("backend_") and v is not None}
-    select = {k[len("select_"):]: v for k, v in changes.items() if k.startswith("select_") and v is not None}
-    top = {k: v for k, v in changes.items()
-           if not k.startswith(("backend_", "select_")) and v is not None}
-    return dataclasses.replace(
-        config,
-        **top,
-        backend=dataclasses.replace(config.backend, **backend),
-        select=dataclasses.replace(config.select, **select),
-    )
+    """Apply flags that were given (None = not given) on top of a config; ``backend_dtype``
+    sets ``dtype`` in [backend], and likewise for every section."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    prefixes = tuple(f"{name}_" for name in SECTIONS)
+    top = {k: v for k, v in given.items() if not k.startswith(prefixes)}
+    for name in SECTIONS:
+        fields = {k[len(name) + 1:]: v for k, v in given.items() if k.startswith(f"{name}_")}
+        top[name] = dataclasses.replace(getattr(config, name), **fields)
+    return dataclasses.replace(config, **top)
 
 
 def _build(cls, values: dict, where: str, source, text: str):
@@ -95,7 +142,10 @@ def _build(cls, values: dict, where: str, source, text: str):
         if key not in fields:
             raise ConfigError(f"{source}{at_line(text, key)}: {unknown_message(f'key in {where}', key, fields)}")
         kwargs[key] = _coerce(key, value, fields[key].type, source, text)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a value check in __post_init__; say where the values came from
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def _coerce(key, value, annotation, source, text):
@@ -112,6 +162,9 @@ def _coerce(key, value, annotation, source, text):
         ok = isinstance(value, bool)
     elif ann.startswith("int | str"):
         ok = (isinstance(value, int) and not isinstance(value, bool) and value > 0) or value == "auto"
+    elif ann.startswith("float"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
     elif ann.startswith("int"):
         ok = (isinstance(value, int) and not isinstance(value, bool)) or (value is None and "None" in ann)
     elif ann.startswith("str"):

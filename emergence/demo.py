@@ -32,23 +32,24 @@ class Expected:
 
 
 # The lab's designed ground truth on the size axis (final checkpoint of each size); docs/lab.md
-# explains why each holds, and what the lab does not (yet) produce.
+# explains why each holds.
 GROUND_TRUTH = (
+    # walk: six independent steps, each a fact learned gradually with size. Each step and every
+    # continuous metric improves smoothly; exact match, the product of six step accuracies,
+    # stays near 0 and then rises steeply: a threshold made by the metric.
+    Expected("walk", "", "exact_match", "params", "emergent", "all 6 steps right: ~ p^6"),
+    Expected("walk", "", "step_acc", "params", "smooth", "the per-step skill p itself"),
+    Expected("walk", "step_3", "acc", "params", "smooth", "one step, scored from the model's own previous node"),
+    Expected("walk", "", "gold_token_prob", "params", "smooth", "per-token probability, exp(-CE)"),
     # add_1d: 100 facts learned one by one, faster by larger models: smooth in every view.
     Expected("add_1d", "", "exact_match", "params", "smooth", "memorised facts: share learned grows with size"),
     Expected("add_1d", "digit_1", "acc", "params", "smooth", "the ones digit is the fact itself"),
     Expected("add_1d", "", "gold_logprob", "params", "smooth", "log-probability of the answer"),
     Expected("add_1d", "", "gold_token_prob", "params", "smooth", "per-token probability, exp(-CE)"),
-    # copy: one attention circuit (look 9 tokens back) that forms only in the larger sizes within
-    # the token budget: a threshold in the composite and in the per-item view alike.
-    Expected("copy", "", "exact_match", "params", "emergent", "all 6 items right: 0 below the size threshold"),
-    Expected("copy", "", "item_acc", "params", "emergent", "the circuit itself forms abruptly with size"),
     Expected("heldout_loss", "", "nats_per_token", "params", "smooth", "the loss falls as a power law"),
 )
-# (task, axis, label) of the metric audit. Against loss, add_1d's exact match is absent at the
-# highest losses and present at the lowest (Wei et al.'s "emergent") while every view rises
-# smoothly by our classifier: the definitional form of a metric-induced threshold.
-AUDIT_TRUTH = (("add_1d", "loss", "metric-induced"),)
+# (task, axis, label) of the metric audit: walk's threshold is metric-induced.
+AUDIT_TRUTH = (("walk", "params", "metric-induced"),)
 
 
 @dataclass

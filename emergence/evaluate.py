@@ -18,6 +18,10 @@ class TaskError(RuntimeError):
     """A task that misbehaves; the message names the task."""
 
 
+class NonFiniteLogprobs(RuntimeError):
+    """The model returned NaN or infinite log-probabilities: its weights or dtype are broken."""
+
+
 def evaluate(task, lm, *, seed: int, limit: int | None = None, num_fewshot: int | None = None):
     """Return (scores, samples) of ``task`` on ``lm``."""
     examples = list(itertools.islice(task.examples(seed), limit))
@@ -29,6 +33,7 @@ def evaluate(task, lm, *, seed: int, limit: int | None = None, num_fewshot: int 
     shots = num_fewshot if num_fewshot is not None else task.num_fewshot
     contexts = build_contexts(task, examples, seed, shots)
     outputs = _query(task, lm, examples, contexts)
+    _check_finite(task, outputs)
     samples, per_key = [], {}
     for ex, ctx, out in zip(examples, contexts, outputs):
         scores = task.score(ex, out)
@@ -117,6 +122,18 @@ def _generate(lm, contexts, task):
         return lm.generate(contexts, until=task.until, max_gen_toks=task.max_gen_toks)
     kwargs = {"until": list(task.until), "max_gen_toks": task.max_gen_toks, "do_sample": False}
     return lm.generate_until(_instances("generate_until", [(c, dict(kwargs)) for c in contexts]))
+
+
+def _check_finite(task, outputs):
+    """Refuse what a broken model says: scores built on NaN log-probabilities would be stored as
+    ordinary numbers (or quietly left out as non-finite) and look like a real, bad result."""
+    values = [v for out in outputs for v in (*out.choice_logprobs, out.gold_logprob, *out.gold_token_logprobs,
+                                             out.rolling_logprob) if v is not None]
+    bad = sum(not math.isfinite(v) for v in values)
+    if bad:
+        raise NonFiniteLogprobs(f"the model produced non-finite log-probabilities (NaN or inf) for {bad} of "
+                                f"{len(values)} values on task {task.name!r}; are its weights corrupt or its "
+                                "dtype overflowing (try dtype = float32)?")
 
 
 def _instances(kind, args_list):

@@ -27,7 +27,6 @@ from emergence.names import at_line, unknown_message
 
 FAMILY_FILE = "family.toml"
 RECORD_FILE = "lab.json"
-DEFAULT_CACHE = Path(os.environ.get("EMERGENCE_LAB_CACHE", Path(".cache") / "emergence" / "lab"))
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -38,10 +37,10 @@ class LabConfigError(ValueError):
 @dataclass(frozen=True)
 class LabConfig:
     # --- the family: one (d_model, layers) pair per size, heads of head_dim each
-    sizes: tuple = ((4, 2), (8, 2), (16, 2), (24, 2), (32, 2), (48, 2), (64, 2))  # 3k-141k params
+    sizes: tuple = ((4, 2), (8, 2), (16, 2), (24, 2), (32, 2), (48, 2), (64, 2))  # 3.6k-149k params
     head_dim: int = 4               # many small heads: positional look-ups form early in tiny models
     context: int = 64               # tokens per training row; every probe prompt + answer fits
-    vocab_size: int = 320           # byte-level BPE over printable ASCII; every copy item is one token
+    vocab_size: int = 384           # byte-level BPE over printable ASCII; every copy item is one token
     split_digits: bool = False      # True: every digit its own token (LLaMA-style)
     rotary_pct: float = 1.0         # share of each head's dimensions that are rotated
     rope_theta: float = 100.0       # rotary base; 100 resolves offsets well within a 64-token row
@@ -49,7 +48,7 @@ class LabConfig:
     # --- data: every size sees the same rows in the same order
     tokens: int = 1_000_000         # training token slots per size (488 steps; ~86% are real tokens)
     tokens_per_param: float | None = None  # Chinchilla-style: tokens = r * params per size (20 = optimal)
-    mix: tuple = (("copy", 0.3), ("add_1d", 0.3), ("filler", 0.4))  # (skill, share of characters):
+    mix: tuple = (("copy", 0.25), ("add_1d", 0.25), ("walk", 0.065), ("filler", 0.435))  # (skill, share of characters):
                                     # a generation task's name, or "filler" (prose and arithmetic lines)
     # --- optimisation: AdamW, linear warmup, then the schedule down to lr * min_lr_ratio
     batch_size: int = 32            # rows per step
@@ -143,9 +142,14 @@ def load_lab_config(path, **overrides) -> LabConfig:
     return config_from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path), text)
 
 
+def default_cache() -> Path:
+    """``$EMERGENCE_LAB_CACHE``, else ``.cache/emergence/lab`` under the working directory."""
+    return Path(os.environ.get("EMERGENCE_LAB_CACHE") or Path(".cache") / "emergence" / "lab")
+
+
 def family_dir(config: LabConfig, cache=None) -> Path:
     """Where the lab cache keeps the family of ``config``: ``<cache>/<config digest>``."""
-    return Path(DEFAULT_CACHE if cache is None else cache) / config.digest()
+    return Path(default_cache() if cache is None else cache) / config.digest()
 
 
 def trained(folder) -> bool:
@@ -156,19 +160,26 @@ def trained(folder) -> bool:
 def train_family(config: LabConfig, out=None, *, progress: bool = True, log=print) -> Path:
     """Train every size of ``config`` into ``out`` (default: the cache folder named by its
     digest) and return the family TOML. A finished family of the same config is reused."""
+    from emergence.lab_corpus import skill_tasks
+
     out = Path(out) if out is not None else family_dir(config)
+    # Unknown skills fail before anything is written.
+    versions = {name: str(task.version) for name, task in skill_tasks(config.mix).items()}
     if trained(out):
         done = json.loads((out / RECORD_FILE).read_text())
         if done.get("digest") != config.digest():
             raise LabConfigError(f"{out} holds a lab family of another config ({done.get('digest')}); "
                                  "choose another folder or delete it")
-        log(f"Reusing the lab family in {out} (config {config.digest()})")
-        return out / FAMILY_FILE
+        if done.get("skill_versions", versions) == versions:
+            log(f"Reusing the lab family in {out} (config {config.digest()})")
+            return out / FAMILY_FILE
+        # A skill's task changed since (its version says so): its corpus would differ, so the
+        # family is stale. It is ours (same config digest): retrain it in place.
+        log(f"Retraining the lab family in {out}: skill versions {done.get('skill_versions')} -> {versions}")
+        shutil.rmtree(out)
     import torch
 
-    from emergence.lab_corpus import build_corpus, skill_tasks
-
-    skill_tasks(config.mix)   # unknown skills fail before anything is written
+    from emergence.lab_corpus import build_corpus
     clock = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     # Rows for the size that trains longest (every size trains on a prefix of the same rows),
@@ -206,7 +217,7 @@ def train_family(config: LabConfig, out=None, *, progress: bool = True, log=prin
     total_tokens = sum(s["tokens"] for _, s in results)
     timing = {"corpus_s": round(corpus_s, 2), "train_s": round(train_s, 2), "workers": workers,
               "tokens": total_tokens, "tokens_per_s": round(total_tokens / max(train_s, 1e-9))}
-    _write_family(out, config, records, [s for _, s in results], timing)
+    _write_family(out, config, records, [s for _, s in results], timing, versions)
     shutil.rmtree(work, ignore_errors=True)
     log(f"Lab family {config.family!r}: {len(sizes)} sizes, {len(records)} checkpoints in {out}; "
         f"trained in {train_s:.0f} s on {workers} worker(s), {timing['tokens_per_s']:,} tokens/s overall")
@@ -360,7 +371,7 @@ def _size_label(params: int) -> str:
     return f"{params / 1e6:.2f}m" if params >= 1e6 else f"{params / 1e3:.0f}k"
 
 
-def _write_family(out: Path, config: LabConfig, records, stats, timing):
+def _write_family(out: Path, config: LabConfig, records, stats, timing, skill_versions):
     """family.toml for the local-family reader; lab.json with the config and the training log."""
     lines = [f"name = {json.dumps(config.family)}",
              f'description = "emergence lab: trained from scratch by `emergence lab train` (config {config.digest()})"',
@@ -372,5 +383,6 @@ def _write_family(out: Path, config: LabConfig, records, stats, timing):
         lines.append("")
     (out / FAMILY_FILE).write_text("\n".join(lines))
     (out / RECORD_FILE).write_text(json.dumps(
-        {"digest": config.digest(), "config": dataclasses.asdict(config), "timing": timing,
+        {"digest": config.digest(), "config": dataclasses.asdict(config), "skill_versions": skill_versions,
+         "timing": timing,
          "sizes": sorted(stats, key=lambda s: s["params"]), "checkpoints": records}, indent=2))

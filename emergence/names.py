@@ -1,6 +1,9 @@
-"""Name lookups that fail with "did you mean ...?" instead of a bare KeyError."""
+"""Name lookups that fail with "did you mean ...?" instead of a bare KeyError, and safe file
+names for names that come from data."""
 
 import difflib
+import hashlib
+import re
 
 
 class UnknownName(KeyError):
@@ -30,3 +33,13 @@ def at_line(text: str, key: str) -> str:
         if line.strip().split("=", 1)[0].strip().strip('"') == key:
             return f" (line {i})"
     return ""
+
+
+def file_name(name: str) -> str:
+    """One safe path component for a name that comes from data (a checkpoint, a task): never a
+    separator, a leading dot or ``..``, so it cannot point outside the folder it is joined to.
+    A name that had to change gets a short hash of the original, so two names never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9@._+=-]+", "_", str(name)).lstrip(".") or "_"
+    if safe == name and len(name) <= 100:
+        return safe
+    return f"{safe[:80]}-{hashlib.sha1(str(name).encode()).hexdigest()[:8]}"

@@ -4,8 +4,13 @@ The plan loads each checkpoint once, runs every task still missing for it, write
 finished cell in one transaction and frees the model before the next checkpoint. A cell that
 fails (a checkpoint that will not load, a task that raises) is recorded with its error and
 the sweep goes on; a rerun retries failed cells and skips finished ones.
+
+:func:`evaluate_checkpoint` does the work of one checkpoint and writes nothing; an executor
+runs it, here (:class:`LocalExecutor`) or on Ray workers (:mod:`emergence.ray_executor`), and
+this process alone writes the cells it yields to the store.
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -13,6 +18,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -21,13 +27,13 @@ from tqdm.auto import tqdm
 
 from emergence.config import RunConfig
 from emergence.evaluate import evaluate
-from emergence.families import Family, select
+from emergence.families import Checkpoint, Family, select
 from emergence.lmeval import resolve_task
 from emergence.plugins import collect, plugin_info, plugin_manager
 from emergence.store import Store
 
 PACKAGES = ("emergence", "torch", "transformers", "accelerate", "lm_eval", "tokenizers", "pandas",
-            "pluggy", "numpy", "scipy")
+            "pluggy", "numpy", "scipy", "ray")
 
 
 @dataclass
@@ -41,6 +47,18 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One evaluated (checkpoint, task) cell: its scores and samples, or the error that stopped it."""
+
+    checkpoint: Checkpoint      # as evaluated: parameter counts measured on the loaded model
+    task: str
+    scores: list = field(default_factory=list)
+    samples: list = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
 
 
 def resolve_family(spec: str, pm, registry) -> Family:
@@ -63,54 +81,99 @@ def run(config: RunConfig, pm=None, progress: bool = True) -> RunSummary:
     family = resolve_family(config.family, pm, registry)
     checkpoints = select(family, config.select)
     tasks = [resolve_task(name, registry) for name in config.tasks]
+    executor = make_executor(config)  # before the store: a missing Ray fails here
 
     summary = RunSummary(Path(config.out))
     with Store(config.out) as store:
         store.check_settings(config.results_settings())
-        _write_provenance(store, config, pm, tasks, family)
         done = store.done_cells()
         plan = [(ck, [t for t in tasks if (ck.name, t.name) not in done]) for ck in checkpoints]
         summary.cells = len(checkpoints) * len(tasks)
         summary.skipped = sum(len(tasks) - len(todo) for _, todo in plan)
         plan = [(ck, todo) for ck, todo in plan if todo]
-        for ck, todo in tqdm(plan, desc="checkpoints", unit="ckpt", disable=not progress):
-            store.put_checkpoint(ck)
-            try:
-                lm = pm.hook.load_model(checkpoint=ck, options=config.backend)
-                if lm is None:
-                    raise RuntimeError(f"No plugin could load checkpoint {ck.name!r}")
-            except Exception as e:
-                for task in todo:
-                    _fail(store, summary, ck, task, registry, f"loading failed: {e}")
-                continue
-            try:
-                ck = _with_measured_counts(ck, lm)
-                store.put_checkpoint(ck)
-                for task in tqdm(todo, desc=ck.name, unit="task", leave=False, disable=not progress):
-                    start = time.perf_counter()
-                    try:
-                        scores, samples = evaluate(task, lm, seed=config.seed, limit=config.limit,
-                                                   num_fewshot=config.num_fewshot)
-                    except Exception as e:
-                        _fail(store, summary, ck, task, registry, _describe(e))
-                    else:
-                        store.write_cell(ck.name, task.name, str(task.version), _owner(registry, task),
-                                         scores, samples, time.perf_counter() - start)
-                        summary.evaluated += 1
-            finally:
-                if hasattr(lm, "close"):
-                    lm.close()
-                del lm
+        by_name = {t.name: t for t in tasks}
+        with executor if plan else contextlib.nullcontext():  # nothing to do: connect to nothing
+            _write_provenance(store, config, pm, tasks, family, executor.describe())
+            stored = None
+            for cell in executor.results(plan, pm, progress):
+                if cell.checkpoint != stored:
+                    store.put_checkpoint(cell.checkpoint)
+                    stored = cell.checkpoint
+                _record(store, summary, registry, by_name[cell.task], cell)
     return summary
 
 
-def _fail(store, summary, ck, task, registry, error):
-    store.write_failure(ck.name, task.name, str(task.version), _owner(registry, task), error)
-    summary.failed.append((ck.name, task.name, error))
+def evaluate_checkpoint(checkpoint: Checkpoint, tasks, config: RunConfig, pm) -> Iterator[CellResult]:
+    """Load ``checkpoint`` once, evaluate ``tasks`` on it in order, free it; yield a CellResult
+    per task as it finishes. Writes nothing: the caller owns the store. A checkpoint that will
+    not load, or a task that raises, gives cells with an error rather than an exception."""
+    try:
+        lm = pm.hook.load_model(checkpoint=checkpoint, options=config.backend, run_dir=Path(config.out))
+        if lm is None:
+            raise RuntimeError(f"No plugin could load checkpoint {checkpoint.name!r}")
+    except Exception as e:
+        for task in tasks:
+            yield CellResult(checkpoint, task.name, error=f"loading failed: {e}")
+        return
+    try:
+        checkpoint = _with_measured_counts(checkpoint, lm)
+        for task in tasks:
+            yield _evaluate_cell(checkpoint, task, lm, config)
+    finally:
+        if hasattr(lm, "close"):
+            lm.close()
+        del lm
 
 
-def _owner(registry, task):
-    return registry.owner.get(("task", task.name))
+class LocalExecutor:
+    """Evaluates the plan in this process, one checkpoint after another."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def describe(self) -> dict:
+        return {"kind": "local", "host": platform.node()}
+
+    def results(self, plan, pm, progress: bool) -> Iterator[CellResult]:
+        for ck, todo in tqdm(plan, desc="checkpoints", unit="ckpt", disable=not progress):
+            cells = evaluate_checkpoint(ck, todo, self.config, pm)
+            yield from tqdm(cells, total=len(todo), desc=ck.name, unit="task", leave=False, disable=not progress)
+
+
+def make_executor(config: RunConfig):
+    """The executor ``config.executor`` names; Ray is imported only when it is the one asked for."""
+    if config.executor.kind == "ray":
+        from emergence.ray_executor import RayExecutor
+
+        return RayExecutor(config)
+    return LocalExecutor(config)
+
+
+def _evaluate_cell(checkpoint, task, lm, config) -> CellResult:
+    start = time.perf_counter()
+    try:
+        scores, samples = evaluate(task, lm, seed=config.seed, limit=config.limit, num_fewshot=config.num_fewshot)
+    except Exception as e:
+        return CellResult(checkpoint, task.name, error=f"checkpoint {checkpoint.name!r}: {_describe(e)}")
+    return CellResult(checkpoint, task.name, scores, samples, time.perf_counter() - start)
+
+
+def _record(store, summary, registry, task, cell: CellResult):
+    """Write one finished cell, done or failed; every executor's cells go through here."""
+    plugin = registry.owner.get(("task", task.name))
+    if cell.error is None:
+        store.write_cell(cell.checkpoint.name, task.name, str(task.version), plugin,
+                         cell.scores, cell.samples, cell.seconds)
+        summary.evaluated += 1
+    else:
+        store.write_failure(cell.checkpoint.name, task.name, str(task.version), plugin, cell.error)
+        summary.failed.append((cell.checkpoint.name, task.name, cell.error))
 
 
 def _describe(error: BaseException) -> str:
@@ -128,10 +191,11 @@ def _with_measured_counts(ck, lm):
     return ck.with_counts(*count_parameters(model))
 
 
-def _write_provenance(store: Store, config: RunConfig, pm, tasks, family: Family):
+def _write_provenance(store: Store, config: RunConfig, pm, tasks, family: Family, executor: dict):
     """Everything needed to reproduce the run, in the store and as run.json beside it."""
     record = {
         "config": config.to_dict(),
+        "executor": executor,
         "family": {"name": family.name, "checkpoints": len(family.checkpoints)},
         "tasks": {t.name: str(t.version) for t in tasks},
         "packages": package_versions(),

@@ -73,7 +73,9 @@ class Sample:
 
 
 class Store:
-    """Open (creating if needed) the store of ``run_dir``; use as a context manager."""
+    """Open (creating if needed) the store of ``run_dir``; use as a context manager. With
+    ``lock=False`` it is a reader beside whichever process holds the lock: WAL lets it read
+    the committed cells while a cell is being written."""
 
     def __init__(self, run_dir, lock: bool = True):
         self.run_dir = Path(run_dir)
@@ -92,10 +94,11 @@ class Store:
             self._lock_file.write(str(os.getpid()))
             self._lock_file.flush()
         self.db = sqlite3.connect(self.run_dir / DB_NAME, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a finished cell survives power loss too
-        self.db.executescript(SCHEMA)
-        self._set_default("schema_version", SCHEMA_VERSION)
+        if lock:  # only the writer sets up; a reader (export) writes nothing, so never waits on a cell
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a finished cell survives power loss too
+            self.db.executescript(SCHEMA)
+            self._set_default("schema_version", SCHEMA_VERSION)
 
     def __enter__(self):
         return self

@@ -2,14 +2,20 @@
 
 Safe by default: safetensors only (pickle weights can run code when unpickled) and no
 repository code unless the user opts in. When the hub cannot be reached, loading switches to
-offline mode at once instead of waiting on network retries.
+offline mode at once instead of waiting on network retries. A model too big for one device is
+split by accelerate (``device_map``, ``max_memory``); what fits nowhere is offloaded to disk in
+the run directory and deleted with the model.
 """
 
 import os
+import shutil
 import socket
+import tempfile
+import weakref
 from pathlib import Path
 
 from emergence.hookspecs import hookimpl
+from emergence.names import file_name
 
 HUB_HOST = ("huggingface.co", 443)
 
@@ -19,7 +25,13 @@ class CheckpointError(RuntimeError):
 
 
 @hookimpl(trylast=True)
-def load_model(checkpoint, options):
+def load_model(checkpoint, options, run_dir):
+    return load(checkpoint, options, run_dir)
+
+
+def load(checkpoint, options, run_dir=None):
+    """The checkpoint as an HFEngine; ``run_dir`` holds weights offloaded to disk (a temporary
+    folder when None)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from emergence.engine import HFEngine
@@ -32,6 +44,9 @@ def load_model(checkpoint, options):
     try:
         config = AutoConfig.from_pretrained(source, **common)
     except Exception as e:
+        if "trust_remote_code" in str(e) and not options.trust_remote_code:
+            raise CheckpointError(f"{label}: ships its own Python code, which is never run unless you "
+                                  "trust it: set trust_remote_code = true in [backend] (--trust-remote-code)") from e
         raise CheckpointError(f"{label}: cannot read its config: {_short(e)}") from e
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
@@ -43,25 +58,38 @@ def load_model(checkpoint, options):
         raise CheckpointError(f"{label}: has no usable tokenizer ({len(tokenizer)} tokens); "
                               "are the tokenizer files there?")
     kwargs = dict(common, config=config, dtype=dtype, use_safetensors=not options.allow_pickle or None)
-    if options.device_map:
-        kwargs["device_map"] = options.device_map
+    offload = _offload_folder(checkpoint, run_dir) if options.device_map else None
+    if offload:
+        kwargs.update(device_map=options.device_map, max_memory=_max_memory(options.max_memory),
+                      offload_folder=str(offload))
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except ValueError as e:
-        if "Unrecognized configuration class" in str(e):
-            raise CheckpointError(f"{label}: {type(config).__name__} is not a causal language model; "
-                                  "only decoder-only (causal) models can be evaluated") from e
-        raise CheckpointError(f"{label}: {_short(e)}") from e
-    except OSError as e:
-        hint = (" (only safetensors weights are loaded unless allow_pickle = true)"
-                if not options.allow_pickle else "")
-        raise CheckpointError(f"{label}: cannot load weights{hint}: {_short(e)}") from e
     except Exception as e:
-        raise CheckpointError(f"{label}: weights are unreadable (truncated or corrupt?): {_short(e)}") from e
-    if not options.device_map:
+        if offload:
+            shutil.rmtree(offload, ignore_errors=True)
+        raise CheckpointError(f"{label}: {_weights_error(e, config, options)}") from e
+    if offload:
+        weakref.finalize(model, shutil.rmtree, offload, ignore_errors=True)  # gone with the model
+        # The engine feeds inputs to the device of the input embeddings, which must hold real weights.
+        if model.get_input_embeddings().weight.device.type == "meta":
+            raise CheckpointError(f"{label}: max_memory {options.max_memory} leaves no room on any device "
+                                  "for the input embeddings (everything went to disk); raise it")
+    else:
         model = model.to(device)
     return HFEngine(model, tokenizer, batch_size=options.batch_size,
                     max_batch_size=options.max_batch_size, max_length=options.max_length)
+
+
+def _weights_error(error, config, options) -> str:
+    if isinstance(error, ValueError) and "Unrecognized configuration class" in str(error):
+        return (f"{type(config).__name__} is not a causal language model; "
+                "only decoder-only (causal) models can be evaluated")
+    if isinstance(error, ValueError):
+        return _short(error)
+    if isinstance(error, OSError):
+        hint = "" if options.allow_pickle else " (only safetensors weights are loaded unless allow_pickle = true)"
+        return f"cannot load weights{hint}: {_short(error)}"
+    return f"weights are unreadable (truncated or corrupt?): {_short(error)}"
 
 
 def resolve_device(device: str) -> str:
@@ -89,6 +117,25 @@ def resolve_dtype(dtype: str, device: str):
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+def _offload_folder(checkpoint, run_dir) -> Path:
+    """An empty folder for the weights accelerate offloads to disk: inside the run directory,
+    named safely after the checkpoint (whatever its name holds, it cannot point elsewhere)."""
+    if run_dir is None:
+        return Path(tempfile.mkdtemp(prefix="emergence-offload-"))
+    folder = Path(run_dir) / "offload" / file_name(checkpoint.name)
+    shutil.rmtree(folder, ignore_errors=True)  # left by a killed run
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _max_memory(caps: dict | None) -> dict | None:
+    """Config keys are strings (TOML); accelerate wants GPU indices as ints: "0" or "cuda:0" -> 0."""
+    if caps is None:
+        return None
+    return {int(str(k).removeprefix("cuda:")) if str(k).removeprefix("cuda:").isdigit() else k: v
+            for k, v in caps.items()}
 
 
 def _source(checkpoint) -> tuple[str, str | None]:

@@ -7,6 +7,7 @@ of emergence (Schaeffer et al. 2023) made measurable. Values stay in 0..19, so a
 writes a uniform value per step scores 1/20 per step.
 """
 
+import random
 from dataclasses import dataclass
 
 from emergence.tasks import GENERATE_METRICS, Example, Output, Scores, standard_scores
@@ -61,7 +62,7 @@ def chain_task(k: int) -> Chain:
 
 
 def composition_tasks() -> list:
-    return [chain_task(k) for k in range(2, 6)]
+    return [chain_task(k) for k in range(2, 6)] + [walk_task()]
 
 
 def _step(rng, x):
@@ -81,3 +82,83 @@ def _step(rng, x):
     if op == "double":
         return "double it", 2 * x
     return "halve it", x // 2
+
+
+# ------------------------------------------------------------------ walk: independent parts
+
+WALK_NODES = tuple(c + v for c in "BDGKLMNPRT" for v in "aeiou")   # 50 capitalised syllables
+WALK_MAPS = ("red",)   # map names the prompt gives; see Walk on why there is one
+WALK_STEPS = 6
+
+
+def walk_successors(maps=WALK_MAPS, nodes=WALK_NODES) -> dict:
+    """For each map, a fixed successor of every node: one cycle through all nodes in an order
+    seeded by the map's name, so a walk never revisits a node within len(nodes) steps. The
+    tables are the probe's definition: {map: {node: next node}}."""
+    tables = {}
+    for name in maps:
+        order = list(nodes)
+        random.Random(f"walk-cycle:{name}").shuffle(order)
+        tables[name] = dict(zip(order, order[1:] + order[:1]))
+    return tables
+
+
+SUCCESSORS = walk_successors()
+
+
+@dataclass(frozen=True)
+class Walk(Probe):
+    """Follow a fixed successor table (a "map") for ``steps`` steps from a start node that ends
+    the prompt.
+
+    Each step is a fact about the previous node alone (given the map), so the steps are
+    independent parts: ``step_j`` is scored against the successor of the model's *own* previous
+    node, not of the gold one, and an early error is not counted again later. Exact match (every
+    step right) is then about the product of the step accuracies: the sub-task account of
+    emergence (Schaeffer et al. 2023). The table is arbitrary: a model knows it only if it was
+    trained on it (the lab is, docs/lab.md); a pretrained model is at chance. One map by
+    default: with several, a model that cannot yet read the map's name gets whole walks wrong
+    together, and the parts stop being independent.
+    """
+    steps: int = WALK_STEPS
+
+    def draw(self, rng):
+        name = rng.choice(WALK_MAPS)
+        x = start = rng.choice(WALK_NODES)
+        path = []
+        for _ in range(self.steps):
+            x = SUCCESSORS[name][x]
+            path.append(x)
+        return Example(id="", prompt=f"Q: Walk the {name} map from {start}.\nA: {start}",
+                       target=" " + " ".join(path), parts=(name, start, *path))
+
+    def score(self, example: Example, output: Output) -> Scores:
+        s = standard_scores(self.kind, example, output)
+        successor = SUCCESSORS[example.parts[0]]
+        said = (output.generation or "").split()
+        previous, right = example.parts[1], []
+        for j in range(self.steps):
+            node = said[j] if j < len(said) else None
+            right.append(node is not None and successor.get(previous) == node)
+            previous = node
+        for j, ok in enumerate(right, 1):
+            s[(f"step_{j}", "acc")] = float(ok)
+        s[("", "step_acc")] = sum(right) / len(right)
+        return s
+
+
+def walk_task() -> Walk:
+    chance = 1 / len(WALK_NODES)
+    return Walk(
+        name="walk",
+        description=f"follow a fixed successor table over {len(WALK_NODES)} syllables for {WALK_STEPS} steps "
+                    "(independent parts: exact match ~ product of step accuracies; learnable only by training)",
+        subtasks=tuple(f"step_{j}" for j in range(1, WALK_STEPS + 1)),
+        metrics=with_chance(GENERATE_METRICS, "exact_match", chance ** WALK_STEPS) + (
+            part_metric("acc", chance, "step_j names the successor of the node before it (the model's own)"),
+            part_metric("step_acc", chance, "share of the steps that follow the table"),
+        ),
+        num_fewshot=0,   # the tables are learned in training or not at all; shots would reveal them
+        max_gen_toks=3 * WALK_STEPS + 4,
+        n_examples=len(WALK_MAPS) * len(WALK_NODES),   # one walk per (map, start): the whole space
+    )

@@ -23,6 +23,16 @@ def test_toml_overrides_defaults(tmp_path):
     ('limit = "many"\n', r"line 1.*'limit' expects int"),
     ('[backend]\nbatch_size = -3\n', r"'batch_size'"),
     ('family = \n', r"malformed TOML"),
+    ('[executor]\nkind = "rey"\n', r"Unknown executor 'rey'.*Did you mean 'ray'"),
+    ('[executor]\nkind = "ray"\ngpu_per_worker = 1\n', r"line 3.*\[executor\] 'gpu_per_worker'.*'gpus_per_worker'"),
+    ('[executor]\nkind = "ray"\ngpus_per_worker = "one"\n', r"line 3.*'gpus_per_worker' expects float"),
+    ('[executor]\nkind = "ray"\nmax_retries = -1\n', r"must be >= 0"),
+    ('[executor]\nkind = "ray"\ngpus_per_worker = 1.5\n', r"above 1 must be a whole number"),
+    ('[executor]\naddress = "auto"\n', r"address only apply to the Ray executor"),
+    ('executor = "ray"\n', r"'executor' must be a table"),
+    ('[backend]\nmax_memory = {cpu = "1GiB"}\n', r'max_memory only applies with device_map = "auto"'),
+    ('[backend]\ndevice_map = "auto"\nmax_memory = "1GiB"\n', r"max_memory must be a table of device = size"),
+    ('[backend]\ndevice_map = "auto"\nmax_memory = {gpu0 = "1GiB"}\n', r"'gpu0' = '1GiB' is not a device"),
 ])
 def test_bad_config_is_rejected_with_location(tmp_path, text, match):
     path = tmp_path / "bad.toml"
@@ -31,8 +41,26 @@ def test_bad_config_is_rejected_with_location(tmp_path, text, match):
         load_config(path)
 
 
+def test_max_memory_caps_devices_for_a_device_map(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[backend]\ndevice_map = "auto"\nmax_memory = {0 = "70GiB", "cuda:1" = "70GiB", cpu = "200GiB"}\n')
+    assert load_config(path).backend.max_memory == {"0": "70GiB", "cuda:1": "70GiB", "cpu": "200GiB"}
+
+
 def test_flags_override_only_what_was_given():
     cfg = RunConfig(family="a", limit=5)
     out = with_overrides(cfg, family=None, limit=7, backend_dtype="float16", select_steps=None)
     assert out.family == "a" and out.limit == 7 and out.backend.dtype == "float16"
     assert out.select.steps is None
+
+
+def test_executor_settings_are_read_but_never_change_results_settings(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[executor]\nkind = "ray"\naddress = "auto"\ngpus_per_worker = 1\n')
+    cfg = load_config(path)
+    assert (cfg.executor.kind, cfg.executor.address, cfg.executor.gpus_per_worker) == ("ray", "auto", 1.0)
+    assert cfg.results_settings() == RunConfig().results_settings()
+    out = with_overrides(RunConfig(), executor_kind="ray", executor_gpus_per_worker=0.5, executor_address=None)
+    assert out.executor.kind == "ray" and out.executor.gpus_per_worker == 0.5 and out.executor.address is None
+    with pytest.raises(ConfigError, match="gpus_per_worker only apply"):
+        with_overrides(RunConfig(), executor_gpus_per_worker=1.0)

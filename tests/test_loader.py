@@ -9,7 +9,7 @@ import torch
 from emergence.config import BackendOptions
 from emergence.families import Checkpoint
 from emergence.tiny import add_to_hub_cache, build_model
-from emergence_plugins.huggingface import CheckpointError, load_model, resolve_dtype
+from emergence_plugins.huggingface import CheckpointError, load, resolve_dtype
 
 OPTIONS = BackendOptions(batch_size=4)
 
@@ -24,7 +24,7 @@ def _copy(src, dst):
 
 
 def test_local_folder_loads_on_cpu_in_float32(tiny_model_dir):
-    lm = load_model(_ck(tiny_model_dir), OPTIONS)
+    lm = load(_ck(tiny_model_dir), OPTIONS)
     assert lm.device.type == "cpu" and next(lm.model.parameters()).dtype == torch.float32
     assert lm.score_pairs([("1 + 1 =", " 2")])[0].total < 0
 
@@ -37,26 +37,60 @@ def test_hub_revisions_load_offline_from_the_cache(tmp_path, tokenizer, monkeypa
         add_to_hub_cache(build_model(tmp_path / step, seed=seed, tokenizer=tokenizer), "tiny-org/tiny", step, cache)
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
     pair = [("the cat", " sat")]
-    by_revision = {rev: load_model(_ck("tiny-org/tiny", rev), OPTIONS).score_pairs(pair)[0].total
+    by_revision = {rev: load(_ck("tiny-org/tiny", rev), OPTIONS).score_pairs(pair)[0].total
                    for rev in ("step100", "step200")}
-    direct = load_model(_ck(tmp_path / "step200"), OPTIONS).score_pairs(pair)[0].total
+    direct = load(_ck(tmp_path / "step200"), OPTIONS).score_pairs(pair)[0].total
     assert by_revision["step200"] == pytest.approx(direct, abs=1e-6)
     assert by_revision["step100"] != pytest.approx(by_revision["step200"], abs=1e-4)
     with pytest.raises(CheckpointError, match="step999"):
-        load_model(_ck("tiny-org/tiny", "step999"), OPTIONS)
+        load(_ck("tiny-org/tiny", "step999"), OPTIONS)
+
+
+def test_a_revision_missing_from_the_offline_cache_names_checkpoint_and_revision(tmp_path, tokenizer, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    cache = tmp_path / "hub"
+    add_to_hub_cache(build_model(tmp_path / "m", tokenizer=tokenizer), "tiny-org/tiny", "step100", cache)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    with pytest.raises(CheckpointError, match=r"checkpoint 't@x' \(tiny-org/tiny@step999\)"):
+        load(_ck("tiny-org/tiny", "step999"), OPTIONS)
+
+
+def test_a_model_over_its_memory_cap_is_split_and_scores_the_same(tiny_model_dir, tmp_path):
+    # 600KB holds the embeddings and the first layer of this ~660KB model; the rest goes to disk.
+    capped = BackendOptions(batch_size=4, device_map="auto", max_memory={"cpu": "600KB"})
+    split, whole = load(_ck(tiny_model_dir), capped, tmp_path), load(_ck(tiny_model_dir), OPTIONS)
+    placements = split.model.hf_device_map
+    assert {"cpu", "disk"} <= set(placements.values()), placements
+    offload = tmp_path / "offload" / "t@x"
+    assert offload.is_dir()
+    pairs = [("the cat", " sat"), ("the cat", " ran on"), ("1 + 1 =", " 2"), ("", " a b c d")]
+    for a, b in zip(split.score_pairs(pairs), whole.score_pairs(pairs)):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5) and a.greedy == b.greedy
+    text = ["the big red cat sat on the mat. 12 + 30 = 42"]
+    assert split.score_rolling(text)[0].logprob == pytest.approx(whole.score_rolling(text)[0].logprob, abs=1e-5)
+    assert split.generate(["the cat", "1 + 2 ="], max_gen_toks=5) == whole.generate(["the cat", "1 + 2 ="], max_gen_toks=5)
+    split.close()
+    assert not offload.exists()  # offloaded weights leave with the model
+
+
+def test_a_memory_cap_that_leaves_the_embeddings_nowhere_is_refused(tiny_model_dir, tmp_path):
+    capped = BackendOptions(device_map="auto", max_memory={"cpu": "100KB"})
+    with pytest.raises(CheckpointError, match="t@x.*no room on any device for the input embeddings"):
+        load(_ck(tiny_model_dir), capped, tmp_path)
 
 
 def test_unreachable_hub_fails_fast_with_the_checkpoint_named(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(CheckpointError, match="EleutherAI/pythia-70m@step1000"):
-        load_model(_ck("EleutherAI/pythia-70m", "step1000"), OPTIONS)
+        load(_ck("EleutherAI/pythia-70m", "step1000"), OPTIONS)
     assert time.monotonic() - start < 20
 
 
 def test_missing_path(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_model(_ck(tmp_path / "nope" / "model"), OPTIONS)
+        load(_ck(tmp_path / "nope" / "model"), OPTIONS)
 
 
 def test_truncated_safetensors(tiny_model_dir, tmp_path):
@@ -64,7 +98,7 @@ def test_truncated_safetensors(tiny_model_dir, tmp_path):
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="t@x"):
-        load_model(_ck(broken), OPTIONS)
+        load(_ck(broken), OPTIONS)
 
 
 def test_missing_tokenizer(tiny_model_dir, tmp_path):
@@ -72,7 +106,7 @@ def test_missing_tokenizer(tiny_model_dir, tmp_path):
     for f in bare.glob("tokenizer*"):
         f.unlink()
     with pytest.raises(CheckpointError, match="tokenizer"):
-        load_model(_ck(bare), OPTIONS)
+        load(_ck(bare), OPTIONS)
 
 
 def test_non_causal_model_is_refused(tmp_path, tokenizer):
@@ -83,7 +117,7 @@ def test_non_causal_model_is_refused(tmp_path, tokenizer):
                                         num_layers=1, num_heads=2)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     with pytest.raises(CheckpointError, match="not a causal language model"):
-        load_model(_ck(path), OPTIONS)
+        load(_ck(path), OPTIONS)
 
 
 def test_pickle_weights_need_opt_in(tiny_model_dir, tmp_path):
@@ -94,8 +128,8 @@ def test_pickle_weights_need_opt_in(tiny_model_dir, tmp_path):
     torch.save(state, pickled / "pytorch_model.bin")
     (pickled / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="safetensors"):
-        load_model(_ck(pickled), OPTIONS)
-    lm = load_model(_ck(pickled), BackendOptions(allow_pickle=True))
+        load(_ck(pickled), OPTIONS)
+    lm = load(_ck(pickled), BackendOptions(allow_pickle=True))
     assert lm.score_pairs([("a", " b")])[0].total < 0
 
 

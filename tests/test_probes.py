@@ -10,11 +10,13 @@ import types
 import pytest
 
 from emergence.tasks import GENERATE, MULTIPLE_CHOICE, ROLLING, Output
+from emergence_tasks import composition as C
 from emergence_tasks import heldout_loss as H
 from emergence_tasks.probes import all_probes
 
 PROBES = {t.name: t for t in all_probes()}
-EXHAUSTIVE = {"add_1d": 100, "mul_1d": 100}   # one-digit operands: every problem once
+EXHAUSTIVE = {"add_1d": 100, "mul_1d": 100,   # one-digit operands: every problem once
+              "walk": len(C.WALK_MAPS) * len(C.WALK_NODES)}   # one walk per (map, start node)
 
 
 def _task(name):
@@ -33,7 +35,7 @@ def _gen(text):
 def test_registered_names():
     expected = ({f"add_{k}d" for k in range(1, 6)} | {f"mul_{k}d" for k in range(1, 4)}
                 | {f"chain_{k}" for k in range(2, 6)}
-                | {"mod_arith", "mc_arith", "unscramble", "reverse_word", "copy"})
+                | {"mod_arith", "mc_arith", "unscramble", "reverse_word", "copy", "walk"})
     assert set(PROBES) == expected
 
 
@@ -52,7 +54,8 @@ def test_enough_distinct_well_formed_examples(name):
     assert len(distinct) == len(examples) == len({ex.id for ex in examples})
     assert len(examples) == EXHAUSTIVE.get(name, 2000)   # >= 1000 wherever the problem space allows
     for ex in examples:
-        assert ex.prompt.endswith("\nA:")
+        # The answer line is last; walk's prompt ends with the start node the answer continues.
+        assert ex.prompt.endswith("\nA:") or (name == "walk" and ex.prompt.rsplit("\n", 1)[1].startswith("A: "))
         if task.kind == MULTIPLE_CHOICE:
             assert len(ex.choices) == 4 and len(set(ex.choices)) == 4 and 0 <= ex.gold < 4
             assert all(c.startswith(" ") for c in ex.choices)
@@ -167,6 +170,31 @@ def test_chain_composite_is_all_steps_right_so_p_to_the_k(k):
     n = len(exact)
     assert sum(steps) / n == pytest.approx(p, abs=0.03)
     assert sum(exact) / n == pytest.approx(p ** k, abs=4 * math.sqrt(p ** k * (1 - p ** k) / n))
+
+
+def test_walk_follows_its_table_and_scores_each_step_from_the_models_own_node():
+    task = _task("walk")
+    examples = list(task.examples(0))
+    for ex in examples:
+        name, start, *path = ex.parts
+        assert ex.prompt.endswith(f"A: {start}") and ex.target == " " + " ".join(path)
+        table = C.SUCCESSORS[name]
+        assert all(table[a] == b for a, b in zip([start, *path], path))
+        assert len(set(path)) == len(path)   # one cycle through every node: no early repeat
+    assert {ex.parts[1] for ex in examples} == set(C.WALK_NODES)
+    ex = examples[0]
+    name, start, *path = ex.parts
+    s = task.score(ex, _gen(ex.target))
+    assert s[("", "exact_match")] == 1 and s[("", "step_acc")] == 1
+    # Step 2 wrong; step 3 follows the table from the model's wrong node, so it counts as right.
+    wrong = next(n for n in C.WALK_NODES if n not in (path[1], start))
+    said = [path[0], wrong, C.SUCCESSORS[name][wrong], *path[3:]]
+    s = task.score(ex, _gen(" " + " ".join(said)))
+    steps = [s[(f"step_{j}", "acc")] for j in range(1, C.WALK_STEPS + 1)]
+    assert steps == [1, 0, 1, 0, 1, 1] and s[("", "exact_match")] == 0
+    assert s[("", "step_acc")] == pytest.approx(4 / 6)
+    s = task.score(ex, _gen(f" {path[0]}"))
+    assert [s[(f"step_{j}", "acc")] for j in range(1, 4)] == [1, 0, 0]
 
 
 def test_chain_scores_missing_steps_as_wrong():

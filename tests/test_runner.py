@@ -84,6 +84,42 @@ def test_failing_cells_are_recorded_and_the_run_goes_on(tiny_family_dir, tmp_pat
     assert set(tidy_table(cfg.out)[S.TASK]) == {"t_add"}
 
 
+def test_a_model_with_nan_weights_fails_its_cells_and_stores_no_scores(tiny_model_dir, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    checkpoint = shutil.copytree(tiny_model_dir, tmp_path / "fam" / "nan@step1")
+    weights = load_file(checkpoint / "model.safetensors")
+    weights["gpt_neox.layers.0.mlp.dense_h_to_4h.weight"][0, 0] = torch.nan  # spreads to every logit
+    save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    cfg = _config(tmp_path / "fam", tmp_path / "run")
+    summary = run(cfg, pm=manager(), progress=False)
+    assert sorted(task for _, task, _ in summary.failed) == ["t_add", "t_pick"]
+    for _, _, error in summary.failed:
+        assert "checkpoint 'nan@step1'" in error and "non-finite log-probabilities" in error
+    with Store(cfg.out) as store:
+        assert [n for (n,) in store.db.execute(
+            "SELECT COUNT(*) FROM scores UNION ALL SELECT COUNT(*) FROM samples")] == [0, 0]
+        assert {status for _, _, _, status in store.cells()} == {"failed"}
+
+
+@pytest.mark.parametrize("text, match", [
+    ('[[checkpoint]]\npath = "m"\nstep = 1\nsteps = 2\n', r"line 4.*'steps'.*Did you mean 'step'"),
+    ('name = "f"\n', r"no \[\[checkpoint\]\] entries"),
+    ('[[checkpoint]]\npath = "m"\nrepo = "org/m"\n', r"exactly one of 'path' or 'repo'"),
+    ('[[checkpoint]]\nrepo = "org/m"\nname = "a"\n[[checkpoint]]\nrepo = "org/n"\nname = "a"\n', r"'a' twice"),
+    ('name = \n', r"malformed TOML"),
+])
+def test_bad_family_file_is_refused_with_location(text, match, tmp_path):
+    family = tmp_path / "family.toml"
+    family.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        run(_config(family, tmp_path / "run"), pm=manager(), progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
+
+
 def test_a_failed_retry_keeps_results_already_stored(tmp_path):
     from emergence.store import Score
 
@@ -122,6 +158,7 @@ def test_provenance_is_recorded(tiny_family_dir, tmp_path):
     run(cfg, pm=manager(), progress=False)
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["config"]["seed"] == 1234 and record["tasks"] == {"t_pick": "1"}
+    assert record["executor"]["kind"] == "local" and record["config"]["executor"]["kind"] == "local"
     assert record["packages"]["torch"] and record["packages"]["transformers"]
     assert {p["name"] for p in record["plugins"]} >= {"huggingface", "test_tasks"}
     con = sqlite3.connect(tmp_path / "run" / "results.sqlite")
