@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 class BackendOptions:
     device: str = "auto"           # cuda > mps > cpu
     dtype: str = "auto"            # bfloat16 on GPUs that support it, float32 on CPU
-    batch_size: int | str = "auto"  # rows per forward pass; "auto" starts high and halves on OOM
+    batch_size: int | str = "auto"  # full context windows of tokens per forward pass; "auto" starts high and halves on OOM
     max_batch_size: int = 64       # where "auto" starts
     device_map: str | None = None  # "auto": shard a model too big for one GPU (accelerate)
     max_length: int | None = None  # context window; None = the model's own

@@ -149,7 +149,7 @@ def _evaluate_part(job):
     import torch
     from transformers.utils import logging as hf_logging
 
-    from emergence.config import BackendOptions, RunConfig
+    from emergence.config import RunConfig
     from emergence.export import tidy_table
     from emergence.families import Selection
     from emergence.runner import run
@@ -158,18 +158,10 @@ def _evaluate_part(job):
     hf_logging.set_verbosity_error()
     torch.set_num_threads(1)   # tiny models: one thread per worker is fastest (docs/lab.md)
     select = Selection(sizes=tuple(models))
-    probes = tuple(t for t in tasks if t != LOSS_TASK)
-    failed = []
-    # Zero-shot: the lab's corpus teaches each probe's format. The held-out loss runs in its own
-    # pass with batch size 1: its rolling windows share one-token contexts, and the engine packs a
-    # batch of those into one row (docs/lab.md, "Timings").
-    passes = [(probes, BackendOptions())] if probes else []
-    if LOSS_TASK in tasks:
-        passes.append(((LOSS_TASK,), BackendOptions(batch_size=1)))
-    for names, backend in passes:
-        summary = run(RunConfig(family=family, tasks=names, out=run_dir, select=select, limit=limit,
-                                num_fewshot=0, backend=backend), progress=progress)
-        failed += summary.failed
+    # Zero-shot: the lab's corpus teaches each probe's format.
+    summary = run(RunConfig(family=family, tasks=tasks, out=run_dir, select=select, limit=limit, num_fewshot=0),
+                  progress=progress)
+    failed = list(summary.failed)
     return tidy_table(run_dir), failed
 
 

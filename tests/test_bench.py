@@ -1,4 +1,4 @@
-"""The engine benchmark's quick variant runs and our engine agrees with lm-eval (times are not asserted)."""
+"""The benchmarks' quick variants run and check correctness; times are never asserted."""
 
 import sys
 from pathlib import Path
@@ -13,3 +13,12 @@ def test_quick_benchmark_agrees_with_lmeval(tmp_path):
     assert engine_vs_lmeval.main(["--sizes", "1m", "--reps", "1", "--quick", "--out", str(out)]) == 0
     table = out.read_text()
     assert table.count("| 1m |") == 3 and "identical" in table
+
+
+def test_resume_and_one_more_checkpoint_evaluate_only_whats_missing(tmp_path):
+    import run_scaling
+
+    out = tmp_path / "scaling.md"
+    # Non-zero unless: resuming evaluates nothing, adding a checkpoint evaluates just its cells.
+    assert run_scaling.main(["--checkpoints", "1", "--limit", "2", "--out", str(out)]) == 0
+    assert "| resume the finished run | 0 | 3 |" in out.read_text()

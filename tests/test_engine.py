@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lm_eval.api.instance import Instance
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -88,8 +90,8 @@ def test_per_token_scores_match_a_plain_forward_pass(engine, loaded):
         assert len(s.logprobs) == len(cont)
 
 
-@pytest.mark.parametrize("packed, max_rows", [(True, 1), (False, 3)])
-def test_out_of_memory_halves_the_batch_and_retries(loaded, monkeypatch, packed, max_rows):
+@pytest.mark.parametrize("packed", [True, False])
+def test_out_of_memory_halves_the_batch_and_retries(loaded, monkeypatch, packed):
     model, tok = loaded
     engine = HFEngine(model, tok, batch_size=8, max_length=128)
     engine.packed = packed
@@ -98,14 +100,76 @@ def test_out_of_memory_halves_the_batch_and_retries(loaded, monkeypatch, packed,
     calls = []
 
     def forward(*args, **kwargs):
-        rows = kwargs["input_ids"].shape[0]
-        calls.append(rows)
-        if rows > max_rows:
+        tokens = kwargs["input_ids"].numel()
+        calls.append(tokens)
+        if tokens > 128:  # more than one full window in a pass
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_forward(*args, **kwargs)
 
     monkeypatch.setattr(model, "forward", forward)
     got = engine.score_pairs(PAIRS)
     assert engine.batch_size == 1
-    assert max(calls) > max_rows  # the large batch was tried first
+    assert max(calls) > 128  # the large batch was tried first
     assert [s.total for s in got] == pytest.approx([s.total for s in reference], abs=1e-5)
+
+
+def test_packed_rows_stay_within_the_window(loaded, monkeypatch):
+    """Continuations of one context share a row only while it fits the window, and only when the
+    context is long next to them: rolling windows all share a 1-token context and must not pack."""
+    model, tok = loaded
+    engine = HFEngine(model, tok, batch_size=64, max_length=128)
+    context = "one two three four five six seven eight nine ten " * 4
+    pairs = [(context, f" {w} plus {w} is" * 3) for w in ("one", "two", "three", "red", "blue", "cat")] * 4
+    texts = TEXTS * 4
+    alone = [engine.score_pairs([p])[0].total for p in pairs]   # one request per pass: no packing
+    rolled = [engine.score_rolling([t])[0].logprob for t in texts]
+    real_forward = model.forward
+    passes = []
+
+    def forward(*args, **kwargs):
+        passes.append((kwargs["input_ids"].shape[1], kwargs.get("attention_mask") is not None))
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    got = engine.score_pairs(pairs)
+    assert sum(len(engine.encode_pairs([p])[0][1]) for p in pairs) > 2 * 128  # more than one row's worth
+    assert any(packed for _, packed in passes)  # the shared context was packed ...
+    assert max(width for width, _ in passes) <= 128  # ... into rows no wider than the window
+    assert [s.total for s in got] == pytest.approx(alone, abs=1e-4)
+    passes.clear()
+    assert [s.logprob for s in engine.score_rolling(texts)] == pytest.approx(rolled, abs=1e-3)
+    assert max(width for width, _ in passes) <= 128 and not any(packed for _, packed in passes)
+
+
+# Contexts (by length) each with the lengths of its continuations; token ids drawn at random.
+GROUPS = st.lists(st.tuples(st.integers(1, 40), st.lists(st.integers(1, 30), min_size=1, max_size=6)),
+                  min_size=1, max_size=4)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(groups=GROUPS, seed=st.integers(0, 2 ** 16))
+def test_any_grouping_scores_as_each_request_alone(loaded, packed, groups, seed):
+    """However requests share contexts (packed, split, KV-shared, trimmed to the window), each
+    scores as it would alone, and no pass is wider than the window."""
+    model, tok = loaded
+    engine = HFEngine(model, tok, batch_size=2, max_length=64)
+    engine.packed = packed
+    gen = torch.Generator().manual_seed(seed)
+    encoded = []
+    for n_ctx, conts in groups:
+        ctx = torch.randint(len(tok), (n_ctx,), generator=gen).tolist()
+        encoded += [(ctx, torch.randint(len(tok), (n,), generator=gen).tolist()) for n in conts]
+    widths = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                           with_kwargs=True)
+    try:
+        together = engine.score_tokens(encoded)
+    finally:
+        hook.remove()
+    assert max(widths) <= 64
+    for pair, got in zip(encoded, together):
+        alone = engine.score_tokens([pair])[0]
+        assert got.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+        assert got.greedy == alone.greedy
