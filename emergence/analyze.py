@@ -5,6 +5,7 @@ Pure CPU, no plotting. Whatever a table cannot support (no loss, no sizes, no no
 skipped and said in ``Analysis.notes`` rather than guessed.
 """
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,33 +27,37 @@ class Analysis:
     composites: pd.DataFrame        # composite predicted from sub-tasks, with errors
     fits: pd.DataFrame              # scaling-law parameters with intervals, per family and form
     notes: list = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)   # wall-clock time of each stage
 
     def tables(self) -> dict:
         return {"verdicts": self.verdicts, "audit": self.audit, "composites": self.composites,
                 "fits": self.fits}
 
 
-def load_tables(sources) -> pd.DataFrame:
-    """Tidy files, or run directories (exported on the fly), as one checked table."""
+def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
+    """Tidy files, or run directories (exported on the fly), as one checked table.
+    ``duplicates="first"`` keeps the first of rows sharing a key (``read_tidy``)."""
     from emergence.export import tidy_table
     from emergence.tidy import check_tidy
 
     files, frames = [], []
     for src in map(Path, sources):
         if src.is_dir():
-            frames.append(check_tidy(tidy_table(src), source=str(src)))
+            frames.append(check_tidy(tidy_table(src), source=str(src), duplicates=duplicates))
         else:
             files.append(src)
     if files:
-        frames.append(read_tidy(files))
+        frames.append(read_tidy(files, duplicates=duplicates))
     notes = [n for f in frames for n in f.attrs.get("notes", [])]
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     df.attrs["notes"] = notes
     return df
 
 
-def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0) -> Analysis:
-    """Every analysis the table supports, on each usable axis (default: all of them)."""
+def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, workers: int = 0) -> Analysis:
+    """Every analysis the table supports, on each usable axis (default: all of them).
+    ``workers``: processes fitting curves and bootstrap draws (0: one per CPU, 1: none); the
+    result does not depend on it."""
     df = fill_chance(df)
     notes = list(dict.fromkeys(list(df.attrs.get("notes", [])) + limitations(df)))
     estimated = int((df.get("chance_source") == "estimated").sum())
@@ -68,13 +73,23 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0) ->
     if not axes:
         notes.append("no axis to analyse against: the table has no params, tokens, flops or loss")
 
-    per_axis = {axis: verdicts(df, axis=axis) for axis in axes}
+    clock = [time.perf_counter()]
+
+    def lap():
+        clock.append(time.perf_counter())
+        return round(clock[-1] - clock[-2], 3)
+
+    per_axis = {axis: verdicts(df, axis=axis, workers=workers) for axis in axes}
     verdict_table = _concat(per_axis.values())
+    seconds = {"verdicts": lap()}
     audit = _concat(metric_audit(df, axis=a, verdict_table=per_axis[a]).assign(axis=a) for a in axes
                     if not per_axis[a].empty)
+    seconds["audit"] = lap()
     composites = decompose(df)
-    fits = _fits(df, notes, n_boot=n_boot, seed=seed)
-    return Analysis(verdict_table, audit, composites, fits, notes)
+    seconds["decompose"] = lap()
+    fits = _fits(df, notes, n_boot=n_boot, seed=seed, workers=workers)
+    seconds["fits"] = lap()
+    return Analysis(verdict_table, audit, composites, fits, notes, seconds)
 
 
 def write_analysis(analysis: Analysis, out_dir) -> list[Path]:
@@ -122,12 +137,12 @@ def summary(analysis: Analysis) -> str:
     return "\n".join(lines)
 
 
-def _fits(df, notes, *, n_boot, seed):
+def _fits(df, notes, *, n_boot, seed, workers=0):
     if not (_has(df, S.LOSS) and _has(df, S.PARAMS)):
         return pd.DataFrame()
-    frames = [fit_scaling_laws(df, form="size", n_boot=n_boot, seed=seed)]
+    frames = [fit_scaling_laws(df, form="size", n_boot=n_boot, seed=seed, workers=workers)]
     if _has(df, S.TOKENS):
-        frames.append(fit_scaling_laws(df, form="chinchilla", n_boot=n_boot, seed=seed))
+        frames.append(fit_scaling_laws(df, form="chinchilla", n_boot=n_boot, seed=seed, workers=workers))
     fits = _concat(frames)
     for (fam, form), g in fits[fits["status"] != "ok"].groupby([S.FAMILY, "form"]):
         notes.append(f"{form} law for {fam} not fitted: {g['reason'].iloc[0]}")

@@ -22,7 +22,8 @@ def main(argv=None) -> int:
         _parser().print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    quiet_libraries()
+    if args.command not in ("analyze", "report", "validate"):  # these load no model: skip importing transformers (~2 s)
+        quiet_libraries()
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

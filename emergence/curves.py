@@ -10,12 +10,13 @@ over a grid (one vectorised weighted least-squares solve per grid point, no opti
 starting-value luck) and may then polish the best grid point with ``scipy.optimize``.
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from emergence import schema
 from emergence.names import lookup
@@ -55,8 +56,9 @@ def _to_u(kind, x):
 
 @dataclass(frozen=True)
 class CurveSpec:
-    """y = func(x, *params); ``basis(x, theta)`` gives, for each row of nonlinear parameters
-    theta (G, q), the (G, n, m) design matrix of the linear ones; ``assemble`` joins them."""
+    """y = func(x, *params); ``basis(x, theta)`` gives, for the rows of nonlinear parameters
+    theta (G, q), the m columns of the design matrix of the linear ones: (G, n) arrays, or the
+    scalar 1.0 for an intercept; ``assemble`` joins them into params."""
 
     name: str
     params: tuple[str, ...]
@@ -184,50 +186,95 @@ def profile(spec: CurveSpec, x, Y, sigma, theta, signs=None):
     column of ``Y`` (n, B) at once: the vectorised core of fits and parametric bootstraps."""
     x, sigma = np.asarray(x, float), np.asarray(sigma, float)
     Y = np.asarray(Y, float).reshape(len(x), -1)
-    w = 1.0 / sigma
-    Yw = Y * w[:, None]
+    w2 = 1.0 / sigma ** 2
     G, B = len(theta), Y.shape[1]
     m = len(spec.linear)
     chi2, beta = np.empty((G, B)), np.empty((G, B, m))
     step = max(1, 2_000_000 // (len(x) * max(B, m)))  # bound memory on pooled tables
     for s in range(0, G, step):
-        X = spec.basis(x, theta[s:s + step]) * w[None, :, None]          # (g, n, m)
-        chi2[s:s + step], beta[s:s + step] = _solve(X, Yw)
+        th = theta[s:s + step]
+        chi2[s:s + step], beta[s:s + step] = _solve(spec.basis(x, th), len(th), w2, Y)
     chi2[~np.isfinite(chi2)] = np.inf
     for pname, sign in (signs or {}).items():
         chi2[sign * beta[..., spec.linear.index(pname)] < 0] = np.inf
     return chi2, beta
 
 
-def _solve(X, Yw):
-    """Least squares for every grid row and every column of Yw at once. Closed form for the
-    one- and two-column designs of every spec here (numpy's batched solvers are slow at this
-    size); chi2 = |Yw|^2 - beta.b avoids materialising (grid, n, draws) residuals."""
-    m = X.shape[2]
-    yy = np.einsum("nb,nb->b", Yw, Yw)[None]
-    if m == 1:
-        a = np.einsum("gn,gn->g", X[..., 0], X[..., 0])[:, None]
-        b1 = np.einsum("gn,nb->gb", X[..., 0], Yw)
-        bt = (b1 / np.where(a > 0, a, np.nan))[..., None]
-        chi2 = yy - bt[..., 0] * b1
-    elif m == 2:
-        X1, X2 = X[..., 0], X[..., 1]
-        a11, a12, a22 = (np.einsum("gn,gn->g", u, v)[:, None] for u, v in ((X1, X1), (X1, X2), (X2, X2)))
-        # einsum, not @: a small product is faster single-threaded than through a busy BLAS pool
-        b1, b2 = np.einsum("gn,nb->gb", X1, Yw), np.einsum("gn,nb->gb", X2, Yw)   # (g, B)
-        det = a11 * a22 - a12 ** 2
-        det = np.where(det > 1e-12 * a11 * a22, det, np.nan)                  # collinear: no fit
-        bt = np.stack([(a22 * b1 - a12 * b2) / det, (a11 * b2 - a12 * b1) / det], -1)
-        chi2 = yy - bt[..., 0] * b1 - bt[..., 1] * b2
-    else:
-        bt = np.stack([np.linalg.lstsq(Xg, Yw, rcond=None)[0].T for Xg in X])
-        r = Yw[None] - np.einsum("gnm,gbm->gnb", X, bt)
-        chi2 = np.einsum("gnb,gnb->gb", r, r)
+def profile_many(jobs, x, y, sigma) -> list:
+    """``profile`` of several (spec, theta) jobs on one curve: [(chi2, beta), ...]. Designs of
+    an intercept plus one column share one solve: for small curves the cost of a fit is the
+    number of numpy calls, not the arithmetic."""
+    x, sigma = np.asarray(x, float), np.asarray(sigma, float)
+    Y = np.asarray(y, float).reshape(len(x), -1)
+    out, shared = [None] * len(jobs), []
+    for i, (spec, theta) in enumerate(jobs):
+        cols = spec.basis(x, theta) if len(spec.linear) == 2 and len(theta) * len(x) <= 500_000 else ()
+        if len(cols) == 2 and [np.ndim(c) for c in cols].count(0) == 1:
+            j = 0 if np.ndim(cols[0]) == 0 else 1                          # where the intercept is
+            shared.append((i, j, np.broadcast_to(cols[1 - j], (len(theta), len(x)))))
+        else:
+            out[i] = profile(spec, x, Y, sigma, theta)
+    if shared:
+        F = np.concatenate([f for _, _, f in shared])
+        chi2, beta = _solve((1.0, F), len(F), 1.0 / sigma ** 2, Y)
+        chi2[~np.isfinite(chi2)] = np.inf
+        start = 0
+        for i, j, f in shared:
+            rows = slice(start, start + len(f))
+            start += len(f)
+            out[i] = chi2[rows], beta[rows] if j == 0 else beta[rows][..., ::-1]
+    return out
+
+
+def _solve(cols, g, w2, Y):
+    """Weighted least squares for every grid row (g) and every column of Y at once, from the
+    normal equations. ``cols``: the design's columns, (g, n) arrays or the scalar 1 of an
+    intercept. Closed form for the one- and two-column designs of every spec here (numpy's
+    batched solvers are slow at this size); no (g, n, m) design or (g, n, B) residuals are
+    built; chi2 = y'Wy - beta.b, on y centred when there is an intercept (else the difference
+    cancels catastrophically when sigma is small)."""
+    icpt = next((i for i, u in enumerate(cols) if np.ndim(u) == 0), None)
+    ybar = (w2 @ Y) / w2.sum() if icpt is not None else np.zeros(Y.shape[1])
+    Yc = Y - ybar
+    M = np.column_stack([w2, Yc * w2[:, None]])   # sums against w2 and w2 y: one product per column
+    yy = np.einsum("nb,nb->b", Yc, M[:, 1:])[None]
+    S = [np.broadcast_to(u * M.sum(0), (g, M.shape[1])) if np.ndim(u) == 0 else u @ M for u in cols]
+    b = [s[:, 1:] for s in S]
+
+    def gram(i, j):    # sum_n w2 u_i u_j, (g, 1)
+        return S[j][:, :1] if i == icpt else S[i][:, :1] if j == icpt else ((cols[i] * cols[j]) @ w2)[:, None]
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if len(cols) == 1:
+            a = gram(0, 0)
+            bt = (b[0] / np.where(a > 0, a, np.nan))[..., None]
+        elif len(cols) == 2:
+            a11, a12, a22 = gram(0, 0), gram(0, 1), gram(1, 1)
+            det = a11 * a22 - a12 ** 2
+            det = np.where(det > 1e-12 * a11 * a22, det, np.nan)                  # collinear: no fit
+            bt = np.stack([(a22 * b[0] - a12 * b[1]) / det, (a11 * b[1] - a12 * b[0]) / det], -1)
+        else:
+            A = np.stack([np.concatenate([gram(i, j) for j in range(len(cols))], 1) for i in range(len(cols))], 1)
+            bt = np.einsum("gij,jgb->gbi", np.linalg.pinv(A), np.stack(b))
+    chi2 = yy - sum(bt[..., i] * bi for i, bi in enumerate(b))
+    if icpt is not None:
+        bt[..., icpt] += ybar
     return np.maximum(chi2, 0.0), bt
 
 
 def _q(spec):
     return len(spec.params) - len(spec.linear)
+
+
+def one_blas_thread():
+    """Fits multiply small matrices (and L-BFGS calls BLAS on 5-vectors); a multi-threaded BLAS
+    on a busy machine makes each product ~100x slower (its threads spin waiting for work), so
+    fitting loops run with one BLAS thread where threadpoolctl is available."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 # ---- specs ---------------------------------------------------------------------------------
@@ -250,58 +297,54 @@ def _rates(x, lo, hi, num):
     return np.concatenate([-r[::-1], r])
 
 
-def _ones(x, G):
-    return np.ones((G, len(x)))
-
-
 CONSTANT = CurveSpec(
     "constant", ("c",), lambda x, c: np.full(np.shape(x), c, float),
-    lambda x, th: _ones(x, len(th))[..., None], lambda x: np.empty((1, 0)),
+    lambda x, th: (1.0,), lambda x: np.empty((1, 0)),
     lambda x, th, b: (b[0],), linear=("c",))
 
 LINEAR = CurveSpec(
     "linear", ("a", "b"), lambda x, a, b: a + b * np.asarray(x, float),
-    lambda x, th: np.stack([_ones(x, len(th)), np.broadcast_to(x, (len(th), len(x)))], -1),
+    lambda x, th: (1.0, np.broadcast_to(x, (len(th), len(x)))),
     lambda x: np.empty((1, 0)), lambda x, th, b: (b[0], b[1]), linear=("a", "b"))
 
 # a + b*exp(c*x): on a log-size axis (or -ln loss) this is a power law in size (or loss).
 EXPONENTIAL = CurveSpec(
     "exponential", ("a", "b", "c"), lambda x, a, b, c: a + b * np.exp(c * np.asarray(x, float)),
-    lambda x, th: np.stack([_ones(x, len(th)), np.exp(th[:, :1] * (x - x.min())[None])], -1),
+    lambda x, th: (1.0, np.exp(th[:, :1] * (x - x.min())[None])),
     lambda x: _rates(x, 0.25, 12.0, 30)[:, None],
     lambda x, th, b: (b[0], b[1] * np.exp(-th[0] * x.min()), th[0]), linear=("a", "b"))
 
 POWER_LAW = CurveSpec(
     "power_law", ("a", "b", "c"), lambda x, a, b, c: a + b * np.asarray(x, float) ** c,
-    lambda x, th: np.stack([_ones(x, len(th)), (x / _gmean(x))[None] ** th[:, :1]], -1),
+    lambda x, th: (1.0, (x / _gmean(x))[None] ** th[:, :1]),
     lambda x: _rates(np.log(x), 0.25, 12.0, 30)[:, None],
     lambda x, th, b: (b[0], b[1] * _gmean(x) ** (-th[0]), th[0]), linear=("a", "b"))
 
 # Du et al. (2024) threshold: flat (chance) on one side of x0, linear improvement on the other.
 THRESHOLD = CurveSpec(
     "threshold", ("c", "s", "x0"), lambda x, c, s, x0: c + s * np.maximum(0.0, np.asarray(x, float) - x0),
-    lambda x, th: np.stack([_ones(x, len(th)), np.maximum(0.0, x[None] - th[:, :1])], -1),
+    lambda x, th: (1.0, np.maximum(0.0, x[None] - th[:, :1])),
     _inner, lambda x, th, b: (b[0], b[1], th[0]), linear=("c", "s"))
 
 # ... and a threshold whose improvement saturates: c + a (1 - exp(-max(0, x - x0) / tau)).
 SATURATING_THRESHOLD = CurveSpec(
     "saturating_threshold", ("c", "a", "x0", "tau"),
     lambda x, c, a, x0, tau: c + a * -np.expm1(-np.maximum(0.0, np.asarray(x, float) - x0) / tau),
-    lambda x, th: np.stack([_ones(x, len(th)), -np.expm1(-np.maximum(0.0, x[None] - th[:, :1]) / th[:, 1:2])], -1),
+    lambda x, th: (1.0, _saturation_rows(x, th[:, 0], th[:, 1])),
     lambda x: sigmoid_grid(x, _inner(x, 60)[:, 0], np.geomspace(0.03, 1.0, 10) * _span(x)),
     lambda x, th, b: (b[0], b[1], th[0], th[1]), linear=("c", "a"))
 
 THRESHOLD_BELOW = CurveSpec(  # the mirror image: improvement below x0 (x = loss)
     "threshold_below", ("c", "s", "x0"),
     lambda x, c, s, x0: c + s * np.maximum(0.0, x0 - np.asarray(x, float)),
-    lambda x, th: np.stack([_ones(x, len(th)), np.maximum(0.0, th[:, :1] - x[None])], -1),
+    lambda x, th: (1.0, np.maximum(0.0, th[:, :1] - x[None])),
     _inner, lambda x, th, b: (b[0], b[1], th[0]), linear=("c", "s"))
 
 # OLMo-ladder form a / (1 + exp(-k (x - x0))) + b, k > 0 (the sign of a gives the direction).
 SIGMOID = CurveSpec(
     "sigmoid", ("a", "k", "x0", "b"),
     lambda x, a, k, x0, b: a * _expit(k * (np.asarray(x, float) - x0)) + b,
-    lambda x, th: np.stack([_expit(th[:, :1] * (x[None] - th[:, 1:2])), _ones(x, len(th))], -1),
+    lambda x, th: (_logistic_rows(x, th[:, 0], th[:, 1]), 1.0),
     lambda x: sigmoid_grid(x, np.geomspace(0.5, 400, 24) / _span(x),
                            np.linspace(x.min() - 0.5 * _span(x), x.max() + 0.5 * _span(x), 61)),
     lambda x, th, b: (b[0], th[0], th[1], b[1]), linear=("a", "b"))
@@ -312,13 +355,49 @@ def _gmean(x):
 
 
 def _expit(z):
-    return 0.5 * (1.0 + np.tanh(0.5 * z))   # overflow-free logistic
+    return special.expit(z)   # overflow-free logistic, ~3x faster than a tanh form
+
+
+def _logistic_rows(x, k, x0):
+    """expit(k (x - x0)) for rows (k, x0), exp (the cost) evaluated once per distinct k and x:
+    exp(-k (x - x0)) = exp(-k (x - m)) exp(k (x0 - m)), exact to rounding while neither
+    factor can overflow; else, or with few rows per k, directly."""
+    e = _exp_product(x, k, -k * x0)
+    if e is None:
+        return _expit(k[:, None] * (x[None] - x0[:, None]))
+    e += 1.0
+    return np.reciprocal(e, out=e)   # in place: these arrays are the bulk of a fit's memory traffic
+
+
+def _saturation_rows(x, x0, tau):
+    """1 - exp(-max(0, x - x0) / tau) for rows (x0, tau), factorised as _logistic_rows."""
+    e = _exp_product(x, 1 / tau, -x0 / tau)
+    if e is None:
+        return -np.expm1(-np.maximum(0.0, x[None] - x0[:, None]) / tau[:, None])
+    np.subtract(1.0, e, out=e)
+    e[x[None] <= x0[:, None]] = 0.0
+    return e
+
+
+def _exp_product(x, r, c):
+    """exp(-(r x + c)) for rows (r, c) as exp(-r (x - m)) exp(-(r m + c)), with one exp per
+    distinct r and x; None when there are few rows per r or a factor could overflow."""
+    ur, inv = np.unique(r, return_inverse=True)
+    if 4 * len(ur) > len(r):
+        return None
+    m = 0.5 * (x.min() + x.max())
+    a, b = -np.outer(ur, x - m), -(r * m + c)
+    if np.abs(a).max(initial=0) + np.abs(b).max(initial=0) > 700:
+        return None
+    e = np.exp(a)[inv]
+    e *= np.exp(b)[:, None]
+    return e
 
 
 def sigmoid_grid(x, ks, x0s):
     """(k, x0) rows for SIGMOID: every slope with every midpoint."""
-    k, m = np.meshgrid(np.asarray(ks, float), np.asarray(x0s, float), indexing="ij")
-    return np.stack([k.ravel(), m.ravel()], 1)
+    ks, x0s = np.asarray(ks, float), np.asarray(x0s, float)
+    return np.column_stack([np.repeat(ks, len(x0s)), np.tile(x0s, len(ks))])
 
 
 # ---- the two small fits the verdicts need ---------------------------------------------------
@@ -352,16 +431,24 @@ def noise_model(t, y, stderr=None, n=None, proportion=False):
     if n is not None and proportion:
         return binomial_sigma(y, n), "binomial"
     d2 = np.diff(y[np.argsort(t, kind="stable")], 2)
-    s = 1.4826 * np.median(np.abs(d2)) / np.sqrt(6) if len(d2) >= 3 else np.std(y)
+    s = 1.4826 * median(np.abs(d2)) / np.sqrt(6) if len(d2) >= 3 else np.std(y)
     return np.full(len(y), max(s, 0.01 * np.ptp(y), 1e-9)), "estimated"
+
+
+def median(a) -> float:
+    """np.median of a short 1-D array without NaN, by sorting: the same value at a tenth of
+    the cost (np.median's overhead dominates for the few dozen values of a curve)."""
+    s = np.sort(a)
+    h = len(s) // 2
+    return float(s[h]) if len(s) % 2 else float((s[h - 1] + s[h]) / 2)
 
 
 def bin_curve(t, y, sigma, bins):
     """Inverse-variance means of ``bins`` equal-count groups along t: pooled tables with
     thousands of checkpoints are judged on these (the fits are the same, only faster)."""
     order = np.argsort(t, kind="stable")
-    out = []
-    for idx in np.array_split(order, bins):
-        w = 1.0 / sigma[idx] ** 2
-        out.append((np.sum(w * t[idx]) / w.sum(), np.sum(w * y[idx]) / w.sum(), 1 / np.sqrt(w.sum())))
-    return tuple(np.array(c) for c in zip(*out))
+    sizes = np.full(bins, len(t) // bins) + (np.arange(bins) < len(t) % bins)   # as np.array_split
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    w = 1.0 / sigma[order] ** 2
+    W = np.add.reduceat(w, starts)
+    return np.add.reduceat(w * t[order], starts) / W, np.add.reduceat(w * y[order], starts) / W, 1 / np.sqrt(W)

@@ -75,9 +75,12 @@ def decompose(df: pd.DataFrame, *, subtask_metric: str = "acc", composite_metric
               extra_keys=("n_shot",)) -> pd.DataFrame:
     """Per (family, task): the composite (subtask "", ``composite_metric``) predicted from the
     sub-tasks (subtask != "", ``subtask_metric``) over the checkpoints that have all of them."""
-    data = _with_subtask(df)
+    data = _with_subtask(df[df[S.METRIC].isin([subtask_metric, composite_metric])])
     keys = [S.FAMILY, S.TASK] + [k for k in extra_keys if k in data.columns]
     ckpt = [c for c in (S.CHECKPOINT, S.MODEL, S.STEP) if c in data.columns and data[c].notna().any()]
+    is_sub = (data[S.SUBTASK] != "") & (data[S.METRIC] == subtask_metric)
+    is_comp = (data[S.SUBTASK] == "") & (data[S.METRIC] == composite_metric)
+    data = data[_both(data, keys, is_sub, is_comp)]  # only tasks with both: the loop is per group
     rows = []
     for key, g in data.groupby(keys, sort=True, dropna=False):
         subs = g[(g[S.SUBTASK] != "") & (g[S.METRIC] == subtask_metric)]
@@ -120,8 +123,10 @@ def metric_audit(df: pd.DataFrame, axis: str = "params", *, kinds: dict | None =
         if verdict_table is None else verdict_table.copy()
     if v.empty:
         return pd.DataFrame()
-    v["kind"] = [CONTINUOUS if s != "" else metric_kind(m, kinds) for s, m in zip(v[S.SUBTASK], v[S.METRIC])]
+    kind = {m: metric_kind(m, kinds) for m in v[S.METRIC].unique()}
+    v["kind"] = np.where(v[S.SUBTASK] != "", CONTINUOUS, v[S.METRIC].map(kind).to_numpy(object))
     keys = [S.FAMILY, S.TASK] + [k for k in extra_keys if k in v.columns]
+    v = v[_both(v, keys, (v[S.SUBTASK] == "") & (v["kind"] == DISCONTINUOUS), v["kind"] == CONTINUOUS)]
     rows = []
     for key, g in v.groupby(keys, sort=True, dropna=False):
         d = g[(g[S.SUBTASK] == "") & (g["kind"] == DISCONTINUOUS)]
@@ -158,6 +163,12 @@ def _audit(d, c):
 
 def _views(g):
     return "; ".join(f"{(s + '/') if s else ''}{m}: {lab}" for s, m, lab in zip(g[S.SUBTASK], g[S.METRIC], g["label"]))
+
+
+def _both(df, keys, a, b):
+    """Rows of the groups (by ``keys``) that have a row in mask ``a`` and one in mask ``b``."""
+    g = pd.DataFrame({"a": a, "b": b}).groupby([df[k] for k in keys], dropna=False)
+    return (g["a"].transform("any") & g["b"].transform("any")).to_numpy(bool)
 
 
 def _with_subtask(df):

@@ -567,7 +567,7 @@ def _mismatch(df, verdicts):
     if verdicts.empty:
         return "it has no verdicts"
     cols = [S.FAMILY, S.TASK, S.SUBTASK, S.METRIC]
-    have = set(df[cols].fillna("").astype(str).itertuples(index=False, name=None))
+    have = set(df[cols].drop_duplicates().fillna("").astype(str).itertuples(index=False, name=None))
     got = set(verdicts[cols].fillna("").astype(str).itertuples(index=False, name=None))
     if have != got:
         return f"its curves differ from the table's ({len(got - have)} unknown, {len(have - got)} missing)"

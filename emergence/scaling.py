@@ -8,7 +8,7 @@ N_c = N0 (eta - L_inf)^(-1/alpha) of a loss threshold eta.
 """
 
 import itertools
-from contextlib import nullcontext
+from functools import partial
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,22 +16,14 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from emergence import schema as S
+from emergence.curves import one_blas_thread
+from emergence.parallel import map_chunks
 
 DELTA = 1e-3  # Hoffmann et al.: small enough that a handful of outliers barely move the fit
 HOFFMANN_2022 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 NAMES = {"size": ("L_inf", "N0", "alpha"), "chinchilla": ("E", "A", "B", "alpha", "beta")}
 _K = {"size": 1, "chinchilla": 2}  # power-law terms
 _ALPHA_MAX = 10.0
-
-
-def _one_blas_thread():
-    """L-BFGS-B calls BLAS on 5-vectors; a multi-threaded BLAS on a busy machine makes every
-    iteration ~100x slower, so fits run with one BLAS thread where threadpoolctl is available."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 class FitError(ValueError):
@@ -96,15 +88,17 @@ class ScalingFit:
 
 
 def fit_size_law(N, L, *, n_boot: int = 200, seed: int = 0, level: float = 0.95,
-                 delta: float = DELTA, n_starts: int | None = 8) -> ScalingFit:
-    """Fit L(N) = L_inf + (N0/N)^alpha (Hoffmann-style; see module docstring)."""
-    return _fit("size", [N], L, n_boot, seed, level, delta, n_starts)
+                 delta: float = DELTA, n_starts: int | None = 8, workers: int = 0) -> ScalingFit:
+    """Fit L(N) = L_inf + (N0/N)^alpha (Hoffmann-style; see module docstring). ``workers``:
+    processes for the bootstrap (0: one per CPU); the draws do not depend on it."""
+    return _fit("size", [N], L, n_boot, seed, level, delta, n_starts, workers)
 
 
 def fit_chinchilla(N, D, L, *, n_boot: int = 100, seed: int = 0, level: float = 0.95,
-                   delta: float = DELTA, n_starts: int | None = 8) -> ScalingFit:
-    """Fit L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann-style; see module docstring)."""
-    return _fit("chinchilla", [N, D], L, n_boot, seed, level, delta, n_starts)
+                   delta: float = DELTA, n_starts: int | None = 8, workers: int = 0) -> ScalingFit:
+    """Fit L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann-style; see module docstring). ``workers``:
+    processes for the bootstrap (0: one per CPU); the draws do not depend on it."""
+    return _fit("chinchilla", [N, D], L, n_boot, seed, level, delta, n_starts, workers)
 
 
 def huber_objective(params: dict, N, D, L, delta: float = DELTA) -> float:
@@ -190,7 +184,7 @@ def critical_size(eta: float, size_law: ScalingFit, *, eta_draws=None, level: fl
 
 def fit_scaling_laws(df: pd.DataFrame, *, form: str = "size", x: str = S.PARAMS, loss: str = S.LOSS,
                      by=(S.FAMILY,), checkpoints: str = "final", n_boot: int = 100, seed: int = 0,
-                     level: float = 0.95) -> pd.DataFrame:
+                     level: float = 0.95, workers: int = 0) -> pd.DataFrame:
     """Fit one law per group of a tidy table; one row per parameter, with status and reason.
 
     x is ``params`` or ``params_nonembed``; the Chinchilla form also uses ``tokens``. Each
@@ -199,26 +193,46 @@ def fit_scaling_laws(df: pd.DataFrame, *, form: str = "size", x: str = S.PARAMS,
     """
     if form not in NAMES:
         raise ValueError(f"form must be 'size' or 'chinchilla', not {form!r}")
-    rows = []
     by = [by] if isinstance(by, str) else list(by)
+    groups = []                                      # (meta, (columns, loss) or the FitError)
     for key, group in (df.groupby(by, sort=True, dropna=False) if by else [((), df)]):
         key = key if isinstance(key, tuple) else (key,)
-        meta = dict(zip(by, key), form=form, x=x)
         try:
             points = loss_points(group, x=x, loss=loss, checkpoints=checkpoints,
                                  need_tokens=form == "chinchilla")
-            args = [points[x], points[S.TOKENS]] if form == "chinchilla" else [points[x]]
-            fit = (fit_chinchilla if form == "chinchilla" else fit_size_law)(
-                *args, points[loss], n_boot=n_boot, seed=seed, level=level)
+            cols = [points[x], points[S.TOKENS]] if form == "chinchilla" else [points[x]]
+            groups.append((dict(zip(by, key), form=form, x=x), (cols, points[loss])))
         except FitError as e:
+            groups.append((dict(zip(by, key), form=form, x=x), e))
+    # Several groups are fitted in parallel, each with its bootstrap in its own worker; a single
+    # group runs its bootstrap draws in parallel instead.
+    todo = [problem for _, problem in groups if not isinstance(problem, FitError)]
+    fits = iter(map_chunks(partial(_fit_problems, form=form, n_boot=n_boot, seed=seed, level=level,
+                                   workers=workers if len(todo) < 2 else 1),
+                           todo, workers=workers, chunk=1, min_items=2))
+    rows = []
+    for meta, problem in groups:
+        fit = problem if isinstance(problem, FitError) else next(fits)
+        if isinstance(fit, FitError):
             rows += [dict(meta, param=p, estimate=np.nan, stderr=np.nan, ci_low=np.nan, ci_high=np.nan,
-                          level=level, n=0, objective=np.nan, status="undetermined", reason=str(e))
+                          level=level, n=0, objective=np.nan, status="undetermined", reason=str(fit))
                      for p in NAMES[form]]
             continue
         for r in fit.to_frame().to_dict("records"):
             rows.append(dict(meta, **r, level=level, n=fit.n, objective=fit.objective,
                              status=fit.status, reason=fit.reason))
     return pd.DataFrame(rows)
+
+
+def _fit_problems(problems, form, n_boot, seed, level, workers):
+    """ScalingFit (or the FitError) of each (columns, loss) problem."""
+    out = []
+    for cols, loss in problems:
+        try:
+            out.append(_fit(form, cols, loss, n_boot, seed, level, DELTA, 8, workers))
+        except FitError as e:
+            out.append(e)
+    return out
 
 
 def loss_points(df: pd.DataFrame, *, x: str = S.PARAMS, loss: str = S.LOSS,
@@ -387,7 +401,7 @@ def _check_inputs(form, cols, L):
     return arrays
 
 
-def _fit(form, cols, L, n_boot, seed, level, delta, n_starts):
+def _fit(form, cols, L, n_boot, seed, level, delta, n_starts, workers=1):
     arrays = _check_inputs(form, cols, L)
     lx, ly = np.log(np.column_stack(arrays[:-1])), np.log(arrays[-1])
     n = len(ly)
@@ -398,11 +412,11 @@ def _fit(form, cols, L, n_boot, seed, level, delta, n_starts):
         nan = {k: np.nan for k in NAMES[form]}
         return ScalingFit(form, nan, dict(nan), {k: (np.nan, np.nan) for k in nan}, level, n, np.nan,
                           np.nan, np.full(2 * _K[form] + 1, np.nan), None, "undetermined", why, delta)
-    with _one_blas_thread():
-        return _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts)
+    with one_blas_thread():
+        return _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts, workers)
 
 
-def _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts):
+def _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts, workers=1):
     n = len(ly)
     theta, obj = _best_fit(lx, ly, delta, n_starts)
     params = {name: float(v) for name, v in _natural(form, theta).items()}
@@ -411,11 +425,9 @@ def _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts):
     draws = None
     if n_boot > 0 and status == "ok":
         rng = np.random.default_rng(seed)
-        draws = np.full((n_boot, len(theta)), np.nan)  # NaN rows: resamples that cannot be fitted
-        for i in range(n_boot):
-            idx = rng.integers(0, n, n)
-            if np.ptp(ly[idx]) > 0 and all(np.ptp(lx[idx, j]) > 0 for j in range(lx.shape[1])):
-                draws[i] = _lbfgs(theta, lx[idx], ly[idx], delta)[0]  # warm start, as the replication
+        resamples = [rng.integers(0, n, n) for _ in range(n_boot)]  # drawn here: the same for any workers
+        draws = np.array(map_chunks(partial(_refit, theta=theta, lx=lx, ly=ly, delta=delta), resamples,
+                                    workers=workers, chunk=4, min_items=16)).reshape(n_boot, len(theta))
     nat = pd.DataFrame([_natural(form, t) for t in draws if np.isfinite(t).all()] if draws is not None else [],
                        columns=list(params)).replace([np.inf, -np.inf], np.nan)
     q = [(1 - level) / 2, (1 + level) / 2]
@@ -424,6 +436,17 @@ def _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts):
         ci = {k: tuple(nat[k].quantile(q).tolist()) if nat[k].count() else (np.nan, np.nan) for k in params}
     rss = float(((_logpred(theta[None], lx)[0] - ly) ** 2).sum())
     return ScalingFit(form, params, stderr, ci, level, n, float(obj), rss, theta, draws, status, reason, delta)
+
+
+def _refit(resamples, theta, lx, ly, delta):
+    """Bootstrap refits warm-started at the fit, as the replication; NaN rows for resamples
+    that cannot be fitted (a variable without spread)."""
+    out = []
+    with one_blas_thread():
+        for idx in resamples:
+            ok = np.ptp(ly[idx]) > 0 and all(np.ptp(lx[idx, j]) > 0 for j in range(lx.shape[1]))
+            out.append(_lbfgs(theta, lx[idx], ly[idx], delta)[0] if ok else np.full(len(theta), np.nan))
+    return out
 
 
 def _degenerate(theta, lx, ly, params) -> str:

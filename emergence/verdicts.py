@@ -26,18 +26,24 @@ How a verdict is reached (thresholds live in ``ClassifyConfig``):
    A jump inside the noise the data carries is therefore never emergent.
 """
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from emergence import schema as S
+from emergence.curves import AXES as CURVE_AXES
 from emergence.curves import (CONSTANT, EXPONENTIAL, LINEAR, SATURATING_THRESHOLD, SIGMOID, THRESHOLD,
-                              Axis, CurveFit, bin_curve, noise_model, profile, sigmoid_grid)
+                              Axis, CurveFit, bin_curve, median, noise_model, one_blas_thread, profile, profile_many,
+                              sigmoid_grid)
+from emergence.names import lookup
+from emergence.parallel import map_chunks
 
 LABELS = ("emergent", "smooth", "flat", "undetermined", "inverse", "noisy")
 LN9 = float(np.log(9.0))
+_CHI2_95 = float(special.chdtri(1, 0.05))   # chi2(1) 95% quantile, 3.84 (scipy.stats is slow per call)
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ def classify(x, y=None, *, stderr=None, n=None, chance=None, higher_is_better=No
     nn = None if n is None else np.broadcast_to(np.asarray(n, float), y.shape).copy()
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} values, y has {len(y)}")
-    Axis.over(axis, x[:1] if len(x) else [1.0])          # unknown axis names fail here
+    lookup("axis", axis, CURVE_AXES)                      # unknown axis names fail here
     bounded = nn is not None if bounded is None else bounded
     bad = ~np.isfinite(x) | ~np.isfinite(y) | (nn is not None and ~np.isfinite(nn))
     if bad.any():
@@ -132,7 +138,7 @@ def classify(x, y=None, *, stderr=None, n=None, chance=None, higher_is_better=No
 
 def verdicts(df: pd.DataFrame, axis: str = "params", *, chance=None, higher_is_better=None,
              keys=(S.FAMILY, S.TASK, S.SUBTASK, S.METRIC), extra_keys=("n_shot",),
-             config=ClassifyConfig()) -> pd.DataFrame:
+             config=ClassifyConfig(), workers: int = 0) -> pd.DataFrame:
     """One verdict row per curve of a tidy table. axis='params' keeps the final step of each
     model (one point per size, said in the 'note' column); 'tokens' gives one curve per model
     (its training run); 'loss' and 'flops' pool every checkpoint of a family, sizes and steps
@@ -140,37 +146,79 @@ def verdicts(df: pd.DataFrame, axis: str = "params", *, chance=None, higher_is_b
     'n_dropped'. ``chance``/``higher_is_better`` override the table (the chance column, the
     name rule ``metric_higher_is_better``): a value, or a dict keyed by (task, subtask,
     metric), (task, metric), task or metric. Proportions are recognised by name
-    (``metric_is_proportion``)."""
+    (``metric_is_proportion``). ``workers``: processes fitting curves (0: one per CPU)."""
     xcol = axis
     if xcol not in df.columns:
         raise KeyError(f"The table has no {xcol!r} column for axis {axis!r}; columns: {', '.join(map(str, df.columns))}")
-    data = df.copy()
+    keys = list(keys) + [k for k in extra_keys if k in df.columns]
+    used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, xcol, S.VALUE, S.STDERR, S.N, S.CHANCE]) if c in df]
+    data = pd.DataFrame({c: df[c] for c in used})  # no deep copy of the whole table and its attrs
     data[S.SUBTASK] = data[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in data else ""
-    keys = list(keys) + [k for k in extra_keys if k in data.columns]
     note = ""
     if axis in (S.PARAMS, S.PARAMS_NONEMBED) and S.STEP in data and S.MODEL in data and data[S.STEP].notna().any():
         last = data.groupby([S.FAMILY, S.MODEL], dropna=False)[S.STEP].transform("max")
         data, note = data[(data[S.STEP] == last) | last.isna()], "final step of each model"
     elif axis == S.TOKENS and S.MODEL in data:
         keys.append(S.MODEL)
-    rows = []
-    for key, g in data.groupby(keys, sort=True, dropna=False):
-        meta = dict(zip(keys, key))
-        x, y = g[xcol].to_numpy(float), g[S.VALUE].to_numpy(float)
-        ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if axis != "capability" else True)
-        g = g[ok]
-        metric = meta[S.METRIC]
-        c = _lookup(chance, meta)
-        c = _scalar(g, S.CHANCE) if c is None else c
-        hib = _lookup(higher_is_better, meta)
-        hib = metric_higher_is_better(metric) if hib is None else bool(hib)
-        v = classify(g[xcol].to_numpy(float), g[S.VALUE].to_numpy(float),
-                     stderr=_column(g, S.STDERR), n=_column(g, S.N), chance=c,
-                     higher_is_better=hib, axis=axis, bounded=metric_is_proportion(metric),
-                     config=config)
-        rows.append({**meta, "axis": axis, **verdict_row(v), "n_dropped": int((~ok).sum()),
-                     "note": note})
-    return pd.DataFrame(rows)
+    if data.empty:
+        return pd.DataFrame()
+    # Group once, then work on numpy slices, with every per-group fact computed for all groups
+    # at once: per-group pandas indexing (and even per-group numpy calls) cost more than the fits.
+    codes = data.groupby(keys, sort=True, dropna=False).ngroup().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(codes[order]) != 0])
+    groups = len(starts)
+    meta = data[keys].iloc[order[starts]].reset_index(drop=True)
+    x, y = data[xcol].to_numpy(float), data[S.VALUE].to_numpy(float)
+    ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if axis != "capability" else True)
+    dropped = np.bincount(codes[~ok], minlength=groups)
+    order = order[ok[order]]                                       # the rows each curve keeps
+    bounds = np.r_[0, np.cumsum(np.bincount(codes[ok], minlength=groups))]
+    extra = {}                                                     # stderr and n: None when a curve has none
+    for c in (S.STDERR, S.N):
+        v = data[c].to_numpy(float) if c in data else None
+        extra[c] = None if v is None else (v, np.bincount(codes[ok & ~np.isnan(v)], minlength=groups) > 0)
+    table_chance = _group_medians(data, codes, ok, groups)
+    metrics = meta[S.METRIC].tolist()
+    per_curve = meta.to_dict("records") if isinstance(chance, dict) or isinstance(higher_is_better, dict) else None
+    curves = []
+    for g in range(groups):
+        idx = order[bounds[g]:bounds[g + 1]]
+        se, nn = (None if e is None or not e[1][g] else e[0][idx] for e in (extra[S.STDERR], extra[S.N]))
+        m = per_curve[g] if per_curve else {}
+        c = _lookup(chance, m)
+        c = table_chance[g] if c is None else c
+        hib = _lookup(higher_is_better, m)
+        hib = metric_higher_is_better(metrics[g]) if hib is None else bool(hib)
+        curves.append((x[idx], y[idx], se, nn, c, hib, axis, metric_is_proportion(metrics[g])))
+    rows = pd.DataFrame(classify_many(curves, config, workers=workers))
+    return pd.concat([meta.assign(axis=axis), rows.assign(n_dropped=dropped, note=note)], axis=1)
+
+
+def _group_medians(data, codes, ok, groups):
+    """Each curve's chance: the median of its finite-row chance values (None when none is finite)."""
+    if S.CHANCE not in data:
+        return [None] * groups
+    v = data[S.CHANCE].to_numpy(float)
+    use = ok & ~np.isnan(v)
+    med = pd.Series(v[use]).groupby(codes[use]).median().reindex(range(groups))
+    finite = np.bincount(codes[ok & np.isfinite(v)], minlength=groups) > 0
+    return [float(m) if f else None for m, f in zip(med.to_numpy(), finite)]
+
+
+def classify_many(curves, config=ClassifyConfig(), *, workers: int = 0) -> list[dict]:
+    """``verdict_row`` of each curve (x, y, stderr, n, chance, higher_is_better, axis, bounded),
+    in order, in ``workers`` processes (0: one per CPU). Each curve's bootstrap is seeded from
+    ``config.seed`` alone, so rows do not depend on the number of workers or on the chunking."""
+    return map_chunks(functools.partial(_classify_chunk, config=config), curves, workers=workers,
+                      chunk=250, min_items=64)
+
+
+def _classify_chunk(curves, config):
+    with one_blas_thread():
+        return [verdict_row(classify(x, y, stderr=se, n=nn, chance=c, higher_is_better=hib, axis=axis,
+                                     bounded=bounded, config=config))
+                for x, y, se, nn, c, hib, axis, bounded in curves]
 
 
 def verdict_row(v: Verdict) -> dict:
@@ -196,7 +244,7 @@ def breakthroughness_linearity(t, y):
     d2 = np.diff(m) ** 2
     i = np.sign(np.argmax(m) - np.argmin(m)) * (m.max() - m.min())
     with np.errstate(divide="ignore", invalid="ignore"):
-        return float(i / np.sqrt(np.median(d2))), float(i / np.sqrt(np.mean(d2)))
+        return float(i / np.sqrt(median(d2))), float(i / np.sqrt(np.mean(d2)))
 
 
 def wei_emergent(t, y, sigma, baseline, scale=None) -> bool | None:
@@ -252,94 +300,102 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
     npts = len(yo)
     if floor is not None:
         c2 = float(np.sum(((yo - floor) / sigma) ** 2))
-        if stats.chi2.sf(c2, npts) >= cfg.floor_alpha and np.max((yo - floor) / sigma) < 3:
+        if special.chdtrc(npts, c2) >= cfg.floor_alpha and np.max((yo - floor) / sigma) < 3:
             return Verdict("undetermined", Evidence(
                 "at the metric's floor everywhere (e.g. exact match ~0): an improvement below the "
                 "floor would be invisible, so neither smooth nor emergent can be shown", **common))
-    fits, grids = _fit_all(t, yo, sigma, cfg, ax, int(sign))
+    estimated = noise.startswith("estimated")
+
+    def judge(fits, grids, complete):
+        """The verdict from these fits; None when the late threshold shapes could change it."""
+        # Scatter beyond the stated noise (e.g. seed-to-seed variation) shrinks every AIC gap:
+        # quasi-AIC on chi2 / dispersion, with the small-sample term when the noise was estimated.
+        phi = max(1.0, min(f.chi2 / (npts - f.k) for f in fits.values() if npts > f.k))
+        if not complete and phi > 1:
+            return None   # a late shape may fit closer and lower the dispersion
+        ic = {m: f.chi2 / phi + 2 * f.k + (2 * (f.k + 1) * (f.k + 2) / max(npts - f.k - 2, 1e-9) if estimated else 0)
+              for m, f in fits.items()}
+        mono = [m for m in ic if m not in ("constant",) + THRESHOLDS]
+        best_mono = min(mono, key=ic.get) if mono else "constant"
+        trend = ic["constant"] - ic[best_mono]
+        order = sorted(ic, key=ic.get)
+        info = dict(common, dispersion=phi, trend_delta=trend, ic=ic)
+        alts = tuple(fits[m] for m in order)
+
+        def verdict(label, reason, model, margin, **kw):
+            return Verdict(label, Evidence(reason, best_model=_public(model), margin=margin,
+                                           **{**info, **kw}), fits[model], alts)
+
+        if trend < cfg.trend_margin:
+            p_const = 1.0 if estimated else special.chdtrc(max(npts - 1, 1), fits["constant"].chi2)
+            level = fits["constant"].values[0]
+            if p_const >= cfg.alpha:
+                where = ("at chance" if base is not None and abs(level - base) <= 2 * median(sigma)
+                         else f"at {sign * level:.4g}" + ("" if base is None else f" (chance {sign * base:.4g})"))
+                return verdict("flat", f"no trend (best monotone model {_public(best_mono)} gains "
+                               f"{trend:.1f} AIC < {cfg.trend_margin}); constant {where}", "constant", -trend)
+            return verdict("noisy", f"varies beyond its noise (constant rejected, p={p_const:.1g}) but no "
+                           f"monotone model explains it (gain {trend:.1f} AIC < {cfg.trend_margin})",
+                           "constant", -trend)
+        fit = fits[best_mono]
+        change = float(np.diff(fit.spec.func(np.array([0.0, 1.0]), *fit.values))[0])
+        drop, drop_z = _reversal(t, yo, sigma, np.sign(change))
+        if drop_z >= cfg.reversal_se and drop >= cfg.reversal_share * abs(change):
+            return verdict("noisy", f"not monotone: falls back {drop:.3g} ({drop_z:.1f} SE) against a "
+                           f"trend of {abs(change):.3g}", best_mono, -trend)
+        if change < 0:
+            return verdict("inverse", f"gets worse with scale ({_public(best_mono)} beats a constant by "
+                           f"{trend:.1f} AIC)", best_mono, trend)
+        if not complete:
+            return None
+        thr = [m for m in THRESHOLDS if m in ic]
+        smooth = min((m for m in ("linear", "power_law", "sigmoid_gentle") if m in ic), key=ic.get)
+        if not thr:
+            return verdict("smooth", "improves with scale; too few points for a threshold model",
+                           smooth, np.nan)
+        best_thr = min(thr, key=ic.get)
+        margin = ic[smooth] - ic[best_thr]
+        jump, onset, plateau_n = _jump(fits[best_thr], t, sigma, phi)
+        if margin >= cfg.emergent_margin and jump >= cfg.jump_se:
+            eta, lo, hi, draws = _bootstrap_eta(fits[best_thr], grids[best_thr], t, sigma * np.sqrt(phi), ax, cfg)
+            return verdict("emergent", f"flat for {plateau_n} points, then rises {jump:.1f} SE; "
+                           f"{_public(best_thr)} beats {_public(smooth)} by {margin:.1f} AIC", best_thr,
+                           margin, eta=eta, eta_lo=lo, eta_hi=hi, eta_draws=draws, jump_se=jump)
+        why = (f"a threshold fits worse (by {-margin:.1f} AIC)" if margin <= 0 else
+               f"a threshold fits better by only {margin:.1f} AIC < {cfg.emergent_margin}" if margin < cfg.emergent_margin
+               else f"the threshold's rise is only {jump:.1f} SE < {cfg.jump_se}")
+        return verdict("smooth", f"improves with scale ({_public(smooth)}); {why}", smooth, -margin,
+                       jump_se=jump)
+
+    # The saturating and steep threshold shapes cost most of the fitting but matter only for a
+    # rising curve, or when they could lower the dispersion: a curve judged flat, noisy or
+    # inverse without them gets exactly the verdict it gets with them (its alternatives lack them).
+    fits, grids = _fit_all(t, yo, sigma, cfg, ax, int(sign), late=False)
     if "constant" not in fits:
         return Verdict("undetermined", Evidence("no model could be fitted (degenerate noise or values)", **common))
-    # Scatter beyond the stated noise (e.g. seed-to-seed variation) shrinks every AIC gap:
-    # quasi-AIC on chi2 / dispersion, with the small-sample term when the noise was estimated.
-    estimated = noise.startswith("estimated")
-    phi = max(1.0, min(f.chi2 / (npts - f.k) for f in fits.values() if npts > f.k))
-    ic = {m: f.chi2 / phi + 2 * f.k + (2 * (f.k + 1) * (f.k + 2) / max(npts - f.k - 2, 1e-9) if estimated else 0)
-          for m, f in fits.items()}
-    mono = [m for m in ic if m not in ("constant",) + THRESHOLDS]
-    best_mono = min(mono, key=ic.get) if mono else "constant"
-    trend = ic["constant"] - ic[best_mono]
-    order = sorted(ic, key=ic.get)
-    common.update(dispersion=phi, trend_delta=trend, ic=ic)
-    alts = tuple(fits[m] for m in order)
-
-    def verdict(label, reason, model, margin, **kw):
-        return Verdict(label, Evidence(reason, best_model=_public(model), margin=margin,
-                                       **{**common, **kw}), fits[model], alts)
-
-    if trend < cfg.trend_margin:
-        p_const = 1.0 if estimated else stats.chi2.sf(fits["constant"].chi2, max(npts - 1, 1))
-        level = fits["constant"].values[0]
-        if p_const >= cfg.alpha:
-            where = ("at chance" if base is not None and abs(level - base) <= 2 * np.median(sigma)
-                     else f"at {sign * level:.4g}" + ("" if base is None else f" (chance {sign * base:.4g})"))
-            return verdict("flat", f"no trend (best monotone model {_public(best_mono)} gains "
-                           f"{trend:.1f} AIC < {cfg.trend_margin}); constant {where}", "constant", -trend)
-        return verdict("noisy", f"varies beyond its noise (constant rejected, p={p_const:.1g}) but no "
-                       f"monotone model explains it (gain {trend:.1f} AIC < {cfg.trend_margin})",
-                       "constant", -trend)
-    fit = fits[best_mono]
-    change = float(np.diff(fit.spec.func(np.array([0.0, 1.0]), *fit.values))[0])
-    drop, drop_z = _reversal(t, yo, sigma, np.sign(change))
-    if drop_z >= cfg.reversal_se and drop >= cfg.reversal_share * abs(change):
-        return verdict("noisy", f"not monotone: falls back {drop:.3g} ({drop_z:.1f} SE) against a "
-                       f"trend of {abs(change):.3g}", best_mono, -trend)
-    if change < 0:
-        return verdict("inverse", f"gets worse with scale ({_public(best_mono)} beats a constant by "
-                       f"{trend:.1f} AIC)", best_mono, trend)
-    thr = [m for m in THRESHOLDS if m in ic]
-    smooth = min((m for m in ("linear", "power_law", "sigmoid_gentle") if m in ic), key=ic.get)
-    if not thr:
-        return verdict("smooth", "improves with scale; too few points for a threshold model",
-                       smooth, np.nan)
-    best_thr = min(thr, key=ic.get)
-    margin = ic[smooth] - ic[best_thr]
-    jump, onset, plateau_n = _jump(fits[best_thr], t, sigma, phi)
-    if margin >= cfg.emergent_margin and jump >= cfg.jump_se:
-        eta, lo, hi, draws = _bootstrap_eta(fits[best_thr], grids[best_thr], t, sigma * np.sqrt(phi), ax, cfg)
-        return verdict("emergent", f"flat for {plateau_n} points, then rises {jump:.1f} SE; "
-                       f"{_public(best_thr)} beats {_public(smooth)} by {margin:.1f} AIC", best_thr,
-                       margin, eta=eta, eta_lo=lo, eta_hi=hi, eta_draws=draws, jump_se=jump)
-    why = (f"a threshold fits worse (by {-margin:.1f} AIC)" if margin <= 0 else
-           f"a threshold fits better by only {margin:.1f} AIC < {cfg.emergent_margin}" if margin < cfg.emergent_margin
-           else f"the threshold's rise is only {jump:.1f} SE < {cfg.jump_se}")
-    return verdict("smooth", f"improves with scale ({_public(smooth)}); {why}", smooth, -margin,
-                   jump_se=jump)
+    early = judge(fits, grids, complete=False)
+    if early is not None:
+        return early
+    more, more_grids = _fit_all(t, yo, sigma, cfg, ax, int(sign), late=True)
+    return judge({**fits, **more}, {**grids, **more_grids}, complete=True)
 
 
 THRESHOLDS = ("threshold_up", "saturating_up", "steep_up")
 
 
-def _fit_all(t, y, sigma, cfg, ax, ysign):
+def _fit_all(t, y, sigma, cfg, ax, ysign, late=None):
     """Every candidate with a residual degree of freedom (two for threshold shapes), by role,
-    and the grid each was profiled on. Threshold shapes come in a rising-only form too."""
+    and the grid each was profiled on. Threshold shapes come in a rising-only form too.
+    ``late``: only the saturating and steep threshold shapes (True), all but those (False)."""
     npts, ut = len(y), np.unique(t)
-    k_steep = 2 * LN9 / cfg.steep_width
-    none = np.empty((1, 0))
-    specs = {"constant": (CONSTANT, none, None), "linear": (LINEAR, none, None),
-             "power_law": (EXPONENTIAL, _POWER_RATES[:, None], None),
-             "sigmoid_gentle": (SIGMOID, sigmoid_grid(t, np.geomspace(0.5, 2 * LN9 / cfg.gentle_width, 12),
-                                                      np.linspace(-0.5, 1.5, 41)), None)}
-    if len(ut) >= 4:  # break points with >= 2 distinct x on either side
-        inner = np.linspace(ut[1], ut[-2], 121, endpoint=False)
-        specs["threshold"] = (THRESHOLD, inner[:, None], "s")
-        specs["saturating"] = (SATURATING_THRESHOLD, sigmoid_grid(t, inner[::2], np.geomspace(0.03, 1, 10)), "a")
-        specs["steep"] = (SIGMOID, sigmoid_grid(t, np.geomspace(k_steep, 2 * LN9 / 0.02, 12),
-                                                np.linspace(ut[1], ut[-2], 48)), "a")
+    roles = [(role, spec, sign_param) for role, spec, sign_param in _ROLES
+             if (late is None or late == (role in ("saturating", "steep")))
+             and npts - len(spec.params) >= (2 if sign_param else 1)
+             and not (sign_param and len(ut) < 4)]   # break points need >= 2 distinct x on either side
+    thetas = [_grid(role, ut, cfg) for role, _, _ in roles]
     fits, grids = {}, {}
-    for role, (spec, theta, sign_param) in specs.items():
-        if npts - len(spec.params) < (2 if sign_param else 1):
-            continue
-        chi2, beta = profile(spec, t, y, sigma, theta)
+    for (role, spec, sign_param), theta, (chi2, beta) in zip(
+            roles, thetas, profile_many([(spec, th) for (_, spec, _), th in zip(roles, thetas)], t, y, sigma)):
         variants = {role: chi2[:, 0]}
         if sign_param:
             up = np.where(beta[:, 0, spec.linear.index(sign_param)] >= 0, chi2[:, 0], np.inf)
@@ -352,7 +408,42 @@ def _fit_all(t, y, sigma, cfg, ax, ysign):
     return fits, grids
 
 
+# role, shape, the linear parameter whose sign says "rising" (threshold shapes only)
+_ROLES = (("constant", CONSTANT, None), ("linear", LINEAR, None), ("power_law", EXPONENTIAL, None),
+          ("sigmoid_gentle", SIGMOID, None), ("threshold", THRESHOLD, "s"),
+          ("saturating", SATURATING_THRESHOLD, "a"), ("steep", SIGMOID, "a"))
+
+
+def _grid(role, ut, cfg):
+    """The profile grid of a role's nonlinear parameters, on the t axis (distinct values ut)."""
+    if role in ("constant", "linear"):
+        return np.empty((1, 0))
+    if role == "power_law":
+        return _POWER_RATES[:, None]
+    if role == "sigmoid_gentle":
+        return _gentle_grid(cfg.gentle_width)
+    inner = np.linspace(ut[1], ut[-2], 121, endpoint=False)
+    if role == "threshold":
+        return inner[:, None]
+    if role == "saturating":
+        return sigmoid_grid(None, inner[::2], _TAUS)
+    return sigmoid_grid(None, _steep_rates(cfg.steep_width), np.linspace(ut[1], ut[-2], 48))
+
+
+@functools.lru_cache(maxsize=8)
+def _gentle_grid(width):   # the same for every curve: built once
+    grid = sigmoid_grid(None, np.geomspace(0.5, 2 * LN9 / width, 12), np.linspace(-0.5, 1.5, 41))
+    grid.flags.writeable = False
+    return grid
+
+
 _POWER_RATES = np.r_[-np.geomspace(12, 0.25, 30), np.geomspace(0.25, 12, 30)]
+_TAUS = np.geomspace(0.03, 1, 10)   # saturation scales of the saturating threshold
+
+
+@functools.lru_cache(maxsize=8)
+def _steep_rates(width):
+    return np.geomspace(2 * LN9 / width, 2 * LN9 / 0.02, 12)
 
 
 def _onset(p):
@@ -399,7 +490,7 @@ def _bootstrap_eta(fit, theta, t, sigma, ax, cfg):
         return _onset(dict(zip(names, fit.spec.assemble(t, theta[i], beta[i, b]))))[0]
 
     draws = np.array([onset(i, b) for b, i in enumerate(np.argmin(chi2[:, 1:], 0), 1)])
-    inside = np.flatnonzero(chi2[:, 0] <= np.min(chi2[:, 0]) + stats.chi2.ppf(0.95, 1))
+    inside = np.flatnonzero(chi2[:, 0] <= np.min(chi2[:, 0]) + _CHI2_95)
     prof = [onset(i, 0) for i in inside] if len(inside) <= 400 else [onset(i, 0) for i in inside[::len(inside) // 400]]
     lo, hi = np.percentile(draws, [2.5, 97.5])
     t_hat = _onset(fit.params)[0]

@@ -4,10 +4,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+from scipy.special import expit
 
 from emergence.curves import (CONSTANT, EXPONENTIAL, LINEAR, POWER_LAW, SATURATING_THRESHOLD, SIGMOID,
                               THRESHOLD, THRESHOLD_BELOW, Axis, bin_curve, binomial_sigma, fit_curve,
-                              noise_model, profile)
+                              noise_model, profile, profile_many, sigmoid_grid)
+from emergence.parallel import map_chunks
 
 
 def _noisy(spec, x, true, sigma=0.01, seed=0):
@@ -67,6 +69,40 @@ def test_profile_vectorises_over_bootstrap_columns():
     assert best == pytest.approx([0.3, 0.5, 0.7], abs=0.01)
     signed, _ = profile(THRESHOLD, x, -Y, np.full(12, 0.01), theta, {"s": 1})
     assert np.isinf(signed).all()                        # a falling curve has no rising hinge
+
+
+def test_profile_many_matches_one_profile_per_shape():
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.random(15))
+    y, sigma = 0.3 + 0.4 * x + rng.normal(0, 0.02, 15), np.full(15, 0.02)
+    jobs = [(spec, spec.grid(x) if spec.grid(x).size else np.empty((1, 0)))
+            for spec in (CONSTANT, LINEAR, EXPONENTIAL, THRESHOLD, SATURATING_THRESHOLD, SIGMOID)]
+    for (spec, theta), (chi2, beta) in zip(jobs, profile_many(jobs, x, y, sigma)):
+        c, b = profile(spec, x, y, sigma, theta)
+        assert np.allclose(chi2, c, rtol=1e-9, atol=1e-9), spec.name
+        assert np.allclose(beta, b, rtol=1e-9, atol=1e-12, equal_nan=True), spec.name   # NaN: collinear design
+
+
+def test_sigmoid_and_saturation_bases_match_the_direct_formulas():
+    x = np.linspace(0, 1, 30)
+    for ks, taus in ((np.geomspace(0.5, 50, 12), np.geomspace(0.03, 1, 10)),      # factorised exp
+                     (np.geomspace(0.5, 4000, 12), np.geomspace(1e-3, 1, 10))):    # could overflow: direct
+        theta = sigmoid_grid(x, ks, np.linspace(-0.5, 1.5, 9))
+        direct = expit(theta[:, :1] * (x[None] - theta[:, 1:2]))
+        assert np.allclose(SIGMOID.basis(x, theta)[0], direct, rtol=1e-12, atol=1e-14)
+        theta = sigmoid_grid(x, np.linspace(0.1, 0.9, 9), taus)
+        direct = -np.expm1(-np.maximum(0.0, x[None] - theta[:, :1]) / theta[:, 1:2])
+        assert np.allclose(SATURATING_THRESHOLD.basis(x, theta)[1], direct, rtol=1e-12, atol=1e-14)
+
+
+def test_map_chunks_keeps_order_whatever_the_workers():
+    items = list(range(203))
+    for workers in (1, 2, 3):
+        assert map_chunks(_squares, items, workers=workers, chunk=8) == [i * i for i in items]
+
+
+def _squares(chunk):
+    return [i * i for i in chunk]
 
 
 def test_no_admissible_grid_point_raises():

@@ -150,6 +150,19 @@ def test_fit_scaling_laws_per_family_from_a_tidy_table():
     assert {"ci_low", "ci_high", "stderr", "objective"} <= set(out.columns)
 
 
+def test_bootstrap_does_not_depend_on_the_number_of_workers():
+    rng = np.random.default_rng(2)
+    L = size_law(N) * np.exp(rng.normal(0, 0.01, N.size))
+    one = fit_size_law(N, L, n_boot=40, workers=1)
+    for workers in (2, 3):   # draws are farmed out to processes, resamples drawn up front
+        other = fit_size_law(N, L, n_boot=40, workers=workers)
+        assert np.array_equal(one.draws, other.draws, equal_nan=True) and one.ci == other.ci
+    df = pd.DataFrame([{S.FAMILY: fam, S.MODEL: f"{fam}{i}", S.PARAMS: n, S.LOSS: size_law(n, alpha=a) * (1 + 0.01 * (-1) ** i),
+                        S.TASK: "t", S.METRIC: "acc", S.VALUE: 0.5}
+                       for fam, a in (("a", 0.3), ("b", 0.4), ("c", 0.5)) for i, n in enumerate(N)])
+    pd.testing.assert_frame_equal(fit_scaling_laws(df, n_boot=20, workers=1), fit_scaling_laws(df, n_boot=20, workers=2))
+
+
 def test_loss_points_refuses_two_losses_for_one_checkpoint():
     df = pd.DataFrame({S.MODEL: "m", S.CHECKPOINT: "m", S.PARAMS: 1e8, S.LOSS: [3.0, 3.1]})
     with pytest.raises(FitError, match="more than one loss"):

@@ -86,6 +86,9 @@ def test_bad_input_is_undetermined_with_a_reason():
         assert v.label == "undetermined" and words in v.evidence.reason, (words, v.evidence.reason)
     assert classify(SIZES, np.r_[y[:9], np.inf]).label == "undetermined"
     assert classify(SIZES, np.full(10, 0.4)).label == "flat"        # constant, no noise given
+    for level in (1 / 3, -1 / 3):   # not exact in binary: chi2 used to cancel into noise, not 0
+        assert classify(SIZES[:8], np.full(8, level)).label == "flat"
+        assert classify(SIZES[:8], np.full(8, level), stderr=np.full(8, 1e-12)).label == "flat"
     assert classify(SIZES, np.r_[y[:9], np.nan], n=1000,
                     config=ClassifyConfig(drop_nonfinite=True)).evidence.n_points == 9
     with pytest.raises(ValueError):
@@ -142,6 +145,21 @@ def test_verdicts_table_keeps_final_step_and_reports_evidence():
     assert {"label", "best_model", "margin", "eta", "eta_lo", "eta_hi", "jump_se", "points_above_chance",
             "n_points", "breakthroughness", "linearity", "wei_emergent", "reason"} <= set(v.columns)
     assert classify(pd.DataFrame(rows).query("step == 2000")).label == "smooth"
+
+
+def test_verdicts_do_not_depend_on_the_number_of_workers():
+    rows = []
+    curves = [c for c in generate(100, seed=7) if c.higher_is_better]   # emergent ones get bootstrap intervals
+    for c, curve in enumerate(curves):
+        for xi, yi in zip(curve.x, curve.y):
+            rows.append({S.FAMILY: "toy", S.MODEL: f"m{xi:.6g}", S.TASK: f"t{c}", S.SUBTASK: "",
+                         S.METRIC: "acc", curve.axis: xi, S.VALUE: yi, S.N: curve.n, S.CHANCE: curve.chance})
+    df = pd.DataFrame(rows)
+    for axis in ("params", "loss"):
+        one = verdicts(df, axis, workers=1)
+        assert len(one) >= 64 and "emergent" in set(one.label)   # enough curves for worker processes
+        pd.testing.assert_frame_equal(one, verdicts(df, axis, workers=2))
+        pd.testing.assert_frame_equal(one, verdicts(df, axis, workers=3))
 
 
 def test_synthetic_generator_is_deterministic_and_labelled():
