@@ -127,9 +127,9 @@ def markdown(cli, steps, args) -> str:
               f"{s['cpu']:.1f} | {s['load'][0]:.1f} / {s['load'][1]:.1f} |" for s in steps]
     if len(steps) > 1:
         curves = [s["curves"] for s in steps]
-        lines += ["", f"Slope of log time on log curves: whole analysis {slope(curves, [s['wall'] for s in steps]):.2f}, "
-                      f"verdicts {slope(curves, [s['verdicts'] for s in steps]):.2f}, "
-                      f"CPU {slope(curves, [s['cpu'] for s in steps]):.2f} (1 = linear; below 1: the "
+        wall, verdict, cpu = ([s[k] for s in steps] for k in ("wall", "verdicts", "cpu"))
+        lines += ["", f"Slope of log time on log curves: whole analysis {slope(curves, wall):.2f}, verdicts "
+                      f"{slope(curves, verdict):.2f}, CPU {slope(curves, cpu):.2f} (1 = linear; below 1: the "
                       "scaling-law fits and process start-up do not grow with the curves)."]
     return "\n".join(lines + [END]) + "\n"
 

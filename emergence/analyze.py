@@ -87,9 +87,9 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     seconds["audit"] = lap()
     composites = decompose(df)
     seconds["decompose"] = lap()
-    fits = _fits(df, notes, n_boot=n_boot, seed=seed, workers=workers)
+    fits, fit_notes = _fits(df, n_boot, seed, workers)
     seconds["fits"] = lap()
-    return Analysis(verdict_table, audit, composites, fits, notes, seconds)
+    return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds)
 
 
 def write_analysis(analysis: Analysis, out_dir) -> list[Path]:
@@ -137,16 +137,16 @@ def summary(analysis: Analysis) -> str:
     return "\n".join(lines)
 
 
-def _fits(df, notes, *, n_boot, seed, workers=0):
+def _fits(df, n_boot, seed, workers):
+    """Scaling-law fits and the notes on those that could not be made."""
     if not (_has(df, S.LOSS) and _has(df, S.PARAMS)):
-        return pd.DataFrame()
+        return pd.DataFrame(), []
     frames = [fit_scaling_laws(df, form="size", n_boot=n_boot, seed=seed, workers=workers)]
     if _has(df, S.TOKENS):
         frames.append(fit_scaling_laws(df, form="chinchilla", n_boot=n_boot, seed=seed, workers=workers))
     fits = _concat(frames)
-    for (fam, form), g in fits[fits["status"] != "ok"].groupby([S.FAMILY, "form"]):
-        notes.append(f"{form} law for {fam} not fitted: {g['reason'].iloc[0]}")
-    return fits
+    return fits, [f"{form} law for {fam} not fitted: {g['reason'].iloc[0]}"
+                  for (fam, form), g in fits[fits["status"] != "ok"].groupby([S.FAMILY, "form"])]
 
 
 def _has(df, col) -> bool:

@@ -229,10 +229,10 @@ def profile_many(jobs, x, y, sigma) -> list:
 def _solve(cols, g, w2, Y):
     """Weighted least squares for every grid row (g) and every column of Y at once, from the
     normal equations. ``cols``: the design's columns, (g, n) arrays or the scalar 1 of an
-    intercept. Closed form for the one- and two-column designs of every spec here (numpy's
-    batched solvers are slow at this size); no (g, n, m) design or (g, n, B) residuals are
-    built; chi2 = y'Wy - beta.b, on y centred when there is an intercept (else the difference
-    cancels catastrophically when sigma is small)."""
+    intercept. Closed form for one column, and for an intercept plus one column (every spec
+    here; numpy's batched solvers are slow at this size); no (g, n, m) design or (g, n, B)
+    residuals are built; chi2 = y'Wy - beta.b, on y centred when there is an intercept (else
+    the difference cancels catastrophically when sigma is small)."""
     icpt = next((i for i, u in enumerate(cols) if np.ndim(u) == 0), None)
     ybar = (w2 @ Y) / w2.sum() if icpt is not None else np.zeros(Y.shape[1])
     Yc = Y - ybar
@@ -248,11 +248,15 @@ def _solve(cols, g, w2, Y):
         if len(cols) == 1:
             a = gram(0, 0)
             bt = (b[0] / np.where(a > 0, a, np.nan))[..., None]
-        elif len(cols) == 2:
-            a11, a12, a22 = gram(0, 0), gram(0, 1), gram(1, 1)
-            det = a11 * a22 - a12 ** 2
-            det = np.where(det > 1e-12 * a11 * a22, det, np.nan)                  # collinear: no fit
-            bt = np.stack([(a22 * b[0] - a12 * b[1]) / det, (a11 * b[1] - a12 * b[0]) / det], -1)
+        elif len(cols) == 2 and icpt is not None:    # every spec here: the same formula, fewer (g, B) temporaries
+            f, W, b1 = cols[1 - icpt], w2.sum(), M[:, 1:].sum(0)
+            a12, b2, a22 = S[1 - icpt][:, :1], S[1 - icpt][:, 1:], ((f * f) @ w2)[:, None]
+            det = W * a22 - a12 ** 2
+            det = np.where(det > 1e-12 * W * a22, det, np.nan)                    # collinear: no fit
+            bt = np.empty(b2.shape + (2,))
+            bt[..., icpt] = (a22 * b1 - a12 * b2) / det
+            bt[..., 1 - icpt] = (W * b2 - a12 * b1) / det
+            b[icpt] = b1[None]
         else:
             A = np.stack([np.concatenate([gram(i, j) for j in range(len(cols))], 1) for i in range(len(cols))], 1)
             bt = np.einsum("gij,jgb->gbi", np.linalg.pinv(A), np.stack(b))
@@ -375,8 +379,7 @@ def _saturation_rows(x, x0, tau):
     if e is None:
         return -np.expm1(-np.maximum(0.0, x[None] - x0[:, None]) / tau[:, None])
     np.subtract(1.0, e, out=e)
-    e[x[None] <= x0[:, None]] = 0.0
-    return e
+    return np.maximum(e, 0.0, out=e)   # x <= x0: e >= 1, so 1 - e <= 0 is clipped to the flat part
 
 
 def _exp_product(x, r, c):

@@ -61,7 +61,7 @@ class ReportConfig:
     max_table_rows: int = 2000    # verdict rows listed in the HTML; every row is in the analysis CSVs
     max_glance_rows: int = 300    # (family, task, sub-task) rows of the at-a-glance grid, best-ranked tasks first
     n_boot: int = 100             # bootstrap draws when the analysis runs here (as `emergence analyze`)
-    workers: int = 0              # processes drawing figures; 0: one per CPU (at most 4), 1: none
+    workers: int = 0              # processes drawing figures and fitting curves; 0: one per CPU (figures: <= 4), 1: none
     seed: int = 0
     title: str | None = None
 
@@ -557,7 +557,7 @@ def _analysis(df, sources, analysis_dir, reanalyze, config, out_dir):
         note = f"{folder} not used ({problem}): analysis run here"
     else:
         note = "run here" + (" (--reanalyze)" if reanalyze else ": no analysis/ folder beside the input")
-    result = analyze(df, n_boot=config.n_boot, seed=config.seed)
+    result = analyze(df, n_boot=config.n_boot, seed=config.seed, workers=config.workers)
     write_analysis(result, out_dir / ANALYSIS_DIR)  # the full tables, beside the report
     return result, (f"{note}, n_boot={config.n_boot}, seed={config.seed}; its CSV files are in "
                     f"{out_dir / ANALYSIS_DIR}")

@@ -157,10 +157,11 @@ def test_bootstrap_does_not_depend_on_the_number_of_workers():
     for workers in (2, 3):   # draws are farmed out to processes, resamples drawn up front
         other = fit_size_law(N, L, n_boot=40, workers=workers)
         assert np.array_equal(one.draws, other.draws, equal_nan=True) and one.ci == other.ci
-    df = pd.DataFrame([{S.FAMILY: fam, S.MODEL: f"{fam}{i}", S.PARAMS: n, S.LOSS: size_law(n, alpha=a) * (1 + 0.01 * (-1) ** i),
-                        S.TASK: "t", S.METRIC: "acc", S.VALUE: 0.5}
+    df = pd.DataFrame([{S.FAMILY: fam, S.MODEL: f"{fam}{i}", S.PARAMS: n, S.TASK: "t", S.METRIC: "acc",
+                        S.VALUE: 0.5, S.LOSS: size_law(n, alpha=a) * (1 + 0.01 * (-1) ** i)}
                        for fam, a in (("a", 0.3), ("b", 0.4), ("c", 0.5)) for i, n in enumerate(N)])
-    pd.testing.assert_frame_equal(fit_scaling_laws(df, n_boot=20, workers=1), fit_scaling_laws(df, n_boot=20, workers=2))
+    pd.testing.assert_frame_equal(fit_scaling_laws(df, n_boot=20, workers=1),   # families fitted in parallel
+                                  fit_scaling_laws(df, n_boot=20, workers=2))
 
 
 def test_loss_points_refuses_two_losses_for_one_checkpoint():
