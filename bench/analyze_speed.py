@@ -23,6 +23,7 @@ import argparse
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,17 +49,20 @@ def main(argv=None) -> int:
     tables = sorted(str(f) for f in (Path(args.reference) / "tidy").iterdir())
     work = Path(tempfile.mkdtemp(prefix="analyze-bench-"))
     exe = [sys.executable, "-m", "emergence.cli"]
-    cli = {"analyze": timed(exe + ["analyze", *tables, "--duplicates", "first", "--workers", str(args.workers),
-                                   "-o", str(work / "analysis")])}
-    if args.report:
-        sys.path.insert(0, str(ROOT / "bench"))
-        import report_speed
+    try:
+        cli = {"analyze": timed(exe + ["analyze", *tables, "--duplicates", "first", "--workers",
+                                       str(args.workers), "-o", str(work / "analysis")])}
+        if args.report:
+            sys.path.insert(0, str(ROOT / "bench"))
+            import report_speed
 
-        table, _ = report_speed._table(None, work)
-        cli["report"] = timed(exe + ["report", str(table), "-o", str(work / "report"), "--reanalyze"])
-    if args.validate:
-        cli["validate"] = timed(exe + ["validate", "--reference-data", args.reference,
-                                       "--output", str(work / "VALIDATION.md")])
+            table, _ = report_speed._table(None, work)
+            cli["report"] = timed(exe + ["report", str(table), "-o", str(work / "report"), "--reanalyze"])
+        if args.validate:
+            cli["validate"] = timed(exe + ["validate", "--reference-data", args.reference,
+                                           "--output", str(work / "VALIDATION.md")])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     steps = scaling(tables, [float(f) for f in args.fractions.split(",")], args.workers)
     text = markdown(cli, steps, args)
     print(text)

@@ -234,36 +234,42 @@ def _solve(cols, g, w2, Y):
     residuals are built; chi2 = y'Wy - beta.b, on y centred when there is an intercept (else
     the difference cancels catastrophically when sigma is small)."""
     icpt = next((i for i, u in enumerate(cols) if np.ndim(u) == 0), None)
-    ybar = (w2 @ Y) / w2.sum() if icpt is not None else np.zeros(Y.shape[1])
+    W = _ADD(w2)
+    ybar = (w2 @ Y) / W if icpt is not None else np.zeros(Y.shape[1])
     Yc = Y - ybar
     M = np.column_stack([w2, Yc * w2[:, None]])   # sums against w2 and w2 y: one product per column
     yy = np.einsum("nb,nb->b", Yc, M[:, 1:])[None]
-    S = [np.broadcast_to(u * M.sum(0), (g, M.shape[1])) if np.ndim(u) == 0 else u @ M for u in cols]
-    b = [s[:, 1:] for s in S]
-
-    def gram(i, j):    # sum_n w2 u_i u_j, (g, 1)
-        return S[j][:, :1] if i == icpt else S[i][:, :1] if j == icpt else ((cols[i] * cols[j]) @ w2)[:, None]
-
     with np.errstate(divide="ignore", invalid="ignore"):
-        if len(cols) == 1:
-            a = gram(0, 0)
-            bt = (b[0] / np.where(a > 0, a, np.nan))[..., None]
-        elif len(cols) == 2 and icpt is not None:    # every spec here: the same formula, fewer (g, B) temporaries
-            f, W, b1 = cols[1 - icpt], w2.sum(), M[:, 1:].sum(0)
-            a12, b2, a22 = S[1 - icpt][:, :1], S[1 - icpt][:, 1:], ((f * f) @ w2)[:, None]
+        if len(cols) == 2 and icpt is not None:   # every spec here
+            f = cols[1 - icpt]
+            fM, a22, b1 = f @ M, ((f * f) @ w2)[:, None], _ADD(M[:, 1:], axis=0)
+            a12, b2 = fM[:, :1], fM[:, 1:]
             det = W * a22 - a12 ** 2
             det = np.where(det > 1e-12 * W * a22, det, np.nan)                    # collinear: no fit
             bt = np.empty(b2.shape + (2,))
             bt[..., icpt] = (a22 * b1 - a12 * b2) / det
             bt[..., 1 - icpt] = (W * b2 - a12 * b1) / det
-            b[icpt] = b1[None]
+            chi2 = yy - (bt[..., icpt] * b1 + bt[..., 1 - icpt] * b2)
         else:
-            A = np.stack([np.concatenate([gram(i, j) for j in range(len(cols))], 1) for i in range(len(cols))], 1)
-            bt = np.einsum("gij,jgb->gbi", np.linalg.pinv(A), np.stack(b))
-    chi2 = yy - sum(bt[..., i] * bi for i, bi in enumerate(b))
+            S = [np.broadcast_to(u * _ADD(M, axis=0), (g, M.shape[1])) if np.ndim(u) == 0 else u @ M for u in cols]
+            b = [s[:, 1:] for s in S]
+
+            def gram(i, j):    # sum_n w2 u_i u_j, (g, 1)
+                return S[j][:, :1] if i == icpt else S[i][:, :1] if j == icpt else ((cols[i] * cols[j]) @ w2)[:, None]
+
+            if len(cols) == 1:
+                a = gram(0, 0)
+                bt = (b[0] / np.where(a > 0, a, np.nan))[..., None]
+            else:
+                A = np.stack([np.concatenate([gram(i, j) for j in range(len(cols))], 1) for i in range(len(cols))], 1)
+                bt = np.einsum("gij,jgb->gbi", np.linalg.pinv(A), np.stack(b))
+            chi2 = yy - sum(bt[..., i] * bi for i, bi in enumerate(b))
     if icpt is not None:
         bt[..., icpt] += ybar
     return np.maximum(chi2, 0.0), bt
+
+
+_ADD = np.add.reduce   # ndarray.sum without its Python wrapper: a fit makes hundreds of small sums
 
 
 def _q(spec):
@@ -388,9 +394,9 @@ def _exp_product(x, r, c):
     ur, inv = np.unique(r, return_inverse=True)
     if 4 * len(ur) > len(r):
         return None
-    m = 0.5 * (x.min() + x.max())
+    m = 0.5 * (np.minimum.reduce(x) + np.maximum.reduce(x))
     a, b = -np.outer(ur, x - m), -(r * m + c)
-    if np.abs(a).max(initial=0) + np.abs(b).max(initial=0) > 700:
+    if np.maximum.reduce(np.abs(a), axis=None, initial=0) + np.maximum.reduce(np.abs(b), initial=0) > 700:
         return None
     e = np.exp(a)[inv]
     e *= np.exp(b)[:, None]

@@ -456,7 +456,8 @@ def _reversal(t, y, sigma, direction):
     in metric units and in standard errors of the difference."""
     d = direction * (y[:, None] - y[None, :])           # d[i, j] > 0: j is worse than i
     later = t[:, None] < t[None, :]
-    z = np.where(later, d / np.hypot(sigma[:, None], sigma[None, :]), -np.inf)
+    s2 = sigma ** 2
+    z = np.where(later, d / np.sqrt(s2[:, None] + s2[None, :]), -np.inf)   # hypot: ~10x slower, same to rounding
     i, j = np.unravel_index(np.argmax(z), z.shape)
     return float(max(d[i, j], 0.0)), float(max(z[i, j], 0.0))
 
