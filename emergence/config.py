@@ -6,12 +6,11 @@ is an error that names the key, its line and the closest known key.
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from emergence.families import Selection
-from emergence.names import at_line, unknown_message
+from emergence.names import at_line, read_toml, unknown_message
 
 EXECUTORS = ("local", "ray")
 
@@ -100,11 +99,7 @@ class RunConfig:
 def load_config(path: str | Path) -> RunConfig:
     """Read a TOML run config; every key is checked against the dataclass fields."""
     path = Path(path)
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: malformed TOML: {e}") from None
+    data, text = read_toml(path, ConfigError)
     return from_dict(data, source=path, text=text)
 
 

@@ -21,9 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
-
-from emergence.names import at_line, unknown_message
+from emergence.names import at_line, read_toml, unknown_message
 
 FAMILY_FILE = "family.toml"
 RECORD_FILE = "lab.json"
@@ -133,11 +131,7 @@ def config_from_dict(data: dict, source: str = "lab config", text: str = "") -> 
 def load_lab_config(path, **overrides) -> LabConfig:
     """A TOML file of LabConfig keys, then the overrides that are not None."""
     path = Path(path)
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise LabConfigError(f"{path}: malformed TOML: {e}") from None
+    data, text = read_toml(path, LabConfigError)
     config_from_dict(data, str(path), text)   # names the line of an unknown key
     return config_from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path), text)
 

@@ -4,6 +4,7 @@ names for names that come from data."""
 import difflib
 import hashlib
 import re
+from pathlib import Path
 
 
 class UnknownName(KeyError):
@@ -25,6 +26,18 @@ def unknown_message(kind: str, name: str, known) -> str:
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     listing = ", ".join(sorted(known)[:12]) + (" ..." if len(known) > 12 else "")
     return f"Unknown {kind} {name!r}.{hint} Known: {listing or '(none)'}"
+
+
+def read_toml(path, error: type[Exception] = ValueError) -> tuple[dict, str]:
+    """(data, text) of a TOML file; malformed TOML raises ``error`` naming the file, and the
+    text is returned so that later errors can name a key's line (``at_line``)."""
+    import tomllib
+
+    text = Path(path).read_text()
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{path}: malformed TOML: {e}") from None
 
 
 def at_line(text: str, key: str) -> str:

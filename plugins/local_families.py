@@ -12,12 +12,11 @@ or ROOT itself is one checkpoint. TOML layout (paths relative to the file)::
 """
 
 import re
-import tomllib
 from pathlib import Path
 
 from emergence.families import Checkpoint, Family, parse_size
 from emergence.hookspecs import hookimpl
-from emergence.names import at_line, unknown_message
+from emergence.names import at_line, read_toml, unknown_message
 
 STEP = re.compile(r"(?:^|[@_/-])(?:step|ckpt|iter)[-_]?(\d+)$")
 TOML_KEYS = {"path", "repo", "revision", "model", "size", "step", "tokens", "params",
@@ -59,11 +58,7 @@ def family_from_folder(root: Path) -> Family:
 
 
 def family_from_toml(path: Path) -> Family:
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise FamilyFileError(f"{path}: malformed TOML: {e}") from None
+    data, text = read_toml(path, FamilyFileError)
     unknown = set(data) - {"name", "description", "checkpoint"}
     if unknown:
         key = sorted(unknown)[0]
