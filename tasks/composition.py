@@ -38,10 +38,15 @@ class Chain(Probe):
         s = standard_scores(self.kind, example, output)
         said = (output.generation or "").split()
         right = [j < len(said) and said[j] == gold for j, gold in enumerate(example.parts)]
-        for j, ok in enumerate(right, 1):
-            s[(f"step_{j}", "acc")] = float(ok)
-        s[("", "step_acc")] = sum(right) / len(right)
-        return s
+        return _with_steps(s, right)
+
+
+def _with_steps(scores: Scores, right: list[bool]) -> Scores:
+    """``scores`` plus each step's accuracy as sub-task ``step_j`` and their mean ``step_acc``."""
+    for j, ok in enumerate(right, 1):
+        scores[(f"step_{j}", "acc")] = float(ok)
+    scores[("", "step_acc")] = sum(right) / len(right)
+    return scores
 
 
 def chain_task(k: int) -> Chain:
@@ -141,10 +146,7 @@ class Walk(Probe):
             node = said[j] if j < len(said) else None
             right.append(node is not None and successor.get(previous) == node)
             previous = node
-        for j, ok in enumerate(right, 1):
-            s[(f"step_{j}", "acc")] = float(ok)
-        s[("", "step_acc")] = sum(right) / len(right)
-        return s
+        return _with_steps(s, right)
 
 
 def walk_task() -> Walk:
