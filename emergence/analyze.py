@@ -13,6 +13,8 @@ import pandas as pd
 
 from emergence import schema as S
 from emergence.decompose import decompose, metric_audit
+from emergence.onset import onset_backtest
+from emergence.predict import backtest_loss
 from emergence.scaling import fit_scaling_laws
 from emergence.tidy import fill_chance, limitations, read_tidy
 from emergence.verdicts import verdicts
@@ -28,10 +30,13 @@ class Analysis:
     fits: pd.DataFrame              # scaling-law parameters with intervals, per family and form
     notes: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)   # wall-clock time of each stage
+    backtest: pd.DataFrame = field(default_factory=pd.DataFrame)  # with a cutoff: loss law, held-out models
+    onset: pd.DataFrame = field(default_factory=pd.DataFrame)     # with a cutoff: where tasks emerge
 
     def tables(self) -> dict:
+        backtests = {"backtest": self.backtest, "onset": self.onset} if not self.onset.empty else {}
         return {"verdicts": self.verdicts, "audit": self.audit, "composites": self.composites,
-                "fits": self.fits}
+                "fits": self.fits, **backtests}
 
 
 def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
@@ -54,10 +59,12 @@ def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
     return df
 
 
-def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, workers: int = 0) -> Analysis:
+def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, workers: int = 0,
+            cutoff: float | None = None) -> Analysis:
     """Every analysis the table supports, on each usable axis (default: all of them).
     ``workers``: processes fitting curves and bootstrap draws (0: one per CPU, 1: none); the
-    result does not depend on it."""
+    result does not depend on it. ``cutoff``: also backtest, fitting on models with fewer
+    parameters and predicting the rest: their loss (``backtest``) and where tasks emerge (``onset``)."""
     df = fill_chance(df)
     notes = list(dict.fromkeys(list(df.attrs.get("notes", [])) + limitations(df)))
     estimated = int((df.get("chance_source") == "estimated").sum())
@@ -89,7 +96,19 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     seconds["decompose"] = lap()
     fits, fit_notes = _fits(df, n_boot, seed, workers)
     seconds["fits"] = lap()
-    return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds)
+    backtest, onset = pd.DataFrame(), pd.DataFrame()
+    if cutoff is not None:
+        if not (_has(df, S.LOSS) and _has(df, S.PARAMS)):
+            fit_notes.append("backtest skipped: it needs loss and params")
+        else:
+            forms = ("size", "chinchilla") if _has(df, S.TOKENS) else ("size",)
+            backtest = _concat(backtest_loss(df, cutoff, form=f, n_boot=n_boot, seed=seed).assign(form=f)
+                               for f in forms)
+            onset = onset_backtest(df, cutoff, n_boot=n_boot, seed=seed)
+            fit_notes += [f"backtest for {r[S.FAMILY]}: {r['reason']}" for r in onset.to_dict("records")
+                          if r.get("status") == "undetermined"]
+        seconds["backtest"] = lap()
+    return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds, backtest, onset)
 
 
 def write_analysis(analysis: Analysis, out_dir) -> list[Path]:
@@ -132,6 +151,14 @@ def summary(analysis: Analysis) -> str:
             params = ", ".join(f"{p}={e:.4g} [{lo:.3g}, {hi:.3g}]"
                                for p, e, lo, hi in zip(g["param"], g["estimate"], g["ci_low"], g["ci_high"]))
             lines.append(f"Scaling law {form} for {fam}: {params}")
+    onset = analysis.onset
+    if not onset.empty and "status" in onset:
+        counts = onset["status"].value_counts()
+        lines.append(f"Where tasks emerge, fitted below the cutoff: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+        for r in onset[onset["status"] == "predicted"].head(15).to_dict("records"):
+            lines.append(f"  {r[S.FAMILY]} / {r[S.TASK]} / {r[S.METRIC]}: eta {r['eta_pred']:.4g} "
+                         f"(all models {r['eta_full']:.4g}), N_c {r['nc_pred']:.3g} [{r['nc_pred_lo']:.3g}, "
+                         f"{r['nc_pred_hi']:.3g}] (all models {r['nc_full']:.3g})")
     for note in dict.fromkeys(analysis.notes):
         lines.append(f"note: {note}")
     return "\n".join(lines)

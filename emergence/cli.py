@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--workers", type=int, default=0, help="processes fitting curves (default: one per CPU)")
     a.add_argument("--duplicates", choices=("error", "first"), default="error",
                    help="rows sharing a key: stop (default), or keep the first of each")
+    a.add_argument("--cutoff", type=float, help="backtest: fit on models with fewer parameters, predict the rest's "
+                   "loss (backtest.csv) and where tasks emerge (onset.csv)")
     a.set_defaults(func=cmd_analyze)
 
     v = sub.add_parser("validate", help="rerun the analysis validation and write VALIDATION.md")
@@ -107,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
                    "$EMERGENCE_REFERENCE_DATA or ../shared/reference-data)")
     v.add_argument("--output", "-o", default="VALIDATION.md")
     v.add_argument("--curves", type=int, default=600, help="synthetic curves to classify")
+    v.add_argument("--families", type=int, default=48, help="synthetic families for the onset backtest")
     v.set_defaults(func=cmd_validate)
 
     rp = sub.add_parser("report", help="one self-contained HTML report (+ summary.md, PNG/SVG figures) of tables or runs")
@@ -229,7 +232,7 @@ def cmd_analyze(args) -> int:
 
     df = load_tables(args.tables, duplicates=args.duplicates)
     axes = [a.strip() for a in args.x.split(",") if a.strip()] if args.x else None
-    result = analyze(df, axes, n_boot=args.n_boot, seed=args.seed, workers=args.workers)
+    result = analyze(df, axes, n_boot=args.n_boot, seed=args.seed, workers=args.workers, cutoff=args.cutoff)
     first = Path(args.tables[0])
     out = Path(args.output) if args.output else (first if first.is_dir() else first.parent) / "analysis"
     write_analysis(result, out)
@@ -244,7 +247,7 @@ def cmd_validate(args) -> int:
     ref = Path(args.reference_data) if args.reference_data else default_reference_dir()
     if args.reference_data and not (ref / "tidy").is_dir():
         raise FileNotFoundError(f"{ref} has no tidy/ folder of reference tables")
-    text = validate(ref, n_curves=args.curves)
+    text = validate(ref, n_curves=args.curves, n_families=args.families)
     Path(args.output).write_text(text)
     print(text)
     return 0

@@ -146,7 +146,8 @@ def compute_optimal(fit: ScalingFit, C) -> pd.DataFrame:
 
 @dataclass(frozen=True, eq=False)
 class CriticalSize:
-    """N_c = N0 (eta - L_inf)^(-1/alpha): the size at which the size law reaches loss eta."""
+    """N_c: the size at which the fitted law reaches loss eta (N0 (eta - L_inf)^(-1/alpha) for
+    the size law; for the Chinchilla law, at a training recipe: D = r N or a fixed D)."""
 
     n_c: float
     low: float
@@ -157,22 +158,31 @@ class CriticalSize:
     reason: str = ""
 
 
-def critical_size(eta: float, size_law: ScalingFit, *, eta_draws=None, level: float | None = None,
-                  seed: int = 0) -> CriticalSize:
+def critical_size(eta: float, law: ScalingFit, *, eta_draws=None, level: float | None = None,
+                  seed: int = 0, tokens_per_param: float | None = None, tokens: float | None = None) -> CriticalSize:
     """Critical size for threshold ``eta``; the interval pairs bootstrap draws of the law with
-    (randomly resampled) draws of eta where given. Thresholds at or below L_inf are never reached."""
-    if size_law.form != "size":
-        raise ValueError("critical_size needs a size law L(N) (fit_size_law)")
-    level = size_law.level if level is None else level
-    n_c = float(_nc(size_law.theta[None], np.array([eta]))[0])
+    (randomly resampled) draws of eta where given. Thresholds at or below the law's floor are
+    never reached. A Chinchilla law needs the recipe the size is for: ``tokens_per_param``
+    (D = r N, e.g. 20 for compute-optimal) or a fixed number of ``tokens``."""
+    if law.form == "size":
+        if tokens_per_param is not None or tokens is not None:
+            raise ValueError("a size law L(N) has no tokens: give tokens_per_param or tokens only with "
+                             "a Chinchilla law")
+        solve = _nc
+    elif (tokens_per_param is None) == (tokens is None):
+        raise ValueError("critical_size on a Chinchilla law needs the recipe: tokens_per_param or tokens "
+                         "(exactly one)")
+    else:
+        solve = partial(_nc_chinchilla, ratio=tokens_per_param, tokens=tokens)
+    level = law.level if level is None else level
+    n_c = float(solve(law.theta[None], np.array([eta]))[0])
     status, reason, low, high, draws = "ok", "", np.nan, np.nan, None
     if not np.isfinite(n_c):
-        status, reason = "undetermined", \
-            f"eta = {eta:.4g} is not above L_inf = {size_law.params['L_inf']:.4g}: never reached"
-    if size_law.draws is not None:
-        etas = np.full(len(size_law.draws), float(eta)) if eta_draws is None else \
-            np.random.default_rng(seed).choice(_arr(eta_draws), size=len(size_law.draws))
-        draws = _nc(size_law.draws, etas)  # +inf where a draw never reaches eta: widens the top
+        status, reason = "undetermined", f"eta = {eta:.4g} is not above the law's floor: never reached"
+    if law.draws is not None:
+        etas = np.full(len(law.draws), float(eta)) if eta_draws is None else \
+            np.random.default_rng(seed).choice(_arr(eta_draws), size=len(law.draws))
+        draws = solve(law.draws, etas)  # +inf where a draw never reaches eta: widens the top
         ok = np.sort(draws[~np.isnan(draws)])
         if len(ok):  # order statistics, since percentile interpolation breaks on inf
             low, high = (ok[min(len(ok) - 1, int(q * len(ok)))] for q in ((1 - level) / 2, (1 + level) / 2))
@@ -480,8 +490,31 @@ def _allocation(theta, C):
 
 
 def _nc(thetas, etas):
+    """Size-law N_c for rows of thetas (a, e, alpha) and etas; +inf where eta <= L_inf."""
     a, e, al = thetas[:, 0], thetas[:, 1], thetas[:, 2]
     gap = etas - np.exp(e)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         out = np.exp((a - np.log(np.where(gap > 0, gap, np.nan))) / al)
     return np.where(gap <= 0, np.inf, out)  # NaN (a failed draw) stays NaN
+
+
+def _nc_chinchilla(thetas, etas, ratio=None, tokens=None, lo=0.0, hi=90.0):
+    """Chinchilla-law N_c at D = ratio * N or D = tokens, by bisection on ln N in [lo, hi]
+    (the loss falls monotonically with N); +inf where eta is not reached by N = e^hi."""
+    a, b, e, al, be = (thetas[:, j] for j in range(5))
+    etas = np.asarray(etas, float)
+
+    def log_loss(x):       # ln L at ln N = x
+        ld = x + np.log(ratio) if tokens is None else np.full_like(x, np.log(tokens))
+        return np.logaddexp(np.logaddexp(a - al * x, b - be * ld), e)
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        target = np.log(etas)
+        left, right = np.full(len(thetas), lo), np.full(len(thetas), hi)
+        for _ in range(60):
+            mid = (left + right) / 2
+            above = log_loss(mid) > target
+            left, right = np.where(above, mid, left), np.where(above, right, mid)
+        out = np.exp(right)
+        out = np.where(log_loss(np.full(len(thetas), hi)) > target, np.inf, out)
+    return np.where(np.isfinite(thetas).all(axis=1), out, np.nan)  # a failed draw stays NaN

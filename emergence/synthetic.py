@@ -1,12 +1,15 @@
-"""Synthetic curves with known answers, and the benchmark that scores verdicts against them.
+"""Synthetic data with known answers, and the benchmarks that score the analysis against them.
 
-Owns the ground-truth generator (thresholds at a known eta, smooth power laws and gentle
-sigmoids, p^k composites of smooth sub-tasks, flat-at-chance, floor, inverse and noisy curves)
-and ``benchmark``. Curves are realistic rather than tuned to the classifier: x spans 1.5-3
-decades of size (or a pretraining loss range inside 2.2-4.0 nats) with jittered spacing, y is
-a binomial sample of n (50-2000) examples at each point, 30% of trending curves carry extra
-checkpoint-to-checkpoint scatter (0.5-1.5 SE), 20% are reported as error rates (lower is
-better), and every shape is defined on the capability axis t in [0, 1].
+Two generators. Single curves (``generate``, scored by ``benchmark``): thresholds at a known
+eta, smooth power laws and gentle sigmoids, p^k composites of smooth sub-tasks, flat-at-chance,
+floor, inverse and noisy curves. Whole families with a known loss law and loss threshold
+(``synthetic_family``, scored by ``onset_benchmark``): where a task emerges.
+
+Curves are realistic rather than tuned to the classifier: x spans 1.5-3 decades of size (or a
+pretraining loss range inside 2.2-4.0 nats) with jittered spacing, y is a binomial sample of n
+(50-2000) examples at each point, 30% of trending curves carry extra checkpoint-to-checkpoint
+scatter (0.5-1.5 SE), 20% are reported as error rates (lower is better), and every shape is
+defined on the capability axis t in [0, 1].
 
 A label must be identifiable at the curve's own n, or it is no ground truth: an emergent
 curve's rise is at least 8 standard errors, a smooth or inverse curve's change at least 6, a
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from emergence import schema as S
 from emergence.curves import Axis
 from emergence.verdicts import LN9, ClassifyConfig, classify
 
@@ -258,3 +262,138 @@ def _score(curves, verdicts) -> dict:
             "confusion": pd.crosstab(pd.Series(truth, name="truth"), pd.Series(pred, name="verdict")),
             "eta_error": float(np.median(errs)) if errs else np.nan,
             "eta_coverage": float(np.mean(cover)) if cover else np.nan}
+
+
+# ---- families with a known loss threshold (where a task emerges) ------------------------------
+
+@dataclass(frozen=True, eq=False)
+class SyntheticFamily:
+    """A family whose task ``threshold`` emerges below the true loss ``eta`` (and whose task
+    ``smooth`` improves smoothly with loss), with losses from a known Chinchilla law."""
+
+    table: pd.DataFrame = field(repr=False)
+    recipe: str                # "overtrained": sizes x token multipliers, final checkpoints only
+                               # "fixed_tokens": every size trained on the same D, 10 checkpoints each
+    eta: float                 # the true threshold (nats)
+    n_c: float                 # the true critical size at the recipe (D = 20 N, or the fixed D)
+    cutoff: float              # models below it are the small ones
+    situation: str             # "within": N_c inside the small sizes; "beyond": above them, but
+                               # >= 2 small checkpoints are truly below eta (over-training);
+                               # "out of reach": fewer, so eta cannot be located from them
+
+    @property
+    def tokens_per_param(self) -> float | None:
+        return 20.0 if self.recipe == "overtrained" else None
+
+
+def synthetic_family(seed: int, recipe: str) -> SyntheticFamily:
+    """One family (see SyntheticFamily). Law parameters scatter around Hoffmann et al.'s; sizes
+    span ~3 decades from ~10M; the true N_c is drawn across the upper sizes, so that sometimes the
+    small models reach eta (over-training reaches losses of ~2-4x larger models) and sometimes not."""
+    from emergence.scaling import _nc_chinchilla
+
+    rng = np.random.default_rng(seed)
+    E, A, B = rng.uniform(1.7, 2.0), 406.4 * rng.uniform(0.7, 1.4), 410.7 * rng.uniform(0.7, 1.4)
+    alpha, beta = rng.uniform(0.30, 0.38), rng.uniform(0.26, 0.32)
+    theta = np.array([[np.log(A), np.log(B), np.log(E), alpha, beta]])
+    if recipe == "overtrained":    # Gadre et al. 2024: 4 small sizes at 5-320 tokens/param, 2 large
+        sizes = np.geomspace(1, 10 ** rng.uniform(2.6, 3.0), 6) * 10 ** rng.uniform(6.8, 7.2)
+        mults = [(5, 10, 20, 40, 80, 160, 320)] * 4 + [(20, 80), (20,)]
+        runs = [(n, m * n, m * n, f"{i}-x{m}") for i, (n, ms) in enumerate(zip(sizes, mults)) for m in ms]
+        recipe_kw, cutoff = {"ratio": 20.0}, np.sqrt(sizes[3] * sizes[4])
+        lo, hi = sizes[3] / 2, sizes[4]
+    elif recipe == "fixed_tokens":  # Pythia: every size on the same 300B tokens, checkpoints along the way
+        sizes = np.geomspace(1, 10 ** rng.uniform(2.5, 3.0), 8) * 10 ** rng.uniform(6.8, 7.2)
+        d_final = 3e11
+        runs = [(n, d, d_final, f"{i}@{j}") for i, n in enumerate(sizes)
+                for j, d in enumerate(np.geomspace(0.01, 1, 10) * d_final)]
+        recipe_kw, cutoff = {"tokens": d_final}, np.sqrt(sizes[4] * sizes[5])
+        lo, hi = sizes[2], sizes[7]
+    else:
+        raise ValueError(f"recipe must be 'overtrained' or 'fixed_tokens', not {recipe!r}")
+    n_c = 10 ** rng.uniform(np.log10(lo), np.log10(hi))
+    d_c = 20.0 * n_c if recipe == "overtrained" else d_final
+    eta = float(E + A / n_c ** alpha + B / d_c ** beta)
+    n, d = np.array([r[0] for r in runs]), np.array([r[1] for r in runs])
+    loss = E + A / n ** alpha + B / d ** beta
+    chance, top, scale = float(rng.choice([0.0, 0.25])), rng.uniform(0.6, 0.95), rng.uniform(0.05, 0.2)
+    u = np.clip(np.log(eta / loss), 0, None)           # capability past the threshold, in ln loss
+    curves = {"threshold": chance + (top - chance) * (1 - np.exp(-u / scale)),
+              "smooth": chance + (top - chance) * ((loss.max() / loss) ** rng.uniform(1, 3) - 1)
+              / ((loss.max() / loss.min()) ** 3 - 1)}
+    n_examples = int(rng.integers(300, 2001))
+    observed = loss * np.exp(rng.normal(0, 0.003, len(loss)))
+    rows = []
+    for task, p in curves.items():
+        y = rng.binomial(n_examples, np.clip(p, 0, 1)) / n_examples
+        for (size, tokens, final, name), l_obs, v in zip(runs, observed, y):
+            model = name.split("@")[0]
+            rows.append({S.FAMILY: f"synthetic-{recipe}-{seed}", S.MODEL: model, S.CHECKPOINT: name,
+                         S.PARAMS: size, S.TOKENS: tokens, S.STEP: tokens / final * 1000, S.LOSS: l_obs,
+                         S.TASK: task, S.SUBTASK: "", S.METRIC: "acc", S.VALUE: v, S.N: n_examples,
+                         S.CHANCE: chance})
+    n_c_true = float(_nc_chinchilla(theta, np.array([eta]), **recipe_kw)[0])
+    situation = ("out of reach" if np.sum((n < cutoff) & (loss < eta)) < 2 else
+                 "beyond" if n_c_true > n[n < cutoff].max() else "within")
+    return SyntheticFamily(pd.DataFrame(rows), recipe, eta, n_c_true, float(cutoff), situation)
+
+
+def onset_benchmark(n_families: int = 48, seed: int = 0, *, n_boot: int = 30, workers: int = 0) -> pd.DataFrame:
+    """Backtest ``onset.onset_backtest`` on synthetic families (two in three over-trained, the
+    recipe where eta can lie beyond the small sizes and still within their reach): one row per
+    family with the truth beside the prediction for its threshold task, and whether its smooth
+    control task was (wrongly) predicted to emerge."""
+    from emergence.parallel import map_chunks
+
+    jobs = [(seed + i, "fixed_tokens" if i % 3 == 2 else "overtrained", n_boot) for i in range(n_families)]
+    return pd.DataFrame(map_chunks(_onset_chunk, jobs, workers=workers, chunk=1, min_items=2))
+
+
+def onset_score(table: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe and situation: how often eta was located (and, where it could not be, how
+    often one was claimed anyway), the errors of eta (nats) and N_c (|log10| ratio), interval
+    coverage, the share and validity of bounds, and false alarms on the smooth control task."""
+    out = []
+    order = {"within": 0, "beyond": 1, "out of reach": 2}
+    for (recipe, situation), g in sorted(table.groupby(["recipe", "situation"]), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+        located = g["status"].isin(["predicted", "not confirmed"])
+        hit = g[located]
+        bound = g[g["status"] == "bound"]
+        out.append({"recipe": recipe, "situation": situation, "families": len(g), "located": located.mean(),
+                    "median_eta_abs_err": hit["eta_abs_err"].median(), "eta_covered": hit["eta_covered"].mean(),
+                    "median_nc_log10_err": hit["nc_log10_err"].abs().median(),
+                    "nc_within_2x": (hit["nc_log10_err"].abs() <= np.log10(2)).mean(),
+                    "nc_covered": hit["nc_covered"].mean(), "bounds": len(bound) / len(g),
+                    "bounds_valid": (bound["nc_bound"] <= bound["n_c_true"]).mean(),
+                    "control_false_alarm": g["control_emergent"].mean()})
+    return pd.DataFrame(out)
+
+
+def _onset_chunk(jobs):
+    from emergence.onset import onset_backtest
+
+    out = []
+    for seed, recipe, n_boot in jobs:
+        fam = synthetic_family(seed, recipe)
+        res = onset_backtest(fam.table, fam.cutoff, tokens_per_param=fam.tokens_per_param, n_boot=n_boot,
+                             seed=seed, include_all=True)
+        thr = res[res[S.TASK] == "threshold"].iloc[0].to_dict() if (res.get(S.TASK) == "threshold").any() else {}
+        ctl = res[res[S.TASK] == "smooth"]
+        row = {"seed": seed, "recipe": recipe, "situation": fam.situation, "eta_true": fam.eta,
+               "n_c_true": fam.n_c, "cutoff": fam.cutoff, "status": thr.get("status", "undetermined"),
+               "label_small": thr.get("label_small"), "eta_pred": thr.get("eta_pred"),
+               "eta_pred_lo": thr.get("eta_pred_lo"), "eta_pred_hi": thr.get("eta_pred_hi"),
+               "nc_pred": thr.get("nc_pred"), "nc_pred_lo": thr.get("nc_pred_lo"),
+               "nc_pred_hi": thr.get("nc_pred_hi"), "nc_bound": thr.get("nc_bound"),
+               "mae_threshold": thr.get("mae_threshold"), "mae_smooth": thr.get("mae_smooth"),
+               "control_emergent": bool((ctl["label_small"] == "emergent").any()) if len(ctl) else False,
+               "reason": thr.get("reason", "")}
+        eta, nc = row["eta_pred"], row["nc_pred"]
+        if eta is not None and np.isfinite(eta):
+            lo, hi = sorted((row["eta_pred_lo"], row["eta_pred_hi"]))
+            row.update(eta_abs_err=abs(eta - fam.eta), eta_covered=lo <= fam.eta <= hi)
+        if nc is not None and np.isfinite(nc):
+            row.update(nc_log10_err=float(np.log10(nc / fam.n_c)),
+                       nc_covered=bool(row["nc_pred_lo"] <= fam.n_c <= row["nc_pred_hi"]))
+        out.append(row)
+    return out
