@@ -9,7 +9,10 @@ both engines back to back, in alternating order, so drift in machine speed hits 
 Reports median examples/s and tokens/s of each, the median of the per-repetition ratios, the
 agreement (max |delta log-likelihood|, identical generations) and the fraction of the machine's
 own matmul FLOP/s each engine reaches. Models are random-init GPT-NeoX built locally: nothing is
-downloaded. --quick is a correctness check (CI), not a timing.
+downloaded. Their vocabulary is Pythia's (50,304 rows, --vocab), so the output layer and the
+softmax over it cost what they cost in the real family; the text is tokenised by a small local
+BPE, which only decides which of those rows are read. --quick is a correctness check (CI), not a
+timing.
 """
 
 import argparse
@@ -42,6 +45,7 @@ from emergence.tiny import WORDS, build_model, train_tokenizer  # noqa: E402
 
 # (hidden, layers, heads) giving about 1M, 10M and 30M non-embedding parameters.
 SIZES = {"1m": (128, 5, 4), "10m": (320, 8, 8), "30m": (512, 9, 8)}
+PYTHIA_VOCAB = 50304   # GPT-NeoX's tokenizer (50,277 tokens) padded to a multiple of 128
 CONTEXT = 512
 BATCH = 16     # both engines get the same batch size
 TOLERANCE = 1e-4   # nats
@@ -162,7 +166,7 @@ def float32_rounding(engine, texts) -> float:
 def bench_size(label, tokenizer, workdir, args, peaks):
     hidden, layers, heads = SIZES[label]
     path = build_model(Path(workdir) / label, hidden=hidden, layers=layers, heads=heads,
-                       context=CONTEXT, tokenizer=tokenizer)
+                       context=CONTEXT, tokenizer=tokenizer, model_vocab=args.vocab)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).to(args.device)
     tok = AutoTokenizer.from_pretrained(path)
     total, nonembed = count_parameters(model)
@@ -226,7 +230,8 @@ def markdown(rows, peaks, args, argv, load) -> str:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({cpu}, {os.cpu_count()} cores)"
     header = (
         f"{device}, torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {args.dtype}; "
-        f"{args.reps} repetitions, batch size {BATCH} for both engines. Matmul ceiling ({args.dtype}, same "
+        f"{args.reps} repetitions, batch size {BATCH} for both engines, model vocabulary "
+        f"{max(args.vocab, 2048):,}. Matmul ceiling ({args.dtype}, same "
         f"threads), measured in every repetition: median {statistics.median(peaks) / 1e9:.1f}, best "
         f"{max(peaks) / 1e9:.1f} GFLOP/s; % of peak is against the median of the case's own repetitions. "
         f"Load average (1 min) before / after: "
@@ -253,6 +258,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU), the same for both engines")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--dtype", default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
+    p.add_argument("--vocab", type=int, default=PYTHIA_VOCAB,
+                   help="model vocabulary (embedding rows); 0: the local tokenizer's 2,048")
     p.add_argument("--quick", action="store_true", help="few requests, no warm-up: a correctness check, not a timing")
     p.add_argument("--out", help="write the markdown table to this file")
     args = p.parse_args(argv)

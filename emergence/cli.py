@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--max-tasks", type=int, default=6, help="tasks with full figures (the rest are in the tables)")
     rp.add_argument("--title", help="report title")
     rp.add_argument("--n-boot", type=int, default=100, help="bootstrap draws if the analysis runs here")
+    rp.add_argument("--cutoff", type=float, help="backtest below this many parameters if the analysis runs here "
+                    "(as `emergence analyze --cutoff`)")
     rp.add_argument("--seed", type=int, default=0)
     rp.set_defaults(func=cmd_report)
 
@@ -259,7 +261,8 @@ def cmd_report(args) -> int:
     first = Path(args.tables[0])
     name = first.resolve().name if first.is_dir() else first.name.split(".")[0]  # "..": the folder's own name
     out = Path(args.output) if args.output else Path("reports") / (name or "report")
-    config = ReportConfig(max_tasks=args.max_tasks, title=args.title, n_boot=args.n_boot, seed=args.seed)
+    config = ReportConfig(max_tasks=args.max_tasks, title=args.title, n_boot=args.n_boot, seed=args.seed,
+                          cutoff=args.cutoff)
     report = build_report(args.tables, out, predictions=args.predictions, analysis_dir=args.analysis,
                           reanalyze=args.reanalyze, config=config)
     print(f"analysis {report.analysis_source}")

@@ -271,6 +271,58 @@ def predictions_figure(pred: pd.DataFrame) -> Figure:
     return fig
 
 
+def onset_figure(onset: pd.DataFrame) -> Figure:
+    """Where tasks emerge (``emergence.onset`` rows): per curve, the loss threshold eta predicted
+    from the small models against the estimate from all models (left; lower loss to the right),
+    and the critical size N_c (right, log): predicted with its interval, the all-model estimate,
+    the sizes between which the family's own losses cross eta (grey), and, where the small
+    models never reached eta, the lower bound (a right-pointing triangle)."""
+    o = onset[onset["status"].isin(["predicted", "not confirmed", "bound", "missed"])].copy()
+    o = o.iloc[::-1].reset_index(drop=True)
+    y = np.arange(len(o))
+    label = [f"{t} / {m}" + ("" if o[S.FAMILY].nunique() == 1 else f" ({f})")
+             for t, m, f in zip(o[S.TASK], o[S.METRIC], o[S.FAMILY])]
+    orange, grey = "#D55E00", "#BBBBBB"
+    with _style():
+        fig = Figure()
+        ax, ax2 = fig.subplots(1, 2, sharey=True)
+        for a, mid, lo, hi, full in ((ax, "eta_pred", "eta_pred_lo", "eta_pred_hi", "eta_full"),
+                                     (ax2, "nc_pred", "nc_pred_lo", "nc_pred_hi", "nc_full")):
+            for c in (mid, lo, hi, full):
+                o[c] = pd.to_numeric(o.get(c), errors="coerce")
+            a.hlines(y, o[lo], o[hi], color=orange, lw=3, alpha=0.35, label="predicted interval")
+            a.scatter(o[mid], y, facecolor="white", edgecolor=orange, s=36, lw=1.5, zorder=4,
+                      label="predicted from small models")
+            a.scatter(o[full], y, color="black", s=22, zorder=3, label="estimate from all models")
+        finite = pd.concat([o[c] for c in ("nc_pred", "nc_full", "nc_observed_lo", "nc_observed_hi", "nc_bound")
+                            if c in o]).pipe(pd.to_numeric, errors="coerce")
+        finite = finite[np.isfinite(finite) & (finite > 0)]
+        if len(finite):
+            left, right = finite.min() / 3, finite.max() * 3
+            for i, r in enumerate(o.to_dict("records")):
+                olo, ohi = r.get("nc_observed_lo"), r.get("nc_observed_hi")
+                if pd.notna(olo) or pd.notna(ohi):
+                    ax2.fill_betweenx([i - 0.3, i + 0.3], olo if pd.notna(olo) else left,
+                                      ohi if pd.notna(ohi) else right, color=grey, alpha=0.5, lw=0,
+                                      label="observed between", zorder=1)
+                if pd.notna(r.get("nc_bound")):
+                    ax2.scatter([r["nc_bound"]], [i], marker=">", color=orange, s=40, zorder=4,
+                                label="lower bound (eta not reached)")
+            ax2.set_xlim(left, right)
+        cutoff = pd.to_numeric(o.get("cutoff"), errors="coerce").dropna()
+        if len(cutoff):
+            ax2.axvline(cutoff.iloc[0], color="black", lw=0.8, ls="--", label="size cutoff")
+        _logx(ax2)
+        ax.invert_xaxis()                                      # lower loss (more capable) to the right
+        ax.set_yticks(y, label, fontsize=8)
+        ax.set_xlabel("loss threshold eta (nats)")
+        ax2.set_xlabel("critical size N_c (parameters)")
+        ax.set_title("where the task emerges: loss", fontsize=9)
+        ax2.set_title("... and size, at the family's recipe", fontsize=9)
+        _layout(fig, np.array([[ax, ax2]]), (3.0, 0.3 * len(o) + 0.3), left=0.4 + _width_in(label, 8), wgap=0.3)
+    return fig
+
+
 # ---- data helpers used by the report too -----------------------------------------------------
 
 def checkpoints(df: pd.DataFrame) -> pd.DataFrame:

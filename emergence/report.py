@@ -61,6 +61,7 @@ class ReportConfig:
     max_table_rows: int = 2000    # verdict rows listed in the HTML; every row is in the analysis CSVs
     max_glance_rows: int = 300    # (family, task, sub-task) rows of the at-a-glance grid, best-ranked tasks first
     n_boot: int = 100             # bootstrap draws when the analysis runs here (as `emergence analyze`)
+    cutoff: float | None = None   # backtest below this many parameters when the analysis runs here
     workers: int = 0              # processes drawing figures and fitting curves; 0: one per CPU (figures: <= 4), 1: none
     seed: int = 0
     title: str | None = None
@@ -141,6 +142,10 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
                    + (f" {dropped} row(s) without a prediction (a fit that failed) left out." if dropped else ""))
         jobs.append(_Job("predictions", "Predictions vs actual (backtests)", caption, "predictions_figure",
                          (predictions,)))
+    onset = _onset_rows(analysis.onset)
+    if onset:
+        jobs.append(_Job("onset", "Where tasks emerge: predicted from the small models",
+                         ONSET_CAPTION, "onset_figure", (analysis.onset,)))
     records = dict(zip([j.stem for j in jobs], render_figures(jobs, fig_dir, config)))
     for s in sections:
         s["figures"] = [records[stem] for stem in s["figures"]]
@@ -158,9 +163,32 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
         "fits": fit_rows(analysis.fits),
         "scaling_figure": records.get("loss-scaling"), "task_sections": sections,
         "predictions": pred, "predictions_figure": records.get("predictions"),
+        "onset": onset, "onset_figure": records.get("onset"),
         "figure_files": list(records.values()),
         "provenance": provenance or {},
     }
+
+
+ONSET_CAPTION = (
+    "Fitted on the models below the size cutoff (dashed), scored on the rest. Left: the loss threshold "
+    "eta located on the small models' pooled checkpoints (open, with its interval) and on all models "
+    "(filled). Right: the critical size N_c at which the small models' loss law reaches eta at the "
+    "family's recipe, the same from all models, and the sizes between which the family's measured "
+    "losses cross the all-model eta (grey). A triangle is a lower bound: the small models never "
+    "reached eta, so only 'above this size' can be said.")
+ONSET_COLUMNS = {S.FAMILY: "family", S.TASK: "task", S.METRIC: "metric", "status": "status",
+                 "eta_pred": "eta (small)", "eta_full": "eta (all)", "nc_pred": "N_c predicted",
+                 "nc_pred_lo": "N_c low", "nc_pred_hi": "N_c high", "nc_full": "N_c (all)",
+                 "nc_bound": "N_c above", "mae_threshold": "held-out MAE: threshold",
+                 "mae_smooth": "held-out MAE: smooth"}
+
+
+def _onset_rows(onset: pd.DataFrame) -> list:
+    """The onset backtest as table rows (curves with a prediction, a bound or a miss)."""
+    if onset is None or onset.empty or "status" not in onset:
+        return None
+    o = onset[onset["status"].isin(["predicted", "not confirmed", "bound", "missed"])]
+    return _records(_clean(o.reindex(columns=list(ONSET_COLUMNS)).rename(columns=ONSET_COLUMNS)))
 
 
 def render_figures(jobs, fig_dir=None, config: ReportConfig = ReportConfig()) -> list:
@@ -375,7 +403,8 @@ def reproduce_command(sources, out_dir, *, predictions=None, config=ReportConfig
     if reanalyze:
         args.append("--reanalyze")
     defaults = ReportConfig()
-    for name, flag in (("max_tasks", "--max-tasks"), ("title", "--title"), ("n_boot", "--n-boot"), ("seed", "--seed")):
+    for name, flag in (("max_tasks", "--max-tasks"), ("title", "--title"), ("n_boot", "--n-boot"), ("seed", "--seed"),
+                       ("cutoff", "--cutoff")):
         if getattr(config, name) != getattr(defaults, name):
             args += [flag, str(getattr(config, name))]
     return shlex.join(args)
@@ -424,7 +453,7 @@ def read_analysis(folder) -> Analysis:
     """The CSVs of ``write_analysis`` back as an ``Analysis``."""
     folder = Path(folder)
     tables = {}
-    for name in ("verdicts", "audit", "composites", "fits"):
+    for name in ("verdicts", "audit", "composites", "fits", "backtest", "onset"):
         path = folder / f"{name}.csv"
         text = (S.FAMILY, S.MODEL, S.TASK, S.SUBTASK, S.METRIC, "reason", "note", "label", "axis")
         try:
@@ -437,7 +466,8 @@ def read_analysis(folder) -> Analysis:
         tables[name] = t
     notes_file = folder / "notes.txt"
     notes = [n for n in notes_file.read_text().splitlines() if n] if notes_file.exists() else []
-    return Analysis(tables["verdicts"], tables["audit"], tables["composites"], tables["fits"], notes)
+    return Analysis(tables["verdicts"], tables["audit"], tables["composites"], tables["fits"], notes,
+                    backtest=tables["backtest"], onset=tables["onset"])
 
 
 def render(template: str, context: dict) -> str:
@@ -550,6 +580,8 @@ def _analysis(df, sources, analysis_dir, reanalyze, config, out_dir):
             newest = max(_mtime(s) for s in sources)
             if (folder / "verdicts.csv").stat().st_mtime < newest:
                 problem = problem or "it is older than the table"
+            if config.cutoff is not None and result.onset.empty:
+                problem = problem or "it has no backtest (onset.csv) for --cutoff"
         if not problem:
             return result, f"re-used from {folder} (written by `emergence analyze`)"
         if analysis_dir is not None:
@@ -557,7 +589,7 @@ def _analysis(df, sources, analysis_dir, reanalyze, config, out_dir):
         note = f"{folder} not used ({problem}): analysis run here"
     else:
         note = "run here" + (" (--reanalyze)" if reanalyze else ": no analysis/ folder beside the input")
-    result = analyze(df, n_boot=config.n_boot, seed=config.seed, workers=config.workers)
+    result = analyze(df, n_boot=config.n_boot, seed=config.seed, workers=config.workers, cutoff=config.cutoff)
     write_analysis(result, out_dir / ANALYSIS_DIR)  # the full tables, beside the report
     return result, (f"{note}, n_boot={config.n_boot}, seed={config.seed}; its CSV files are in "
                     f"{out_dir / ANALYSIS_DIR}")

@@ -43,14 +43,16 @@ def train_tokenizer(vocab_size: int = 512, seed: int = 0):
 
 
 def build_model(path, *, hidden: int = 32, layers: int = 2, heads: int = 4, context: int = 256,
-                seed: int = 0, tokenizer=None, vocab_size: int = 512):
-    """Save a random-init GPT-NeoX model and its tokenizer to ``path``; return the path."""
+                seed: int = 0, tokenizer=None, vocab_size: int = 512, model_vocab: int | None = None):
+    """Save a random-init GPT-NeoX model and its tokenizer to ``path``; return the path.
+    ``model_vocab``: embedding rows when larger than the tokenizer's vocabulary (real models pad
+    theirs, e.g. Pythia's 50,304); the extra rows cost what they cost in a real model."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     tokenizer = tokenizer or train_tokenizer(vocab_size)
     config = GPTNeoXConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+        vocab_size=max(len(tokenizer), model_vocab or 0), hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=context,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,

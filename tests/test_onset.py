@@ -133,3 +133,22 @@ def test_validate_writes_every_section_and_skips_missing_reference_data(tmp_path
                   "Where a task emerges: Gadre", "Chinchilla refit", "OLMo ladder", "Pythia"):
         assert f"## {title}" in text
     assert "| overtrained |" in text and "3 generated families" in text
+
+
+def test_report_shows_where_tasks_emerge(tmp_path):
+    from emergence.report import ReportConfig, build_report
+
+    fam = synthetic_family(1, "overtrained")
+    table = tmp_path / "family.csv"
+    fam.table.to_csv(table, index=False)
+    config = ReportConfig(cutoff=fam.cutoff, n_boot=10, workers=1, max_tasks=1)
+    report = build_report(table, tmp_path / "report", config=config)
+    html = report.html.read_text()
+    assert 'id="onset"' in html and "Where tasks emerge" in html and "predicted" in html
+    assert any(f.name.endswith("-onset.png") for f in report.figures)
+    assert "## Where tasks emerge" in report.summary.read_text()
+    assert "--cutoff" in html                         # the rebuild command keeps the backtest
+    # An analysis folder without the backtest is not reused when one is asked for.
+    assert main(["analyze", str(table), "--workers", "1", "--n-boot", "0"]) == 0
+    again = build_report(table, tmp_path / "again", config=config)
+    assert "no backtest" in again.analysis_source and 'id="onset"' in again.html.read_text()
