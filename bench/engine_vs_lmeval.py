@@ -111,6 +111,7 @@ class Case:
     kind: str                    # "scores", "texts" or "rolling": how agreement is judged
     tokens: int = 0              # tokens in the requests: the numerator of tok/s for both engines
     forwarded: tuple = (0, 0)    # tokens (ours, lm-eval) run through the model, for FLOP/s
+    headed: tuple = (0, 0)       # positions (ours, lm-eval) whose logits the output layer computes
     text_tokens: tuple = ()      # rolling: tokens of each text
     rounding: Callable = None    # rolling: what lm-eval's float32 window sums alone change
 
@@ -133,7 +134,9 @@ def cases(ours, theirs, tok, scale) -> dict[str, Case]:
             lambda: [lp for lp, _ in ours.loglikelihood(instances("loglikelihood", mc))],
             quiet(lambda: [lp for lp, _ in theirs.loglikelihood(instances("loglikelihood", mc), disable_tqdm=True)]),
             "scores", sum(len(c) + len(x) for c, x in encoded),
-            (mc_ours, sum(len(c) + len(x) - 1 for c, x in encoded))),
+            (mc_ours, sum(len(c) + len(x) - 1 for c, x in encoded)),
+            # ours: the output layer at each scored position only; lm-eval: at every position
+            (sum(len(x) for _, x in encoded), sum(len(c) + len(x) - 1 for c, x in encoded))),
         "greedy generation (stop strings)": Case(
             len(gens),
             lambda: ours.generate_until(instances("generate_until", [(c, dict(gen_kwargs)) for c in gens])),
@@ -145,7 +148,8 @@ def cases(ours, theirs, tok, scale) -> dict[str, Case]:
             lambda: ours.loglikelihood_rolling(instances("loglikelihood_rolling", [(t,) for t in texts])),
             quiet(lambda: theirs.loglikelihood_rolling(instances("loglikelihood_rolling", [(t,) for t in texts]),
                                                        disable_tqdm=True)),
-            "rolling", sum(text_tokens), (windows, windows), text_tokens, lambda: float32_rounding(ours, texts)),
+            "rolling", sum(text_tokens), (windows, windows), (windows, windows), text_tokens,
+            lambda: float32_rounding(ours, texts)),
     }
 
 
@@ -170,8 +174,11 @@ def bench_size(label, tokenizer, workdir, args, peaks):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, args.dtype)).to(args.device)
     tok = AutoTokenizer.from_pretrained(path)
     total, nonembed = count_parameters(model)
-    # 2 FLOPs per weight per token for every weight in a matmul: all but the input embedding.
-    flops_per_token = 2 * (total - model.get_input_embeddings().weight.numel())
+    # 2 FLOPs per weight per token for every weight in a matmul: the body (all but the input
+    # embedding and the output layer) for every token forwarded, the output layer for every
+    # position whose logits are computed.
+    head = model.get_output_embeddings().weight.numel()
+    body = total - model.get_input_embeddings().weight.numel() - head
     ours = HFEngine(model, tok, batch_size=BATCH, max_length=CONTEXT)
     theirs = HFLM(pretrained=model, tokenizer=tok, batch_size=BATCH, max_length=CONTEXT)
     rows = []
@@ -188,13 +195,14 @@ def bench_size(label, tokenizer, workdir, args, peaks):
                 (b, out_theirs), (a, out_ours) = timed(case.theirs), timed(case.ours)
             t_ours.append(a)
             t_theirs.append(b)
-        tokens, forwarded = case.tokens, case.forwarded
+        tokens, forwarded, headed = case.tokens, case.forwarded, case.headed
         if case.kind == "texts":
             differ = sum(x != y for x, y in zip(out_ours, out_theirs))
             agrees, agree = differ == 0, "identical" if differ == 0 else f"{differ}/{case.examples} differ"
             generated = sum(len(tok.encode(g)) for g in out_ours)   # ours = theirs when agreeing
             tokens += generated
             forwarded = (tokens, tokens)
+            headed = (case.examples + generated,) * 2   # the prompt's last position, then each new token
         elif case.kind == "scores":
             delta = max(abs(x - y) for x, y in zip(out_ours, out_theirs))
             agrees, agree = delta <= TOLERANCE, f"{delta:.1e}"
@@ -216,8 +224,8 @@ def bench_size(label, tokenizer, workdir, args, peaks):
             "ours_ex_s": case.examples / med_o, "lmeval_ex_s": case.examples / med_t,
             "ours_tok_s": tokens / med_o, "lmeval_tok_s": tokens / med_t, "ratio": ratio, "spread": (min(ratios), max(ratios)),
             "agreement": agree, "agrees": agrees,
-            "ours_peak": flops_per_token * forwarded[0] / med_o / ceiling,
-            "lmeval_peak": flops_per_token * forwarded[1] / med_t / ceiling,
+            "ours_peak": 2 * (body * forwarded[0] + head * headed[0]) / med_o / ceiling,
+            "lmeval_peak": 2 * (body * forwarded[1] + head * headed[1]) / med_t / ceiling,
         })
         print(f"{label:4} {name:38} ours {case.examples / med_o:8.1f} ex/s  lm-eval "
               f"{case.examples / med_t:8.1f} ex/s  x{ratio:.2f}  agreement {agree}", flush=True)

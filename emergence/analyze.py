@@ -14,10 +14,11 @@ import pandas as pd
 from emergence import schema as S
 from emergence.decompose import decompose, metric_audit
 from emergence.onset import onset_backtest
+from emergence.parallel import Background
 from emergence.predict import backtest_loss
 from emergence.scaling import fit_scaling_laws
 from emergence.tidy import fill_chance, limitations, read_tidy
-from emergence.verdicts import verdicts
+from emergence.verdicts import verdicts_by_axis
 
 AXES = (S.PARAMS, S.TOKENS, S.FLOPS, S.LOSS)
 
@@ -86,7 +87,10 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
         clock.append(time.perf_counter())
         return round(clock[-1] - clock[-2], 3)
 
-    per_axis = {axis: verdicts(df, axis=axis, workers=workers) for axis in axes}
+    # The scaling-law fits (a few seconds, unevenly parallel) run beside the verdicts, which keep
+    # every CPU busy; their process is one more than the workers asked for.
+    fits_job = Background(_fits, df, n_boot, seed, 1) if workers != 1 else None
+    per_axis = verdicts_by_axis(df, axes, workers=workers)
     verdict_table = _concat(per_axis.values())
     seconds = {"verdicts": lap()}
     audit = _concat(metric_audit(df, axis=a, verdict_table=per_axis[a]).assign(axis=a) for a in axes
@@ -94,8 +98,8 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     seconds["audit"] = lap()
     composites = decompose(df)
     seconds["decompose"] = lap()
-    fits, fit_notes = _fits(df, n_boot, seed, workers)
-    seconds["fits"] = lap()
+    fits, fit_notes = fits_job.result() if fits_job else _fits(df, n_boot, seed, workers)
+    seconds["fits"] = lap()   # what is left of them after the verdicts
     backtest, onset = pd.DataFrame(), pd.DataFrame()
     if cutoff is not None:
         if not (_has(df, S.LOSS) and _has(df, S.PARAMS)):

@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Callable
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import optimize, special
 
 from emergence import schema
 from emergence.names import lookup
@@ -143,6 +143,8 @@ class CurveFit:
     def intervals(self) -> dict:
         """95% Wald intervals (normal when sigma is known, Student t otherwise)."""
         dof = self.n - len(self.values)
+        from scipy import stats   # ~0.5 s to import, and only intervals need it
+
         q = stats.norm.ppf(0.975) if self.sigma_known or dof <= 0 else stats.t.ppf(0.975, dof)
         return {n: (v - q * self.stderr[n], v + q * self.stderr[n]) for n, v in self.params.items()}
 

@@ -36,3 +36,45 @@ def map_chunks(fn, items, *, workers: int = 0, chunk: int = 64, min_items: int =
     for i, part in enumerate(done):
         out[i::n] = part
     return out
+
+
+class Background:
+    """``fn(*args)`` in a forked process while this one goes on; ``result()`` waits for it and
+    returns its value (or raises its exception). The arguments are inherited by the fork, not
+    pickled; only the result travels back. Runs at ``result()`` time, here, when fork is
+    unavailable or this process may not start children."""
+
+    def __init__(self, fn, *args):
+        self._call = (fn, args)
+        self._proc = self._conn = None
+        if "fork" in mp.get_all_start_methods() and not mp.current_process().daemon:
+            ctx = mp.get_context("fork")
+            self._conn, child = ctx.Pipe(duplex=False)
+            self._proc = ctx.Process(target=_send_result, args=(child, fn, args), daemon=True)
+            self._proc.start()
+            child.close()
+
+    def result(self):
+        if self._proc is None:
+            fn, args = self._call
+            return fn(*args)
+        try:
+            ok, value = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(f"background process for {self._call[0].__name__} died "
+                               f"(exit code {self._proc.exitcode})") from None
+        finally:
+            self._proc.join()
+            self._conn.close()
+        if not ok:
+            raise value
+        return value
+
+
+def _send_result(conn, fn, args):
+    try:
+        conn.send((True, fn(*args)))
+    except BaseException as e:   # the parent re-raises it
+        conn.send((False, e))
+    finally:
+        conn.close()

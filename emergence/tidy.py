@@ -151,9 +151,9 @@ def fill_chance(df: pd.DataFrame, declared: dict | None = None) -> pd.DataFrame:
         else pd.Series(np.nan, index=out.index)
     source = pd.Series(np.where(chance.notna(), "declared", "unknown"), index=out.index, dtype=object)
     todo = chance.isna() & _is_accuracy(out[S.METRIC])
-    tasks = out[S.TASK].astype(str)
-    candidates = [("declared", tasks.map(declared or {})),
-                  ("table", tasks.map({t: _table_chance(t) for t in tasks.unique()}))]
+    declared = declared or {}
+    candidates = [("declared", _per_value(out[S.TASK], lambda t: declared.get(t, np.nan))),
+                  ("table", _per_value(out[S.TASK], _table_chance))]
     if S.STEP in out.columns:
         keys = [S.FAMILY, S.TASK, S.SUBTASK, S.METRIC]
         at0 = out[todo & (pd.to_numeric(out[S.STEP], errors="coerce") == 0)]
@@ -227,11 +227,14 @@ def _coerce(df, col):
 
 
 def _derive_checkpoint(df):
+    have = df[S.CHECKPOINT].notna() & (df[S.CHECKPOINT].astype("string").str.strip() != "")
+    if have.all():
+        df[S.CHECKPOINT] = df[S.CHECKPOINT].astype(str)
+        return
     step = df[S.STEP]
     label = step.map({s: "" if pd.isna(s) else f"@step{int(s)}" if float(s).is_integer() else f"@step{s}"
                       for s in step.unique()})
     derived = df[S.MODEL] + label.astype(str)
-    have = df[S.CHECKPOINT].notna() & (df[S.CHECKPOINT].astype("string").str.strip() != "")
     df[S.CHECKPOINT] = df[S.CHECKPOINT].where(have, derived).astype(str)
 
 
@@ -244,11 +247,12 @@ def _drop_duplicates(df, how, notes):
     if how not in ("error", "first"):
         raise ValueError("duplicates must be 'error' or 'first'")
     key = _key(df)
-    dup = df.duplicated(key, keep=False)
-    if not dup.any():
+    extra = df.duplicated(key, keep="first")
+    if not extra.any():
         return df
+    dup = df.duplicated(key, keep=False)
     groups = df[dup].groupby(key, dropna=False, sort=False).groups
-    n_extra = int(dup.sum() - len(groups))
+    n_extra = int(extra.sum())
     first_key, first_idx = next(iter(groups.items()))
     example = ", ".join(f"{k}={v!r}" for k, v in zip(key, first_key) if not pd.isna(v) and v != "")
     msg = (f"{len(groups)} key(s) appear more than once ({n_extra} extra row(s)); e.g. "
@@ -257,7 +261,17 @@ def _drop_duplicates(df, how, notes):
         raise TidyError(msg + "; pass duplicates='first' to keep the first of each")
     notes.append("dropped duplicates: " + msg)
     warnings.warn(notes[-1], TidyWarning, stacklevel=3)
-    return df[~df.duplicated(key, keep="first")]
+    return _keep_rows(df, ~extra.to_numpy())
+
+
+def _keep_rows(df, keep):
+    """df[keep], as the concatenation of the kept stretches when there are few of them: a
+    boolean filter copies every text column (~1 s for 450k rows), slices of it copy nothing."""
+    keep = np.asarray(keep, dtype=bool)
+    runs = np.flatnonzero(np.diff(np.r_[0, keep.astype(np.int8), 0])).reshape(-1, 2)
+    if len(runs) > 1000:
+        return df[keep]
+    return pd.concat([df.iloc[a:b] for a, b in runs]) if len(runs) else df.iloc[:0]
 
 
 def _drop_nonfinite(df, notes):
@@ -265,7 +279,7 @@ def _drop_nonfinite(df, notes):
     if bad.any():
         notes.append(f"dropped {int(bad.sum())} row(s) with missing or non-finite value: {_where(df, bad)}")
         warnings.warn(notes[-1], TidyWarning, stacklevel=3)
-        df = df[~bad]
+        df = _keep_rows(df, ~bad)
     for col in (c for c in NUMERIC if c in df.columns and c != S.VALUE):
         inf = np.isinf(df[col].to_numpy(dtype=float))
         if inf.any():
@@ -295,7 +309,14 @@ def _user_cols(df):
 
 
 def _is_accuracy(metrics: pd.Series) -> pd.Series:
-    return metrics.map({m: looks_like_accuracy(m) for m in metrics.unique()}).astype(bool)
+    return _per_value(metrics, looks_like_accuracy, missing=False).astype(bool)
+
+
+def _per_value(series: pd.Series, fn, missing=np.nan) -> pd.Series:
+    """fn of each row's value, computed once per distinct value (Series.map is per row)."""
+    codes, values = pd.factorize(series)
+    out = np.array([fn(str(v)) for v in values] + [missing], dtype=object if missing is None else None)
+    return pd.Series(out[codes], index=series.index)
 
 
 def _table_chance(task):

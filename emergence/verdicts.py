@@ -147,6 +147,30 @@ def verdicts(df: pd.DataFrame, axis: str = "params", *, chance=None, higher_is_b
     name rule ``metric_higher_is_better``): a value, or a dict keyed by (task, subtask,
     metric), (task, metric), task or metric. Proportions are recognised by name
     (``metric_is_proportion``). ``workers``: processes fitting curves (0: one per CPU)."""
+    return verdicts_by_axis(df, [axis], chance=chance, higher_is_better=higher_is_better, keys=keys,
+                            extra_keys=extra_keys, config=config, workers=workers)[axis]
+
+
+def verdicts_by_axis(df: pd.DataFrame, axes, **options) -> dict:
+    """``verdicts`` on several axes, {axis: table}: every axis's curves go to one pool of workers
+    (one start-up, and no worker idles while another finishes an axis)."""
+    config, workers = options.pop("config", ClassifyConfig()), options.pop("workers", 0)
+    prepared = {axis: _axis_curves(df, axis, **options) for axis in axes}
+    rows = iter(classify_many([c for p in prepared.values() if p for c in p[1]], config, workers=workers))
+    out = {}
+    for axis, p in prepared.items():
+        if p is None:
+            out[axis] = pd.DataFrame()
+            continue
+        meta, curves, dropped, note = p
+        found = pd.DataFrame([next(rows) for _ in curves])
+        out[axis] = pd.concat([meta.assign(axis=axis), found.assign(n_dropped=dropped, note=note)], axis=1)
+    return out
+
+
+def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY, S.TASK, S.SUBTASK, S.METRIC),
+                 extra_keys=("n_shot",)):
+    """(meta, curves, dropped, note) of one axis (see ``verdicts``), or None when no row is left."""
     xcol = axis
     if xcol not in df.columns:
         raise KeyError(f"The table has no {xcol!r} column for axis {axis!r}; columns: {', '.join(map(str, df.columns))}")
@@ -161,7 +185,7 @@ def verdicts(df: pd.DataFrame, axis: str = "params", *, chance=None, higher_is_b
     elif axis == S.TOKENS and S.MODEL in data:
         keys.append(S.MODEL)
     if data.empty:
-        return pd.DataFrame()
+        return None
     # Group once, then work on numpy slices, with every per-group fact computed for all groups
     # at once: per-group pandas indexing (and even per-group numpy calls) cost more than the fits.
     codes = data.groupby(keys, sort=True, dropna=False).ngroup().to_numpy()
@@ -191,8 +215,7 @@ def verdicts(df: pd.DataFrame, axis: str = "params", *, chance=None, higher_is_b
         hib = _lookup(higher_is_better, m)
         hib = metric_higher_is_better(metrics[g]) if hib is None else bool(hib)
         curves.append((x[idx], y[idx], se, nn, c, hib, axis, metric_is_proportion(metrics[g])))
-    rows = pd.DataFrame(classify_many(curves, config, workers=workers))
-    return pd.concat([meta.assign(axis=axis), rows.assign(n_dropped=dropped, note=note)], axis=1)
+    return meta, curves, dropped, note
 
 
 def _group_medians(data, codes, ok, groups):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from lm_eval.api.instance import Instance
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from emergence.engine import HFEngine
+from emergence.engine import HFEngine, split_head
 
 PAIRS = [
     ("Q: what is 3 + 4? A:", " 7"),
@@ -96,17 +96,19 @@ def test_out_of_memory_halves_the_batch_and_retries(loaded, monkeypatch, packed)
     engine = HFEngine(model, tok, batch_size=8, max_length=128)
     engine.packed = packed
     reference = HFEngine(model, tok, batch_size=1, max_length=128).score_pairs(PAIRS)
-    real_forward = model.forward
+    scorer = engine.split[0] if engine.split else model   # what a scoring pass calls
+    real_forward = scorer.forward
     calls = []
 
     def forward(*args, **kwargs):
-        tokens = kwargs["input_ids"].numel()
+        ids = kwargs.get("input_ids")
+        tokens = (ids if ids is not None else args[0] if args else kwargs["inputs_embeds"][..., 0]).numel()
         calls.append(tokens)
         if tokens > 128:  # more than one full window in a pass
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(model, "forward", forward)
+    monkeypatch.setattr(scorer, "forward", forward)
     got = engine.score_pairs(PAIRS)
     assert engine.batch_size == 1
     assert max(calls) > 128  # the large batch was tried first
@@ -123,14 +125,15 @@ def test_packed_rows_stay_within_the_window(loaded, monkeypatch):
     texts = TEXTS * 4
     alone = [engine.score_pairs([p])[0].total for p in pairs]   # one request per pass: no packing
     rolled = [engine.score_rolling([t])[0].logprob for t in texts]
-    real_forward = model.forward
+    scorer = engine.split[0] if engine.split else model   # what a scoring pass calls
+    real_forward = scorer.forward
     passes = []
 
     def forward(*args, **kwargs):
         passes.append((kwargs["input_ids"].shape[1], kwargs.get("attention_mask") is not None))
         return real_forward(*args, **kwargs)
 
-    monkeypatch.setattr(model, "forward", forward)
+    monkeypatch.setattr(scorer, "forward", forward)
     got = engine.score_pairs(pairs)
     assert sum(len(engine.encode_pairs([p])[0][1]) for p in pairs) > 2 * 128  # more than one row's worth
     assert any(packed for _, packed in passes)  # the shared context was packed ...
@@ -162,8 +165,13 @@ def test_any_grouping_scores_as_each_request_alone(loaded, packed, groups, seed)
         ctx = torch.randint(len(tok), (n_ctx,), generator=gen).tolist()
         encoded += [(ctx, torch.randint(len(tok), (n,), generator=gen).tolist()) for n in conts]
     widths = []
-    hook = model.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
-                                           with_kwargs=True)
+    scorer = engine.split[0] if engine.split else model   # every pass goes through it
+
+    def width(_, args, kwargs):
+        ids = kwargs.get("input_ids")
+        widths.append((ids if ids is not None else args[0]).shape[1])
+
+    hook = scorer.register_forward_pre_hook(width, with_kwargs=True)
     try:
         together = engine.score_tokens(encoded)
     finally:
@@ -173,3 +181,24 @@ def test_any_grouping_scores_as_each_request_alone(loaded, packed, groups, seed)
         alone = engine.score_tokens([pair])[0]
         assert got.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
         assert got.greedy == alone.greedy
+
+
+def test_output_layer_runs_only_at_scored_positions_where_that_is_exact(loaded, monkeypatch):
+    model, tok = loaded
+    split = HFEngine(model, tok, batch_size=8, max_length=128)
+    plain = HFEngine(model, tok, batch_size=8, max_length=128)
+    plain.split = None                                   # the whole-model path
+    assert split.split is not None
+    for a, b in zip(split.score_pairs(PAIRS), plain.score_pairs(PAIRS)):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5) and a.greedy == b.greedy
+    assert [s.logprob for s in split.score_rolling(TEXTS)] == pytest.approx(
+        [s.logprob for s in plain.score_rolling(TEXTS)], abs=1e-4)
+    real = model.forward
+
+    def scaled(*args, **kwargs):                         # logits that are more than the output layer
+        out = real(*args, **kwargs)
+        out.logits = out.logits / 2.0
+        return out
+
+    monkeypatch.setattr(model, "forward", scaled)
+    assert split_head(model) is None
