@@ -209,7 +209,9 @@ class HFEngine(LM):
             kwargs = {"attention_mask": mask[:, None].to(self._device), "position_ids": pos.to(self._device)}
         # Unpacked rows need no mask: padding sits at the right, after every scored position.
         at = (torch.tensor(at_row, device=self._device), torch.tensor(at_pos, device=self._device))
-        if self.split is not None:
+        # The output layer at the scored positions only, where that is clearly fewer positions
+        # than from the first scored one on (rolling windows' context; ragged contexts).
+        if self.split is not None and len(target) < 0.9 * len(rows) * (width - first):
             decoder, head = self.split
             hidden = decoder(input_ids=ids.to(self._device), use_cache=False, **kwargs).last_hidden_state
             logits = head(hidden[at])[None]                   # (1, scored positions, vocabulary)

@@ -130,7 +130,8 @@ def test_packed_rows_stay_within_the_window(loaded, monkeypatch):
     passes = []
 
     def forward(*args, **kwargs):
-        passes.append((kwargs["input_ids"].shape[1], kwargs.get("attention_mask") is not None))
+        ids = kwargs.get("input_ids")
+        passes.append(((ids if ids is not None else args[0]).shape[1], kwargs.get("attention_mask") is not None))
         return real_forward(*args, **kwargs)
 
     monkeypatch.setattr(scorer, "forward", forward)
@@ -185,14 +186,20 @@ def test_any_grouping_scores_as_each_request_alone(loaded, packed, groups, seed)
 
 def test_output_layer_runs_only_at_scored_positions_where_that_is_exact(loaded, monkeypatch):
     model, tok = loaded
-    split = HFEngine(model, tok, batch_size=8, max_length=128)
-    plain = HFEngine(model, tok, batch_size=8, max_length=128)
+    split = HFEngine(model, tok, batch_size=8, max_length=32)   # short windows: rolling ones overlap
+    plain = HFEngine(model, tok, batch_size=8, max_length=32)
     plain.split = None                                   # the whole-model path
     assert split.split is not None
+    head_rows = []
+    hook = split.split[1].register_forward_pre_hook(lambda _, args: head_rows.append(args[0].shape))
+    try:
+        rolled = [s.logprob for s in split.score_rolling(TEXTS)]
+    finally:
+        hook.remove()
+    assert any(len(shape) == 2 for shape in head_rows)  # the output layer ran on gathered positions
+    assert rolled == pytest.approx([s.logprob for s in plain.score_rolling(TEXTS)], abs=1e-4)
     for a, b in zip(split.score_pairs(PAIRS), plain.score_pairs(PAIRS)):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5) and a.greedy == b.greedy
-    assert [s.logprob for s in split.score_rolling(TEXTS)] == pytest.approx(
-        [s.logprob for s in plain.score_rolling(TEXTS)], abs=1e-4)
     real = model.forward
 
     def scaled(*args, **kwargs):                         # logits that are more than the output layer
