@@ -158,7 +158,7 @@ def summary(analysis: Analysis) -> str:
     onset = analysis.onset
     if not onset.empty and "status" in onset:
         counts = onset["status"].value_counts()
-        lines.append(f"Where tasks emerge, fitted below the cutoff: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+        lines.append("Where tasks emerge, fitted below the cutoff: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
         for r in onset[onset["status"] == "predicted"].head(15).to_dict("records"):
             lines.append(f"  {r[S.FAMILY]} / {r[S.TASK]} / {r[S.METRIC]}: eta {r['eta_pred']:.4g} "
                          f"(all models {r['eta_full']:.4g}), N_c {r['nc_pred']:.3g} [{r['nc_pred_lo']:.3g}, "

@@ -1,5 +1,7 @@
 """`emergence analyze`: the whole analysis on tidy tables, from Python and from the CLI."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +10,9 @@ from emergence import schema as S
 from emergence.analyze import analyze, load_tables, summary
 from emergence.cli import main
 from emergence.synthetic import composite
+from emergence.tidy import read_tidy
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _composite_table(k=5, n=1000):
@@ -81,3 +86,23 @@ def test_run_directory_is_analysed_directly(tiny_family_dir, tmp_path):
     result = analyze(load_tables([tmp_path / "run"]))
     assert set(result.verdicts["axis"]) == {"params", "loss"}
     assert set(result.verdicts["label"]) <= {"emergent", "smooth", "flat", "undetermined", "inverse", "noisy"}
+
+
+def test_background_work_returns_its_value_or_raises_its_error():
+    from emergence.parallel import Background
+
+    def boom():
+        raise ValueError("bad family")
+
+    assert Background(sum, [1, 2, 3]).result() == 6
+    with pytest.raises(ValueError, match="bad family"):
+        Background(boom).result()
+
+
+def test_analysis_does_not_depend_on_the_workers(tmp_path):
+    """Fits beside the verdicts (workers 0), or everything in this process (workers 1)."""
+    df = read_tidy([FIXTURES / "olmo_ladder_small.csv.gz"])
+    df = df[df[S.TASK].isin(df[S.TASK].unique()[:3])]
+    one, many = analyze(df, workers=1, n_boot=10), analyze(df, workers=0, n_boot=10)
+    for name, table in one.tables().items():
+        pd.testing.assert_frame_equal(table, many.tables()[name], check_dtype=False)
