@@ -214,8 +214,9 @@ class HFEngine(LM):
         if self.split is not None and len(target) < 0.9 * len(rows) * (width - first):
             decoder, head = self.split
             hidden = decoder(input_ids=ids.to(self._device), use_cache=False, **kwargs).last_hidden_state
-            logits = head(hidden[at])[None]                   # (1, scored positions, vocabulary)
-            at = (torch.zeros_like(at[0]), torch.arange(len(target), device=self._device))
+            token_lp, greedy = _head_scores(hidden[at], head, torch.tensor(target, device=self._device))
+            return [(i, TokenScores(tuple(token_lp[s: s + size]), tuple(greedy[s: s + size])))
+                    for i, s, size in spans]
         else:
             logits = self.model(input_ids=ids.to(self._device), logits_to_keep=width - first, use_cache=False,
                                 **kwargs).logits
@@ -375,7 +376,7 @@ def split_head(model):
     ``model.base_model(x).last_hidden_state``, checked once on a short input; None where the
     logits are anything more (soft-capped or scaled logits, custom code) or the check fails."""
     decoder, head = getattr(model, "base_model", None), model.get_output_embeddings()
-    if decoder is None or decoder is model or head is None:
+    if decoder is None or decoder is model or not isinstance(head, torch.nn.Linear):
         return None
     device = model.get_input_embeddings().weight.device
     ids = torch.arange(1, 6, device=device)[None] % model.get_input_embeddings().weight.shape[0]
@@ -445,6 +446,19 @@ def _token_scores(logits, at, target):
     token_lp = flat[where, target].float() - torch.cat(lse)[where]
     greedy = torch.cat(best)[where] == target
     return token_lp.tolist(), greedy.tolist()
+
+
+def _head_scores(hidden, head, target):
+    """As _token_scores, from the last hidden states of the scored positions: the output layer
+    runs on a slice of positions at a time (64 MB of float32 logits), so no (positions x
+    vocabulary) tensor is built: with a 128k vocabulary a wide GPU pass would need gigabytes."""
+    rows = max(1, (1 << 24) // head.out_features)
+    lp, best = [], []
+    for h, t in zip(hidden.split(rows), target.split(rows)):
+        part = head(h).float()
+        lp.append(part.gather(1, t[:, None])[:, 0] - torch.logsumexp(part, dim=-1))
+        best.append(part.argmax(dim=-1) == t)
+    return torch.cat(lp).tolist(), torch.cat(best).tolist()
 
 
 def _positions(mask):
