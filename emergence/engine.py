@@ -209,19 +209,17 @@ class HFEngine(LM):
             kwargs = {"attention_mask": mask[:, None].to(self._device), "position_ids": pos.to(self._device)}
         # Unpacked rows need no mask: padding sits at the right, after every scored position.
         at = (torch.tensor(at_row, device=self._device), torch.tensor(at_pos, device=self._device))
+        target = torch.tensor(target, device=self._device)
         # The output layer at the scored positions only, where that is clearly fewer positions
         # than from the first scored one on (rolling windows' context; ragged contexts).
         if self.split is not None and len(target) < 0.9 * len(rows) * (width - first):
             decoder, head = self.split
             hidden = decoder(input_ids=ids.to(self._device), use_cache=False, **kwargs).last_hidden_state
-            token_lp, greedy = _head_scores(hidden[at], head, torch.tensor(target, device=self._device))
-            return [(i, TokenScores(tuple(token_lp[s: s + size]), tuple(greedy[s: s + size])))
-                    for i, s, size in spans]
+            token_lp, greedy = _head_scores(hidden[at], head, target)
         else:
             logits = self.model(input_ids=ids.to(self._device), logits_to_keep=width - first, use_cache=False,
                                 **kwargs).logits
-            at = (at[0], at[1] - first)
-        token_lp, greedy = _token_scores(logits, at, torch.tensor(target, device=self._device))
+            token_lp, greedy = _token_scores(logits, (at[0], at[1] - first), target)
         return [(i, TokenScores(tuple(token_lp[s: s + size]), tuple(greedy[s: s + size]))) for i, s, size in spans]
 
     @torch.inference_mode()
