@@ -41,6 +41,14 @@ class Chain(Probe):
         return _with_steps(s, right)
 
 
+def _step_parts(steps: int, chance: float, step_right: str, share_right: str) -> dict:
+    """The sub-tasks ``step_1..step_k`` and metrics of a task scored step by step (``_with_steps``):
+    exact match at chance ** steps, each step's ``acc`` and their mean ``step_acc`` at ``chance``."""
+    return {"subtasks": tuple(f"step_{j}" for j in range(1, steps + 1)),
+            "metrics": with_chance(GENERATE_METRICS, "exact_match", chance ** steps) + (
+                part_metric("acc", chance, step_right), part_metric("step_acc", chance, share_right))}
+
+
 def _with_steps(scores: Scores, right: list[bool]) -> Scores:
     """``scores`` plus each step's accuracy as sub-task ``step_j`` and their mean ``step_acc``."""
     for j, ok in enumerate(right, 1):
@@ -54,11 +62,8 @@ def chain_task(k: int) -> Chain:
         name=f"chain_{k}", steps=k,
         description=f"{k} chained operations (add, subtract, double, halve) on numbers 0..{LARGEST}; "
                     "answer every intermediate value",
-        subtasks=tuple(f"step_{j}" for j in range(1, k + 1)),
-        metrics=with_chance(GENERATE_METRICS, "exact_match", STEP_CHANCE ** k) + (
-            part_metric("acc", STEP_CHANCE, "step_j's value equals the gold intermediate value"),
-            part_metric("step_acc", STEP_CHANCE, "share of the steps whose value is right"),
-        ),
+        **_step_parts(k, STEP_CHANCE, "step_j's value equals the gold intermediate value",
+                      "share of the steps whose value is right"),
         # Three shots: the answer format (all intermediate values, space-separated) is not
         # guessable from the instruction alone for base models.
         num_fewshot=3,
@@ -150,16 +155,13 @@ class Walk(Probe):
 
 
 def walk_task() -> Walk:
-    chance = 1 / len(WALK_NODES)
     return Walk(
         name="walk",
         description=f"follow a fixed successor table over {len(WALK_NODES)} syllables for {WALK_STEPS} steps "
                     "(independent parts: exact match ~ product of step accuracies; learnable only by training)",
-        subtasks=tuple(f"step_{j}" for j in range(1, WALK_STEPS + 1)),
-        metrics=with_chance(GENERATE_METRICS, "exact_match", chance ** WALK_STEPS) + (
-            part_metric("acc", chance, "step_j names the successor of the node before it (the model's own)"),
-            part_metric("step_acc", chance, "share of the steps that follow the table"),
-        ),
+        **_step_parts(WALK_STEPS, 1 / len(WALK_NODES),
+                      "step_j names the successor of the node before it (the model's own)",
+                      "share of the steps that follow the table"),
         num_fewshot=0,   # the tables are learned in training or not at all; shots would reveal them
         max_gen_toks=3 * WALK_STEPS + 4,
         n_examples=len(WALK_MAPS) * len(WALK_NODES),   # one walk per (map, start): the whole space
