@@ -5,8 +5,10 @@ the continuous metrics need. Where the work goes:
 - continuations that share a context longer than themselves (the choices of a multiple-choice
   item) run the context once: packed after it in one row under a 4-D mask, or, for models that
   take no custom mask, reusing its KV cache; a packed row never outgrows the context window;
-- logits are computed only from the first scored position on, and log-probabilities only at
-  scored positions (logsumexp and a gather);
+- the output layer runs only at scored positions where the logits are just that layer on the
+  last hidden states (otherwise from the first scored position on), a slice of positions at a
+  time into one reused buffer; log-probabilities are a logsumexp and a gather, greedy flags
+  only where asked for (rolling log-likelihood needs none);
 - requests are tokenised in one batch call and sorted by width; a batch holds ``batch_size``
   full windows' worth of tokens, so short rows share a pass (on CPU, passes stay small);
 - generation is batched greedy decoding on a KV cache; finished rows leave the batch;
@@ -16,6 +18,7 @@ Tokenisation, truncation and rolling windows follow lm-eval's ``HFLM`` so that r
 
 import gc
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 
 import torch
@@ -26,18 +29,19 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 @dataclass(frozen=True)
 class TokenScores:
-    """Log-probabilities (nats) and greedy flags of each continuation token."""
+    """Log-probabilities (nats) and greedy flags of each continuation token (flags None where
+    the caller did not ask for them)."""
 
     logprobs: tuple[float, ...]
-    greedy: tuple[bool, ...]
+    greedy: tuple[bool, ...] | None
 
     @property
     def total(self) -> float:
         return float(sum(self.logprobs))
 
     @property
-    def is_greedy(self) -> bool:
-        return all(self.greedy)
+    def is_greedy(self) -> bool | None:
+        return None if self.greedy is None else all(self.greedy)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ class HFEngine(LM):
         """Per-token scores of each continuation given its context."""
         return self.score_tokens(self.encode_pairs(pairs))
 
-    def score_tokens(self, encoded) -> list[TokenScores]:
+    def score_tokens(self, encoded, greedy: bool = True) -> list[TokenScores]:
         # Keep the last max_length + 1 tokens, as lm-eval does; continuations stay whole
         # unless they alone are longer than the window.
         groups = {}
@@ -150,8 +154,9 @@ class HFEngine(LM):
         rows.sort(key=lambda r: -_row_width(r))
         shared.sort(key=lambda g: -_shared_width(g))
         results = [None] * len(encoded)
-        for batch_out in chain(self._batched(rows, self._score_rows, _row_width, self.pass_tokens),
-                               self._batched(shared, self._score_shared, _shared_width, self.pass_tokens)):
+        for batch_out in chain(
+                self._batched(rows, partial(self._score_rows, greedy=greedy), _row_width, self.pass_tokens),
+                self._batched(shared, partial(self._score_shared, greedy=greedy), _shared_width, self.pass_tokens)):
             for i, scores in batch_out:
                 results[i] = scores
         return results
@@ -168,13 +173,13 @@ class HFEngine(LM):
                 owner.append(t)
         totals = [0.0] * len(texts)
         counts = [0] * len(texts)
-        for t, scores in zip(owner, self.score_tokens(windows)):
+        for t, scores in zip(owner, self.score_tokens(windows, greedy=False)):
             totals[t] += scores.total
             counts[t] += len(scores.logprobs)
         return [RollingScore(lp, n) for lp, n in zip(totals, counts)]
 
     @torch.inference_mode()
-    def _score_rows(self, rows):
+    def _score_rows(self, rows, greedy=True):
         """One pass over right-padded rows, each a context then its continuations; where a row
         holds several, a 4-D mask lets each see only the context and positions restart after it."""
         width = max(_row_width(r) for r in rows)
@@ -210,20 +215,18 @@ class HFEngine(LM):
         # Unpacked rows need no mask: padding sits at the right, after every scored position.
         at = (torch.tensor(at_row, device=self._device), torch.tensor(at_pos, device=self._device))
         target = torch.tensor(target, device=self._device)
-        # The output layer at the scored positions only, where that is clearly fewer positions
-        # than from the first scored one on (rolling windows' context; ragged contexts).
-        if self.split is not None and len(target) < 0.9 * len(rows) * (width - first):
+        if self.split is not None:   # the output layer at the scored positions only
             decoder, head = self.split
             hidden = decoder(input_ids=ids.to(self._device), use_cache=False, **kwargs).last_hidden_state
-            token_lp, greedy = _head_scores(hidden[at], head, target)
+            token_lp, flags = _head_scores(hidden[at], head, target, greedy)
         else:
             logits = self.model(input_ids=ids.to(self._device), logits_to_keep=width - first, use_cache=False,
                                 **kwargs).logits
-            token_lp, greedy = _token_scores(logits, (at[0], at[1] - first), target)
-        return [(i, TokenScores(tuple(token_lp[s: s + size]), tuple(greedy[s: s + size]))) for i, s, size in spans]
+            token_lp, flags = _token_scores(logits, (at[0], at[1] - first), target, greedy)
+        return [(i, _scores(token_lp, flags, s, size)) for i, s, size in spans]
 
     @torch.inference_mode()
-    def _score_shared(self, groups):
+    def _score_shared(self, groups, greedy=True):
         """Models that take no custom mask: each context runs once, its continuations reuse its KV cache."""
         contexts = [ctx for ctx, _ in groups]
         ids, mask = self._left_pad(contexts)
@@ -253,10 +256,10 @@ class HFEngine(LM):
         at_pos = [j for _, _, cont in rows for j in range(len(cont))]
         target = [t for _, _, cont in rows for t in cont]
         at = (torch.tensor(at_row, device=self._device), torch.tensor(at_pos, device=self._device))
-        token_lp, greedy = _token_scores(logits, at, torch.tensor(target, device=self._device))
+        token_lp, flags = _token_scores(logits, at, torch.tensor(target, device=self._device), greedy)
         out, s = [], 0
         for _, i, cont in rows:
-            out.append((i, TokenScores(tuple(token_lp[s: s + len(cont)]), tuple(greedy[s: s + len(cont)]))))
+            out.append((i, _scores(token_lp, flags, s, len(cont))))
             s += len(cont)
         return out
 
@@ -429,36 +432,72 @@ def _shared_width(group) -> int:
     return len(members) * (len(ctx) + max(len(cont) for _, cont in members))
 
 
-def _token_scores(logits, at, target):
-    """Log-probability and greedy flag of each target token; ``at`` = (rows, positions) of the
-    logits that predict it. Log-softmax is taken only as logsumexp and a gather, never written out
-    over the vocabulary, and in float32 slices: bfloat16 logits of a wide pass stay bfloat16."""
+def _token_scores(logits, at, target, greedy=True):
+    """Log-probability (and greedy flag) of each target token; ``at`` = (rows, positions) of the
+    logits that predict it."""
     rows, cols = at
     flat = logits.reshape(-1, logits.shape[-1])
-    where = rows * logits.shape[1] + cols
-    if 2 * len(where) < len(flat):   # few positions are scored: take those out first
-        flat, where = flat[where], torch.arange(len(where), device=flat.device)
-    lse, best = [], []
-    for part in flat.split(max(1, (1 << 24) // flat.shape[-1])):   # 64 MB of float32 at a time
-        part = part.float()
-        lse.append(torch.logsumexp(part, dim=-1))
-        best.append(part.argmax(dim=-1))
-    token_lp = flat[where, target].float() - torch.cat(lse)[where]
-    greedy = torch.cat(best)[where] == target
-    return token_lp.tolist(), greedy.tolist()
+    return _reduce(_gathered_slices(flat, rows * logits.shape[1] + cols), target, greedy)
 
 
-def _head_scores(hidden, head, target):
-    """As _token_scores, from the last hidden states of the scored positions: the output layer
-    runs on a slice of positions at a time (64 MB of float32 logits), so no (positions x
-    vocabulary) tensor is built: with a 128k vocabulary a wide GPU pass would need gigabytes."""
-    rows = max(1, (1 << 24) // head.out_features)
-    lp, best = [], []
-    for h, t in zip(hidden.split(rows), target.split(rows)):
-        part = head(h).float()
-        lp.append(part.gather(1, t[:, None])[:, 0] - torch.logsumexp(part, dim=-1))
-        best.append(part.argmax(dim=-1) == t)
-    return torch.cat(lp).tolist(), torch.cat(best).tolist()
+def _head_scores(hidden, head, target, greedy=True):
+    """As _token_scores, from the last hidden states of the scored positions and the output layer."""
+    return _reduce(_head_slices(hidden, head), target, greedy)
+
+
+# Logits are made and reduced a slice of positions at a time, 64 MB of float32, so that no
+# (positions x vocabulary) tensor is ever built: with a 128k vocabulary a wide GPU pass would
+# need gigabytes. In float32 every slice is written into one buffer: a fresh 64 MB tensor per
+# slice costs its page faults again each time (on CPU, a third of the output layer's time).
+_SLICE_FLOATS = 1 << 24
+
+
+def _head_slices(hidden, head):
+    rows = max(1, min(len(hidden), _SLICE_FLOATS // head.out_features))
+    weight, bias = head.weight, head.bias
+    buffer = hidden.new_empty((rows, head.out_features)) if weight.dtype == torch.float32 else None
+    for h in hidden.split(rows):
+        if buffer is None:
+            yield head(h).float()
+            continue
+        part = torch.mm(h, weight.t(), out=buffer[: len(h)])
+        yield part if bias is None else part.add_(bias)
+
+
+def _gathered_slices(flat, where):
+    rows = max(1, min(len(where), _SLICE_FLOATS // flat.shape[-1]))
+    buffer = flat.new_empty((rows, flat.shape[-1])) if flat.dtype == torch.float32 else None
+    for w in where.split(rows):
+        yield flat[w].float() if buffer is None else torch.index_select(flat, 0, w, out=buffer[: len(w)])
+
+
+def _reduce(slices, target, greedy):
+    """Log-softmax at each target, as logsumexp and a gather, never written out over the
+    vocabulary; each slice of float32 logits is overwritten in place. The greedy flag is whether
+    the target is the first maximum, as ``argmax`` has it; argmax runs only on the rows where the
+    target logit is the maximum. Returns (log-probs, flags), flags None unless ``greedy``."""
+    lps, flags, start = [], [], 0
+    for part in slices:
+        t = target[start: start + len(part)]
+        start += len(part)
+        picked = part.gather(1, t[:, None])[:, 0]
+        top = part.amax(dim=-1)
+        if greedy:
+            flag = picked == top
+            ties = flag.nonzero()[:, 0]
+            if len(ties):
+                flag[ties] = part[ties].argmax(dim=-1) == t[ties]
+            flags.append(flag)
+        shift = top.masked_fill(top.isinf(), 0)   # as torch.logsumexp: an infinite max stays infinite
+        lse = part.sub_(shift[:, None]).exp_().sum(dim=-1).log_().add_(shift)
+        lps.append(picked - lse)
+    token_lp = torch.cat(lps).tolist()
+    return token_lp, torch.cat(flags).tolist() if greedy else None
+
+
+def _scores(token_lp, flags, start, size) -> TokenScores:
+    end = start + size
+    return TokenScores(tuple(token_lp[start:end]), None if flags is None else tuple(flags[start:end]))
 
 
 def _positions(mask):

@@ -190,13 +190,16 @@ def test_output_layer_runs_only_at_scored_positions_where_that_is_exact(loaded, 
     plain = HFEngine(model, tok, batch_size=8, max_length=32)
     plain.split = None                                   # the whole-model path
     assert split.split is not None
-    head_rows = []
-    hook = split.split[1].register_forward_pre_hook(lambda _, args: head_rows.append(args[0].shape))
+    whole_model, decoder = [], []
+    hooks = [model.register_forward_pre_hook(lambda *_: whole_model.append(1)),
+             split.split[0].register_forward_pre_hook(lambda *_: decoder.append(1))]
     try:
         rolled = [s.logprob for s in split.score_rolling(TEXTS)]
+        split.score_pairs(PAIRS)
     finally:
-        hook.remove()
-    assert any(len(shape) == 2 for shape in head_rows)  # the output layer ran on gathered positions
+        for hook in hooks:
+            hook.remove()
+    assert decoder and not whole_model   # the output layer ran apart, on the scored positions
     assert rolled == pytest.approx([s.logprob for s in plain.score_rolling(TEXTS)], abs=1e-4)
     for a, b in zip(split.score_pairs(PAIRS), plain.score_pairs(PAIRS)):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5) and a.greedy == b.greedy
@@ -209,3 +212,38 @@ def test_output_layer_runs_only_at_scored_positions_where_that_is_exact(loaded, 
 
     monkeypatch.setattr(model, "forward", scaled)
     assert split_head(model) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [False, True])
+def test_logits_reduced_slice_by_slice_match_log_softmax_and_argmax(monkeypatch, dtype, bias):
+    """Slices reuse one buffer and are overwritten in place; the result is still log_softmax and
+    argmax, ties included (argmax takes the first maximum), in either scoring path."""
+    from emergence import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_SLICE_FLOATS", 3 * 50)   # 3 positions a slice
+    gen = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=bias).to(dtype)
+    hidden = torch.randn(10, 8, generator=gen).to(dtype)
+    head.weight.data[7] = head.weight.data[3]   # tokens 3 and 7 always tie
+    if bias:
+        head.bias.data[7] = head.bias.data[3]
+    with torch.no_grad():
+        logits = head(hidden).float()
+    target = logits.argmax(dim=-1)
+    target[::3] = torch.randint(50, (4,), generator=gen)   # some targets are not the maximum
+    target[1], target[2] = 3, 7
+    logits[1:3] = torch.where(torch.arange(50) == 3, 99.0, logits[1:3])   # make 3 (and 7) the maxima
+    logits[1:3, 7] = 99.0
+    expected_lp = logits.log_softmax(-1).gather(1, target[:, None])[:, 0].tolist()
+    expected_greedy = (logits.argmax(-1) == target).tolist()
+    assert expected_greedy[1] and not expected_greedy[2]   # a tie: only the first maximum is greedy
+
+    lp, greedy = engine_module._token_scores(logits[None].clone(), (torch.zeros(10, dtype=torch.long),
+                                                                    torch.arange(10)), target)
+    assert lp == pytest.approx(expected_lp, abs=1e-5) and greedy == expected_greedy
+    assert engine_module._token_scores(logits[None].clone(), (torch.zeros(10, dtype=torch.long),
+                                                              torch.arange(10)), target, greedy=False)[1] is None
+    with torch.no_grad():
+        lp, greedy = engine_module._head_scores(hidden[3:], head, target[3:])
+    assert lp == pytest.approx(expected_lp[3:], abs=1e-5) and greedy == expected_greedy[3:]
