@@ -448,7 +448,7 @@ def _head_scores(hidden, head, target, greedy=True):
 # Logits are made and reduced a slice of positions at a time, 64 MB of float32, so that no
 # (positions x vocabulary) tensor is ever built: with a 128k vocabulary a wide GPU pass would
 # need gigabytes. In float32 every slice is written into one buffer: a fresh 64 MB tensor per
-# slice costs its page faults again each time (on CPU, a third of the output layer's time).
+# slice costs its page faults again each time (on CPU, about a fifth of the output layer's time).
 _SLICE_FLOATS = 1 << 24
 
 
