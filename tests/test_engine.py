@@ -235,15 +235,15 @@ def test_logits_reduced_slice_by_slice_match_log_softmax_and_argmax(monkeypatch,
     target[1], target[2] = 3, 7
     logits[1:3] = torch.where(torch.arange(50) == 3, 99.0, logits[1:3])   # make 3 (and 7) the maxima
     logits[1:3, 7] = 99.0
+    logits = logits.to(dtype).float()   # values the model's dtype holds exactly
     expected_lp = logits.log_softmax(-1).gather(1, target[:, None])[:, 0].tolist()
     expected_greedy = (logits.argmax(-1) == target).tolist()
     assert expected_greedy[1] and not expected_greedy[2]   # a tie: only the first maximum is greedy
 
-    lp, greedy = engine_module._token_scores(logits[None].clone(), (torch.zeros(10, dtype=torch.long),
-                                                                    torch.arange(10)), target)
+    at = (torch.zeros(10, dtype=torch.long), torch.arange(10))
+    lp, greedy = engine_module._token_scores(logits[None].to(dtype), at, target)
     assert lp == pytest.approx(expected_lp, abs=1e-5) and greedy == expected_greedy
-    assert engine_module._token_scores(logits[None].clone(), (torch.zeros(10, dtype=torch.long),
-                                                              torch.arange(10)), target, greedy=False)[1] is None
+    assert engine_module._token_scores(logits[None].to(dtype), at, target, greedy=False)[1] is None
     with torch.no_grad():
         lp, greedy = engine_module._head_scores(hidden[3:], head, target[3:])
     assert lp == pytest.approx(expected_lp[3:], abs=1e-5) and greedy == expected_greedy[3:]
