@@ -455,7 +455,11 @@ _SLICE_FLOATS = 1 << 24
 def _head_slices(hidden, head):
     rows = max(1, min(len(hidden), _SLICE_FLOATS // head.out_features))
     weight, bias = head.weight, head.bias
-    buffer = hidden.new_empty((rows, head.out_features)) if weight.dtype == torch.float32 else None
+    # The layer is called as a module where its weights are elsewhere (offloaded to disk or to
+    # another device: accelerate's hooks bring them in) or where any hook watches its calls.
+    plain = (weight.dtype == torch.float32 and weight.device == hidden.device and not hasattr(head, "_hf_hook")
+             and not head._forward_hooks and not head._forward_pre_hooks)
+    buffer = hidden.new_empty((rows, head.out_features)) if plain else None
     for h in hidden.split(rows):
         if buffer is None:
             yield head(h).float()
