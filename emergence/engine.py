@@ -379,6 +379,8 @@ def split_head(model):
     decoder, head = getattr(model, "base_model", None), model.get_output_embeddings()
     if decoder is None or decoder is model or not isinstance(head, torch.nn.Linear):
         return None
+    if len(set(getattr(model, "hf_device_map", {}).values())) > 1:
+        return None   # dispatched over devices or disk: hidden states, output layer and targets would sit apart
     device = model.get_input_embeddings().weight.device
     ids = torch.arange(1, 6, device=device)[None] % model.get_input_embeddings().weight.shape[0]
     try:
@@ -488,9 +490,9 @@ def _reduce(slices, target, greedy):
         top = part.amax(dim=-1)
         if greedy:
             flag = picked == top
-            ties = flag.nonzero()[:, 0]
-            if len(ties):
-                flag[ties] = part[ties].argmax(dim=-1) == t[ties]
+            at_max = flag.nonzero()[:, 0]   # only a tie can make these differ from argmax
+            if len(at_max):
+                flag[at_max] = part[at_max].argmax(dim=-1) == t[at_max]
             flags.append(flag)
         shift = top.masked_fill(top.isinf(), 0)   # as torch.logsumexp: an infinite max stays infinite
         lse = part.sub_(shift[:, None]).exp_().sum(dim=-1).log_().add_(shift)

@@ -247,3 +247,8 @@ def test_logits_reduced_slice_by_slice_match_log_softmax_and_argmax(monkeypatch,
     with torch.no_grad():
         lp, greedy = engine_module._head_scores(hidden[3:], head, target[3:])
     assert lp == pytest.approx(expected_lp[3:], abs=1e-5) and greedy == expected_greedy[3:]
+    calls = []   # a hook on the output layer (activation capture, offloading) sees every call
+    head.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        hooked = engine_module._head_scores(hidden[3:], head, target[3:])
+    assert len(calls) == 3 and hooked[0] == pytest.approx(lp, abs=1e-6) and hooked[1] == greedy

@@ -62,6 +62,7 @@ def test_a_model_over_its_memory_cap_is_split_and_scores_the_same(tiny_model_dir
     split, whole = load(_ck(tiny_model_dir), capped, tmp_path), load(_ck(tiny_model_dir), OPTIONS)
     placements = split.model.hf_device_map
     assert {"cpu", "disk"} <= set(placements.values()), placements
+    assert split.split is None and whole.split is not None   # a dispatched model runs whole
     offload = tmp_path / "offload" / "t@x"
     assert offload.is_dir()
     pairs = [("the cat", " sat"), ("the cat", " ran on"), ("1 + 1 =", " 2"), ("", " a b c d")]
