@@ -8,6 +8,7 @@ bootstrap draw's indices drawn up front), not to the workers.
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 
 def cpus() -> int:
@@ -28,14 +29,26 @@ def map_chunks(fn, items, *, workers: int = 0, chunk: int = 64, min_items: int =
     # Interleaved chunks even out the cost: neighbouring items (one task's metrics, one
     # family's curves) tend to cost alike. Several chunks per worker absorb the rest.
     n = max(workers * 4, len(items) // chunk)
-    parts = [items[i::n] for i in range(n)]
-    # fork: workers inherit the imported modules; only each chunk's items are pickled
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-        done = list(pool.map(fn, parts))
+    # fork: the workers inherit the imported modules and the items themselves, so only each
+    # chunk's place and its results are pickled (pickling 64k curves cost the parent ~1 s).
+    global _FORKED_ITEMS
+    outer, _FORKED_ITEMS = _FORKED_ITEMS, items
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            done = list(pool.map(partial(_run_part, fn), [range(i, len(items), n) for i in range(n)]))
+    finally:
+        _FORKED_ITEMS = outer
     out = [None] * len(items)
     for i, part in enumerate(done):
         out[i::n] = part
     return out
+
+
+_FORKED_ITEMS = None   # map_chunks' items, as its forked workers see them
+
+
+def _run_part(fn, where):
+    return fn([_FORKED_ITEMS[i] for i in where])
 
 
 class Background:

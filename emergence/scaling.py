@@ -206,6 +206,9 @@ def fit_scaling_laws(df: pd.DataFrame, *, form: str = "size", x: str = S.PARAMS,
     if form not in NAMES:
         raise ValueError(f"form must be 'size' or 'chinchilla', not {form!r}")
     by = [by] if isinstance(by, str) else list(by)
+    # Only the columns a fit reads: grouping copies every column of every group.
+    df = df[[c for c in dict.fromkeys(by + [S.MODEL, S.CHECKPOINT, S.STEP, x, S.PARAMS, S.TOKENS, S.FLOPS, loss])
+             if c in df.columns]]
     groups = []                                      # (meta, (columns, loss) or the FitError)
     for key, group in (df.groupby(by, sort=True, dropna=False) if by else [((), df)]):
         key = key if isinstance(key, tuple) else (key,)
