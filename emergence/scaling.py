@@ -207,8 +207,7 @@ def fit_scaling_laws(df: pd.DataFrame, *, form: str = "size", x: str = S.PARAMS,
         raise ValueError(f"form must be 'size' or 'chinchilla', not {form!r}")
     by = [by] if isinstance(by, str) else list(by)
     # Only the columns a fit reads: grouping copies every column of every group.
-    df = df[[c for c in dict.fromkeys(by + [S.MODEL, S.CHECKPOINT, S.STEP, x, S.PARAMS, S.TOKENS, S.FLOPS, loss])
-             if c in df.columns]]
+    df = df[[c for c in dict.fromkeys(by + _loss_columns(x, loss)) if c in df.columns]]
     groups = []                                      # (meta, (columns, loss) or the FitError)
     for key, group in (df.groupby(by, sort=True, dropna=False) if by else [((), df)]):
         key = key if isinstance(key, tuple) else (key,)
@@ -261,8 +260,7 @@ def loss_points(df: pd.DataFrame, *, x: str = S.PARAMS, loss: str = S.LOSS,
     missing = [c for c in need if c not in df.columns or df[c].isna().all()]
     if missing:
         raise FitError(f"no values in column(s) {missing}: cannot fit a loss law")
-    cols = [c for c in dict.fromkeys([S.MODEL, S.CHECKPOINT, S.STEP, x, S.PARAMS, S.TOKENS, S.FLOPS, loss])
-            if c in df.columns]
+    cols = [c for c in _loss_columns(x, loss) if c in df.columns]
     per = df[cols].dropna(subset=[loss])
     conflict = per.groupby(S.CHECKPOINT)[loss].nunique()
     if (conflict > 1).any():
@@ -276,6 +274,10 @@ def loss_points(df: pd.DataFrame, *, x: str = S.PARAMS, loss: str = S.LOSS,
     elif checkpoints != "all":
         raise ValueError("checkpoints must be 'final' or 'all'")
     return per.dropna(subset=[x] + ([S.TOKENS] if need_tokens else [])).reset_index(drop=True)
+
+
+def _loss_columns(x, loss) -> list:
+    return list(dict.fromkeys([S.MODEL, S.CHECKPOINT, S.STEP, x, S.PARAMS, S.TOKENS, S.FLOPS, loss]))
 
 
 # ----------------------------------------------------------------------------- fitting machinery
