@@ -35,6 +35,8 @@ def validate(reference_dir: Path | None = None, *, n_curves: int = 600, n_famili
              lambda: onset_synthetic_section(seed, n_families)),
             ("Where a task emerges: Gadre et al. over-training ladder", "onset on the Gadre ladder",
              lambda: onset_gadre_section(reference_dir)),
+            ("Where a task emerges: OLMo model ladder", "onset on the OLMo ladder",
+             lambda: onset_olmo_section(reference_dir)),
             ("Chinchilla refit", "chinchilla refit", lambda: chinchilla_section(reference_dir)),
             ("OLMo ladder: predicting OLMo-2 13B from the 190M-1B rungs", "olmo ladder",
              lambda: olmo_section(reference_dir)),
@@ -124,33 +126,61 @@ def onset_gadre_section(reference_dir, cutoff: float = 1e9) -> str:
     path = reference_dir / "tidy" / "gadre_overtraining.csv" if reference_dir else None
     if not path or not path.exists():
         return "Skipped: `tidy/gadre_overtraining.csv` not found."
-    from emergence.onset import onset_backtest
     from emergence.tidy import read_tidy
 
-    table = onset_backtest(read_tidy([path]), cutoff, n_boot=50)
+    return _onset_backtest_section(
+        read_tidy([path]), cutoff, ("dataset", lambda r: r[S.FAMILY].removeprefix("open_lm-")),
+        f"Three pretraining datasets, 11M-6.9B parameters at 5-640 tokens per parameter (final checkpoints "
+        f"only). Fit below {cutoff:.0e} parameters (11M-411M, every token budget); hold out 1.4B (20 and 80 "
+        "tokens per parameter) and 6.9B (20). Rows: every curve emergent against loss in either view. "
+        "N_c at 20 tokens per parameter, the held-out models' recipe; 'observed between' is the pair of "
+        "sizes at that recipe whose measured losses bracket the full-data eta.")
+
+
+def onset_olmo_section(reference_dir, cutoff: float = 2e9) -> str:
+    path = reference_dir / "tidy" / "olmo_ladder.csv.gz" if reference_dir else None
+    if not path or not path.exists():
+        return "Skipped: `tidy/olmo_ladder.csv.gz` not found."
+    from emergence.tidy import read_tidy
+
+    ladder = read_tidy([path])
+    ladder = ladder[ladder[S.FAMILY] == "olmo-ladder"]
+    return _onset_backtest_section(
+        ladder, cutoff, ("split", lambda r: r[S.SUBTASK]),
+        f"The OLMo model ladder (Bhagia et al. 2024): 190M-3B parameters at 0.5-10xC tokens (xC = 20 "
+        f"tokens per parameter), every intermediate checkpoint, 5-shot ranked-classification ([rc]) "
+        f"metrics on the val and test splits. Fit below {cutoff:.0e} parameters (190M-1B, every token "
+        "budget and checkpoint); hold out 3B (every budget). Rows: every curve emergent against loss in "
+        "either view. N_c at the held-out models' median tokens per parameter; 'observed between' is the "
+        "pair of sizes at that recipe whose measured losses bracket the full-data eta.")
+
+
+def _onset_backtest_section(df, cutoff, first_column, intro) -> str:
+    """Where tasks emerge, predicted from the models below ``cutoff`` and checked against all of
+    them: a table of every curve emergent in either view, and a summary of the predicted ones."""
+    from emergence.onset import onset_backtest
+
+    table = onset_backtest(df, cutoff, n_boot=50)
     ok = table[table["status"] == "predicted"]
-    rows = ["| dataset | task | status | eta: small models [interval] | eta: all | N_c predicted [interval] | "
+    name, first = first_column
+    rows = [f"| {name} | task | status | eta: small models [interval] | eta: all | N_c predicted [interval] | "
             "N_c: all | N_c observed between | held-out MAE: threshold / smooth |",
             "|---|---|---|---|---:|---|---:|---|---|"]
 
     def g(v, fmt=".3g"):
         return "" if v is None or pd.isna(v) else format(v, fmt)
 
-    for r in table.sort_values([S.FAMILY, "status", S.TASK]).to_dict("records"):
+    for r in table.sort_values([S.FAMILY, "status", S.TASK, S.SUBTASK]).to_dict("records"):
         pred = (f"{g(r.get('nc_pred'))} [{g(r.get('nc_pred_lo'))}, {g(r.get('nc_pred_hi'))}]"
                 if pd.notna(r.get("nc_pred")) else f"> {g(r.get('nc_bound'))}" if pd.notna(r.get("nc_bound")) else "")
         eta = f"{g(r['eta_pred'], '.3f')} [{g(r['eta_pred_lo'], '.3f')}, {g(r['eta_pred_hi'], '.3f')}]" \
             if pd.notna(r["eta_pred"]) else f"({r['label_small']})"
         mae = f"{g(r.get('mae_threshold'), '.3f')} / {g(r.get('mae_smooth'), '.3f')}".strip(" /")
-        rows.append(f"| {r[S.FAMILY].removeprefix('open_lm-')} | {r[S.TASK]} ({r[S.METRIC]}) | {r['status']} | {eta} | "
+        rows.append(f"| {first(r)} | {r[S.TASK]} ({r[S.METRIC]}) | {r['status']} | {eta} | "
                     f"{g(r['eta_full'], '.3f')} | {pred} | {g(r.get('nc_full'))} | "
                     f"{_between(r.get('nc_observed_lo'), r.get('nc_observed_hi'))} | {mae} |")
     return "\n".join([
-        f"Three pretraining datasets, 11M-6.9B parameters at 5-640 tokens per parameter (final checkpoints "
-        f"only). Fit below {cutoff:.0e} parameters (11M-411M, every token budget); hold out 1.4B (20 and 80 "
-        "tokens per parameter) and 6.9B (20). Rows: every curve emergent against loss in either view. "
-        "N_c at 20 tokens per parameter, the held-out models' recipe; 'observed between' is the pair of "
-        "sizes at that recipe whose measured losses bracket the full-data eta.", "", ONSET_INTRO, "", *rows, "",
+        intro, "", ONSET_INTRO, "", *rows, "",
         f"Predicted from the small models: {len(ok)} of {int((table['label_full'] == 'emergent').sum())} curves "
         f"that are emergent with all models. On those: median |eta error| {ok['eta_abs_err'].median():.3f} nats, "
         f"median N_c factor {10 ** ok['nc_log10_err'].abs().median():.2f}x of the all-model estimate, predicted "
