@@ -313,9 +313,10 @@ def _is_accuracy(metrics: pd.Series) -> pd.Series:
 
 
 def _per_value(series: pd.Series, fn, missing=np.nan) -> pd.Series:
-    """fn of each row's value, computed once per distinct value (Series.map is per row)."""
+    """fn of each row's value, computed once per distinct value (Series.map is per row);
+    ``missing`` where the value is missing (factorize codes it -1: the last entry)."""
     codes, values = pd.factorize(series)
-    out = np.array([fn(str(v)) for v in values] + [missing], dtype=object if missing is None else None)
+    out = np.array([fn(str(v)) for v in values] + [missing])
     return pd.Series(out[codes], index=series.index)
 
 
