@@ -457,9 +457,9 @@ _SLICE_FLOATS = 1 << 24
 def _head_slices(hidden, head):
     rows = max(1, min(len(hidden), _SLICE_FLOATS // head.out_features))
     weight, bias = head.weight, head.bias
-    # The layer is called as a module where its weights are elsewhere (offloaded to disk or to
-    # another device: accelerate's hooks bring them in) or where any hook watches its calls.
-    plain = (weight.dtype == torch.float32 and weight.device == hidden.device and not hasattr(head, "_hf_hook")
+    # The layer is called as a module where its weights are not here (still on the meta device,
+    # awaiting a hook that loads them) or where any hook watches its calls.
+    plain = (weight.dtype == torch.float32 and weight.device == hidden.device
              and not head._forward_hooks and not head._forward_pre_hooks)
     buffer = hidden.new_empty((rows, head.out_features)) if plain else None
     for h in hidden.split(rows):
