@@ -81,7 +81,7 @@ def timed(cmd) -> dict:
 def scaling(tables, fractions, workers) -> list:
     """Analysis time at each share of the curves (whole tidy groups, drawn once with seed 0)."""
     from emergence import schema as S
-    from emergence.analyze import analyze
+    from emergence.analysis.analyze import analyze
     from emergence.tidy import read_tidy
 
     with warnings.catch_warnings():

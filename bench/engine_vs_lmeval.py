@@ -39,9 +39,9 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window  # noq
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from emergence.engine import HFEngine  # noqa: E402
+from emergence.run.engine import HFEngine  # noqa: E402
 from emergence.families import count_parameters  # noqa: E402
-from emergence.tiny import WORDS, build_model, train_tokenizer  # noqa: E402
+from emergence.testing import WORDS, build_model, train_tokenizer  # noqa: E402
 
 # (hidden, layers, heads) giving about 1M, 10M and 30M non-embedding parameters.
 SIZES = {"1m": (128, 5, 4), "10m": (320, 8, 8), "30m": (512, 9, 8)}

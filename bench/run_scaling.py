@@ -3,7 +3,7 @@
     python bench/run_scaling.py [--checkpoints 4] [--limit 40] [--out FILE]
 
 Builds a local family of tiny random-init GPT-NeoX checkpoints, runs every task on it with
-``emergence.runner.run``, then times (1) the same run again: every cell is already in the store,
+``emergence.run.runner.run``, then times (1) the same run again: every cell is already in the store,
 so it should cost seconds and evaluate nothing, and (2) the run after one more checkpoint
 appears in the family folder: only that checkpoint's cells should be evaluated.
 """
@@ -21,10 +21,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from emergence.config import BackendOptions, RunConfig  # noqa: E402
+from emergence.run.config import BackendOptions, RunConfig  # noqa: E402
 from emergence.plugins import plugin_manager  # noqa: E402
-from emergence.runner import run  # noqa: E402
-from emergence.tiny import build_model, train_tokenizer  # noqa: E402
+from emergence.run.runner import run  # noqa: E402
+from emergence.testing import build_model, train_tokenizer  # noqa: E402
 
 TASKS = ("add_2d", "mc_arith", "heldout_loss")   # one of each kind: generation, choice, rolling
 

@@ -23,6 +23,8 @@ def main(argv=None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command not in ("analyze", "report", "validate"):  # these load no model: skip importing transformers (~2 s)
+        from emergence.run.executors import quiet_libraries
+
         quiet_libraries()
     try:
         return args.func(args) or 0
@@ -34,18 +36,6 @@ def main(argv=None) -> int:
             raise
         print(f"emergence {args.command}: error: {e}", file=sys.stderr)
         return 1
-
-
-def quiet_libraries():
-    """Our progress bars are per checkpoint and task; the libraries' per-file bars are noise."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-pickle", action="store_const", const=True, help="allow non-safetensors weights")
     r.add_argument("--trust-remote-code", action="store_const", const=True,
                    help="run Python code shipped with a model repository")
-    r.add_argument("--executor", metavar="{local,ray}",
-                   help="where checkpoints are evaluated: this process (default) or Ray workers (docs/ray.md)")
+    r.add_argument("--executor", metavar="{local,pool,ray}",
+                   help="where checkpoints are evaluated: this process (default), worker processes on this "
+                        "machine, or Ray workers (docs/ray.md)")
+    r.add_argument("--eval-workers", type=int, help="processes of the pool executor (default: one per CPU)")
     r.add_argument("--address", help="Ray cluster to join, e.g. auto or 10.0.0.1:6379 (default: find or start one)")
     r.add_argument("--gpus-per-worker", type=float, help="GPUs each Ray task reserves (default 0: CPU only)")
     r.add_argument("--no-progress", action="store_true")
@@ -176,8 +168,8 @@ def _lab_options(p):
 
 
 def cmd_run(args) -> int:
-    from emergence.config import RunConfig, load_config, with_overrides
-    from emergence.runner import run
+    from emergence.run.config import RunConfig, load_config, with_overrides
+    from emergence.run.runner import run
 
     config = load_config(args.config) if args.config else RunConfig()
     batch = args.batch_size
@@ -195,7 +187,7 @@ def cmd_run(args) -> int:
         backend_device_map=args.device_map, backend_max_length=args.max_length,
         backend_allow_pickle=args.allow_pickle, backend_trust_remote_code=args.trust_remote_code,
         executor_kind=args.executor, executor_address=args.address,
-        executor_gpus_per_worker=args.gpus_per_worker,
+        executor_gpus_per_worker=args.gpus_per_worker, executor_workers=args.eval_workers,
     )
     summary = run(config, progress=not args.no_progress)
     print(f"{summary.evaluated} cells evaluated, {summary.skipped} already done, "
@@ -216,7 +208,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from emergence.lmeval_import import import_lmeval
+    from emergence.run.importers import import_lmeval
 
     df = import_lmeval(args.paths)
     if not args.output:
@@ -230,7 +222,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from emergence.analyze import analyze, load_tables, summary, write_analysis
+    from emergence.analysis.analyze import analyze, load_tables, summary, write_analysis
 
     df = load_tables(args.tables, duplicates=args.duplicates)
     axes = [a.strip() for a in args.x.split(",") if a.strip()] if args.x else None
@@ -244,7 +236,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from emergence.validate import default_reference_dir, validate
+    from emergence.analysis.validate import default_reference_dir, validate
 
     ref = Path(args.reference_data) if args.reference_data else default_reference_dir()
     if args.reference_data and not (ref / "tidy").is_dir():
@@ -256,7 +248,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from emergence.report import ReportConfig, build_report
+    from emergence.report.build import ReportConfig, build_report
 
     first = Path(args.tables[0])
     name = first.resolve().name if first.is_dir() else first.name.split(".")[0]  # "..": the folder's own name
@@ -310,7 +302,7 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from emergence.demo import demo
+    from emergence.lab.demo import demo
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else None
     result = demo(out=args.out, limit=args.limit, lab=_lab_config(args), tasks=tasks,
@@ -319,7 +311,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_lab_train(args) -> int:
-    from emergence.lab import train_family
+    from emergence.lab.training import train_family
 
     family = train_family(_lab_config(args), args.out, progress=not args.no_progress)
     print(f"Family file: {family}  (emergence run --family {family} ...)")
@@ -329,7 +321,7 @@ def cmd_lab_train(args) -> int:
 def _lab_config(args):
     import dataclasses
 
-    from emergence import lab
+    from emergence.lab import training as lab
 
     overrides = {"head_dim": args.head_dim, "context": args.context, "vocab_size": args.vocab_size,
                  "tokens": args.tokens, "tokens_per_param": args.tokens_per_param, "lr": args.lr,

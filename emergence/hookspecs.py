@@ -40,7 +40,7 @@ def load_model(checkpoint, options, run_dir):
     """Load a checkpoint into a model backend.
 
     ``checkpoint`` is an :class:`emergence.families.Checkpoint`, ``options`` an
-    :class:`emergence.config.BackendOptions`, ``run_dir`` the run directory (a ``Path``), the
+    :class:`emergence.run.config.BackendOptions`, ``run_dir`` the run directory (a ``Path``), the
     place for scratch files such as weights offloaded to disk. Return an object implementing
     lm-eval's ``LM`` interface (``loglikelihood``, ``loglikelihood_rolling``,
     ``generate_until``), or None to let the next plugin try. The built-in Hugging Face loader

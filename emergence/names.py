@@ -31,7 +31,10 @@ def unknown_message(kind: str, name: str, known) -> str:
 def read_toml(path, error: type[Exception] = ValueError) -> tuple[dict, str]:
     """(data, text) of a TOML file; malformed TOML raises ``error`` naming the file, and the
     text is returned so that later errors can name a key's line (``at_line``)."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+        import tomli as tomllib
 
     text = Path(path).read_text()
     try:

@@ -97,6 +97,11 @@ class TaskBase:
     def examples(self, seed: int) -> Iterable[Example]:
         raise NotImplementedError
 
+    def train_examples(self, seed: int) -> Iterable[Example]:
+        """Examples to train on: by default the evaluation generator under ``seed`` (choose one
+        the evaluation does not use); a task whose examples ignore the seed overrides this."""
+        return self.examples(seed)
+
     def score(self, example: Example, output: Output) -> Scores:
         return standard_scores(self.kind, example, output)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from emergence.hookspecs import hookimpl
 from emergence.names import file_name
+from emergence.run.devices import resolve_device, resolve_dtype
 
 HUB_HOST = ("huggingface.co", 443)
 
@@ -34,7 +35,7 @@ def load(checkpoint, options, run_dir=None):
     folder when None)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from emergence.engine import HFEngine
+    from emergence.run.engine import HFEngine
 
     source, revision = _source(checkpoint)
     device = resolve_device(options.device)
@@ -90,33 +91,6 @@ def _weights_error(error, config, options) -> str:
         hint = "" if options.allow_pickle else " (only safetensors weights are loaded unless allow_pickle = true)"
         return f"cannot load weights{hint}: {_short(error)}"
     return f"weights are unreadable (truncated or corrupt?): {_short(error)}"
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> cuda, then mps, then cpu."""
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str):
-    """'auto' -> bfloat16 on GPUs that support it, float16 on other GPUs, float32 on CPU."""
-    import torch
-
-    if dtype != "auto":
-        value = getattr(torch, dtype, None)
-        if not isinstance(value, torch.dtype):
-            raise ValueError(f"Unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
-        return value
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 def _offload_folder(checkpoint, run_dir) -> Path:

@@ -11,7 +11,7 @@ from emergence.hookspecs import hookimpl
 
 @hookimpl
 def register_families(register):
-    from emergence.lab import FAMILY_FILE, LabConfig, family_dir, trained
+    from emergence.lab.training import FAMILY_FILE, LabConfig, family_dir, trained
 
     folder = family_dir(LabConfig())
     if not trained(folder):

@@ -51,6 +51,15 @@ class HeldoutLoss(TaskBase):
             for k, chunk in enumerate(pack(paragraphs(text), self.chunk_chars)):
                 yield Example(id=f"{source}:{k}", text=chunk)
 
+    def train_examples(self, seed: int) -> Iterator[Example]:
+        """Paragraphs of the generated corpus under ``seed``: text of the shipped corpus's kind
+        (which is seed 0), for training on (the lab's filler). Only the default task has it."""
+        if self.paths != (str(DEFAULT_CORPUS),):
+            raise NotImplementedError(f"Task {self.name!r}: training text exists only for the generated "
+                                      "default corpus")
+        for k, text in enumerate(paragraphs(generate_corpus(seed=seed, n_documents=90))):
+            yield Example(id=f"train-{seed}:{k}", text=text)
+
     def _sources(self) -> Iterator[tuple[str, str]]:
         if self.dataset:
             import datasets  # heavy, and it may download: only when a dataset was asked for

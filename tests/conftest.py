@@ -10,20 +10,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from emergence.tiny import train_tokenizer
+    from emergence.testing import train_tokenizer
 
     return train_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tokenizer):
-    from emergence.tiny import build_model
+    from emergence.testing import build_model
 
     return build_model(tmp_path_factory.mktemp("tiny") / "model", hidden=64, layers=2, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="session")
 def tiny_family_dir(tmp_path_factory):
-    from emergence.tiny import build_family
+    from emergence.testing import build_family
 
     return build_family(tmp_path_factory.mktemp("family") / "tinyfam")

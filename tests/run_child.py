@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 
 # Preloaded, down to the lazily imported model classes, so that forked runners start fast.
-import emergence.engine  # noqa: F401
+import emergence.run.engine  # noqa: F401
 import emergence_plugins.huggingface  # noqa: F401
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPTNeoXForCausalLM  # noqa: F401
 from tqdm.auto import tqdm
 
 from emergence import store
-from emergence.config import BackendOptions, RunConfig
+from emergence.run.config import BackendOptions, RunConfig
 from emergence.hookspecs import hookimpl
-from emergence.runner import run
+from emergence.run.runner import run
 from emergence.tasks import GENERATE_METRICS, MULTIPLE_CHOICE, mc_metrics
 
 from helpers import AddTask, PickTask, manager

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from emergence import schema as S
-from emergence.analyze import analyze, load_tables, summary
+from emergence.analysis.analyze import analyze, load_tables, summary
 from emergence.cli import main
-from emergence.synthetic import composite
+from emergence.analysis.synthetic import composite
 from emergence.tidy import read_tidy
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -77,8 +77,8 @@ def test_cli_writes_csvs_and_a_summary(tmp_path, capsys):
 
 
 def test_run_directory_is_analysed_directly(tiny_family_dir, tmp_path):
-    from emergence.config import BackendOptions, RunConfig
-    from emergence.runner import run
+    from emergence.run.config import BackendOptions, RunConfig
+    from emergence.run.runner import run
 
     cfg = RunConfig(family=str(tiny_family_dir), tasks=("mc_arith", "heldout_loss"), out=str(tmp_path / "run"),
                     limit=4, backend=BackendOptions(batch_size=4))
@@ -89,7 +89,7 @@ def test_run_directory_is_analysed_directly(tiny_family_dir, tmp_path):
 
 
 def test_background_work_returns_its_value_or_raises_its_error():
-    from emergence.parallel import Background
+    from emergence.analysis.parallel import Background
 
     def boom():
         raise ValueError("bad family")

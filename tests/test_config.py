@@ -2,7 +2,7 @@
 
 import pytest
 
-from emergence.config import ConfigError, RunConfig, load_config, with_overrides
+from emergence.run.config import ConfigError, RunConfig, load_config, with_overrides
 
 
 def test_toml_overrides_defaults(tmp_path):
@@ -28,7 +28,7 @@ def test_toml_overrides_defaults(tmp_path):
     ('[executor]\nkind = "ray"\ngpus_per_worker = "one"\n', r"line 3.*'gpus_per_worker' expects float"),
     ('[executor]\nkind = "ray"\nmax_retries = -1\n', r"must be >= 0"),
     ('[executor]\nkind = "ray"\ngpus_per_worker = 1.5\n', r"above 1 must be a whole number"),
-    ('[executor]\naddress = "auto"\n', r"address only apply to the Ray executor"),
+    ('[executor]\naddress = "auto"\n', r"address only apply to the ray executor"),
     ('executor = "ray"\n', r"'executor' must be a table"),
     ('[backend]\nmax_memory = {cpu = "1GiB"}\n', r'max_memory only applies with device_map = "auto"'),
     ('[backend]\ndevice_map = "auto"\nmax_memory = "1GiB"\n', r"max_memory must be a table of device = size"),
@@ -64,3 +64,18 @@ def test_executor_settings_are_read_but_never_change_results_settings(tmp_path):
     assert out.executor.kind == "ray" and out.executor.gpus_per_worker == 0.5 and out.executor.address is None
     with pytest.raises(ConfigError, match="gpus_per_worker only apply"):
         with_overrides(RunConfig(), executor_gpus_per_worker=1.0)
+
+
+def test_toml_is_read_without_tomllib_as_on_python_3_10(tmp_path, monkeypatch):
+    """Python 3.10 has no tomllib: the tomli package (a dependency there) reads the same files."""
+    import sys
+
+    pytest.importorskip("tomli")
+    monkeypatch.setitem(sys.modules, "tomllib", None)   # `import tomllib` now fails
+    path = tmp_path / "run.toml"
+    path.write_text('family = "tiny"\ntasks = ["copy"]\n[backend]\ndtype = "float32"\n')
+    config = load_config(path)
+    assert (config.family, config.tasks, config.backend.dtype) == ("tiny", ("copy",), "float32")
+    path.write_text("family = \n")
+    with pytest.raises(ConfigError, match="malformed TOML"):
+        load_config(path)

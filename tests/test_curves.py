@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from emergence.curves import (CONSTANT, EXPONENTIAL, LINEAR, POWER_LAW, SATURATING_THRESHOLD, SIGMOID,
+from emergence.analysis.curves import (CONSTANT, EXPONENTIAL, LINEAR, POWER_LAW, SATURATING_THRESHOLD, SIGMOID,
                               THRESHOLD, THRESHOLD_BELOW, Axis, bin_curve, binomial_sigma, fit_curve,
                               noise_model, profile, profile_many, sigmoid_grid)
-from emergence.parallel import map_chunks
+from emergence.analysis.parallel import map_chunks
 
 
 def _noisy(spec, x, true, sigma=0.01, seed=0):

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from emergence import schema as S
-from emergence.curves import Axis
-from emergence.decompose import CONTINUOUS, DISCONTINUOUS, decompose, metric_audit, metric_kind, predict_composite
-from emergence.synthetic import composite, generate
+from emergence.analysis.curves import Axis
+from emergence.analysis.decompose import CONTINUOUS, DISCONTINUOUS, decompose, metric_audit, metric_kind, predict_composite
+from emergence.analysis.synthetic import composite, generate
 
 SIZES = np.geomspace(7e7, 1.2e10, 10)
 T = Axis.over("params", SIZES).to_t(SIZES)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from lm_eval.api.instance import Instance
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from emergence.engine import HFEngine, split_head
+from emergence.run.engine import HFEngine, split_head
 
 PAIRS = [
     ("Q: what is 3 + 4? A:", " 7"),
@@ -219,7 +219,7 @@ def test_output_layer_runs_only_at_scored_positions_where_that_is_exact(loaded, 
 def test_logits_reduced_slice_by_slice_match_log_softmax_and_argmax(monkeypatch, dtype, bias):
     """Slices reuse one buffer and are overwritten in place; the result is still log_softmax and
     argmax, ties included (argmax takes the first maximum), in either scoring path."""
-    from emergence import engine as engine_module
+    from emergence.run import engine as engine_module
 
     monkeypatch.setattr(engine_module, "_SLICE_FLOATS", 3 * 50)   # 3 positions a slice
     gen = torch.Generator().manual_seed(0)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from emergence.evaluate import NonFiniteLogprobs, TaskError, evaluate
+from emergence.run.evaluate import NonFiniteLogprobs, TaskError, evaluate
 from emergence.tasks import GENERATE, GENERATE_METRICS, Example, Output, TaskBase
 
 
@@ -13,7 +13,7 @@ class FakeLM:
     """Answers every request the same way: enough to exercise the harness without a model."""
 
     def score_pairs(self, pairs):
-        from emergence.engine import TokenScores
+        from emergence.run.engine import TokenScores
 
         return [TokenScores((-1.0, -2.0), (True, False)) for _ in pairs]
 
@@ -71,7 +71,7 @@ def test_non_finite_values_are_reported_not_averaged():
 
 class NaNLM(FakeLM):
     def score_rolling(self, texts):
-        from emergence.engine import RollingScore
+        from emergence.run.engine import RollingScore
 
         return [RollingScore(math.nan if i == 1 else -5.0, 3) for i in range(len(texts))]
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from emergence.lab import (
+from emergence.lab.training import (
     RECORD_FILE,
     LabConfig,
     LabConfigError,
@@ -77,7 +77,7 @@ def test_checkpoints_load_and_carry_metadata_like_a_local_family(micro_family):
 
     from emergence.families import count_parameters
     from emergence.plugins import collect, plugin_manager
-    from emergence.runner import resolve_family
+    from emergence.run.runner import resolve_family
 
     pm = plugin_manager()
     family = resolve_family(str(micro_family), pm, collect(pm))   # the local_families TOML reader
@@ -183,7 +183,7 @@ REDUCED = dataclasses.replace(LabConfig(), checkpoints=2)
 
 @pytest.mark.slow
 def test_reduced_demo_gives_the_designed_verdicts(tmp_path):
-    from emergence.demo import demo
+    from emergence.lab.demo import demo
 
     result = demo(tmp_path / "demo", lab=REDUCED, cache=tmp_path / "cache", progress=False,
                   log=lambda *_: None)

@@ -13,10 +13,10 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from emergence import schema as S  # noqa: E402
-from emergence.evaluate import evaluate  # noqa: E402
+from emergence.run.evaluate import evaluate  # noqa: E402
 from emergence.hookspecs import hookimpl  # noqa: E402
-from emergence.lmeval import LMEvalTask, resolve_task, to_lmeval_task  # noqa: E402
-from emergence.lmeval_import import import_lmeval  # noqa: E402
+from emergence.run.lmeval import LMEvalTask, resolve_task, to_lmeval_task  # noqa: E402
+from emergence.run.importers import import_lmeval  # noqa: E402
 from emergence.plugins import collect, plugin_manager  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pythia_lmeval" / "pythia-v1"
@@ -96,7 +96,7 @@ def loaded(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def engine(loaded):
-    from emergence.engine import HFEngine
+    from emergence.run.engine import HFEngine
 
     return HFEngine(*loaded, batch_size=8)
 
@@ -220,8 +220,8 @@ def test_group_is_one_task_with_subtasks_and_its_results_import(yaml_dir, engine
 
 
 def test_lm_eval_task_runs_through_the_runner_with_samples(yaml_dir, tiny_model_dir, tmp_path):
-    from emergence.config import RunConfig
-    from emergence.runner import run
+    from emergence.run.config import RunConfig
+    from emergence.run.runner import run
 
     task = LMEvalTask(f"{yaml_dir}/tiny_mc")
 
@@ -245,11 +245,11 @@ def test_lm_eval_task_runs_through_the_runner_with_samples(yaml_dir, tiny_model_
 
 
 def test_run_accepts_lm_eval_names(yaml_dir, tiny_model_dir, tmp_path):
-    from emergence import runner
-    from emergence.config import RunConfig
+    from emergence.run import runner
+    from emergence.run.config import RunConfig
 
     if not hasattr(runner, "resolve_task"):
-        pytest.skip("emergence.runner does not resolve lm-eval: names yet (see docs/lm-eval.md)")
+        pytest.skip("emergence.run.runner does not resolve lm-eval: names yet (see docs/lm-eval.md)")
     summary = runner.run(RunConfig(family=str(tiny_model_dir), tasks=(f"lm-eval:{yaml_dir}/tiny_mc",),
                                    out=str(tmp_path / "run"), seed=0), progress=False)
     assert summary.ok and summary.evaluated == 1

@@ -6,10 +6,11 @@ import time
 import pytest
 import torch
 
-from emergence.config import BackendOptions
+from emergence.run.config import BackendOptions
 from emergence.families import Checkpoint
-from emergence.tiny import add_to_hub_cache, build_model
-from emergence_plugins.huggingface import CheckpointError, load, resolve_dtype
+from emergence.testing import add_to_hub_cache, build_model
+from emergence.run.devices import resolve_dtype
+from emergence_plugins.huggingface import CheckpointError, load
 
 OPTIONS = BackendOptions(batch_size=4)
 

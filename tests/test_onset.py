@@ -7,9 +7,9 @@ import pytest
 
 from emergence import schema as S
 from emergence.cli import main
-from emergence.onset import onset_backtest, onset_summary
-from emergence.scaling import critical_size, fit_chinchilla, fit_size_law
-from emergence.synthetic import onset_benchmark, onset_score, synthetic_family
+from emergence.analysis.onset import onset_backtest, onset_summary
+from emergence.analysis.scaling import critical_size, fit_chinchilla, fit_size_law
+from emergence.analysis.synthetic import onset_benchmark, onset_score, synthetic_family
 
 TRUE = {"E": 1.8, "A": 400.0, "B": 410.0, "alpha": 0.34, "beta": 0.28}
 
@@ -136,7 +136,7 @@ def test_validate_writes_every_section_and_skips_missing_reference_data(tmp_path
 
 
 def test_report_shows_where_tasks_emerge(tmp_path):
-    from emergence.report import ReportConfig, build_report
+    from emergence.report.build import ReportConfig, build_report
 
     fam = synthetic_family(1, "overtrained")
     table = tmp_path / "family.csv"

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from emergence import schema as S
-from emergence.predict import (OLMO_MAIN_TASKS, TaskSpec, backtest_loss, error_summary, fit_sigmoid,
+from emergence.analysis.predict import (OLMO_MAIN_TASKS, TaskSpec, backtest_loss, error_summary, fit_sigmoid,
                                olmo_ladder_validation, task_curve, two_step_predict)
-from emergence.scaling import FitError
+from emergence.analysis.scaling import FitError
 from emergence.tidy import read_tidy
 
 FIXTURE = Path(__file__).parent / "fixtures" / "olmo_ladder_small.csv.gz"

@@ -309,7 +309,7 @@ def test_heldout_from_a_dataset_loads_lazily(monkeypatch):
 def engine(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from emergence.engine import HFEngine
+    from emergence.run.engine import HFEngine
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -318,7 +318,7 @@ def engine(tiny_model_dir):
 
 @pytest.mark.parametrize("name", ["add_3d", "mc_arith", "heldout_loss"])   # one task per kind
 def test_end_to_end_on_a_tiny_model(engine, name):
-    from emergence.evaluate import evaluate
+    from emergence.run.evaluate import evaluate
 
     task = PROBES.get(name) or H.default_task()
     scores, samples = evaluate(task, engine, seed=0, limit=8)

@@ -19,8 +19,9 @@ import pytest
 
 from emergence import schema as S
 from emergence.cli import main
-from emergence.report import ReportConfig, build_report, law_curves, read_predictions
-from emergence.synthetic import composite
+from emergence.report.build import ReportConfig, build_report, read_predictions
+from emergence.report.context import law_curves
+from emergence.analysis.synthetic import composite
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FAST = ReportConfig(n_boot=10, workers=1)
@@ -116,8 +117,8 @@ def test_cli_reuses_analysis_and_refuses_a_foreign_one(tmp_path, capsys):
 
 
 def test_report_from_a_run_directory(tiny_family_dir, tmp_path):
-    from emergence.config import BackendOptions, RunConfig
-    from emergence.runner import run
+    from emergence.run.config import BackendOptions, RunConfig
+    from emergence.run.runner import run
 
     cfg = RunConfig(family=str(tiny_family_dir), tasks=("mc_arith",), out=str(tmp_path / "run"),
                     limit=4, backend=BackendOptions(batch_size=4))
@@ -143,7 +144,7 @@ def test_pythia_fixture_report(tmp_path):
 
 
 def test_law_band_covers_the_line_and_widens_when_extrapolating(tmp_path):
-    from emergence.analyze import analyze
+    from emergence.analysis.analyze import analyze
 
     df = _table(sizes=8)
     band = law_curves(df, analyze(df, [S.PARAMS], n_boot=10).fits)
@@ -156,7 +157,7 @@ def test_law_band_covers_the_line_and_widens_when_extrapolating(tmp_path):
 
 
 def test_outputs_of_emergence_predict_are_read_as_backtests():
-    predict = pytest.importorskip("emergence.predict")
+    from emergence.analysis import predict
     bt = predict.backtest_loss(_table(), 1e9, form="size", n_boot=10)
     p = read_predictions(bt)
     assert len(p) == bt["predicted"].notna().sum() > 0 and {"lo", "hi"} <= set(p.columns)
@@ -335,7 +336,7 @@ def _text_problems(fig):
 
 
 def test_figures_have_no_overlapping_or_clipped_labels():
-    from emergence import figures as F
+    from emergence.report import figures as F
     from emergence.tidy import fill_chance
 
     df = fill_chance(pd.read_csv(FIXTURES / "pythia_small.csv.gz"))  # 16 models x 27 steps

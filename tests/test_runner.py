@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from emergence import schema as S
-from emergence.config import BackendOptions, RunConfig
+from emergence.run.config import BackendOptions, RunConfig
 from emergence.export import tidy_table, write_table
 from emergence.families import Selection
 from emergence.hookspecs import hookimpl
-from emergence.runner import run
+from emergence.run.runner import run
 from emergence.store import RunLocked, SettingsMismatch, Store
 
 from helpers import manager

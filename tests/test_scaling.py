@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emergence import schema as S
-from emergence.scaling import (HOFFMANN_2022, FitError, compare_to_published, compute_optimal, critical_size,
+from emergence.analysis.scaling import (HOFFMANN_2022, FitError, compare_to_published, compute_optimal, critical_size,
                                fit_chinchilla, fit_scaling_laws, fit_size_law, huber_objective, loss_points,
                                replicate_chinchilla)
 

@@ -12,10 +12,10 @@ import pytest
 
 from emergence import schema as S
 from emergence.cli import main
-from emergence.config import BackendOptions, RunConfig, load_config
+from emergence.run.config import BackendOptions, RunConfig, load_config
 from emergence.hookspecs import hookimpl
 from emergence.names import file_name
-from emergence.runner import run
+from emergence.run.runner import run
 from emergence.store import Store
 
 from helpers import manager
@@ -92,7 +92,7 @@ def test_hostile_checkpoint_names_keep_offloaded_weights_in_the_run_directory(ti
 
 
 def test_hostile_names_in_a_table_keep_report_files_in_the_report_directory(tmp_path):
-    from emergence.report import ReportConfig, build_report
+    from emergence.report.build import ReportConfig, build_report
 
     params = np.geomspace(1e7, 1e9, 5)
     rows = [{S.FAMILY: family, S.MODEL: f"m{i}", S.CHECKPOINT: f"../m{i}", S.PARAMS: p, S.TASK: task,

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emergence import schema as S
-from emergence.curves import Axis
-from emergence.synthetic import SHAPES, benchmark, generate
-from emergence.verdicts import (LABELS, ClassifyConfig, breakthroughness_linearity, classify, verdicts,
+from emergence.analysis.curves import Axis
+from emergence.analysis.synthetic import SHAPES, benchmark, generate
+from emergence.analysis.verdicts import (LABELS, ClassifyConfig, breakthroughness_linearity, classify, verdicts,
                                 wei_emergent)
 
 SIZES = np.geomspace(7e7, 1.2e10, 10)

@@ -1,7 +1,7 @@
 """The Ray executor: one Ray task per checkpoint; the driver alone writes the results store.
 
 A Ray task loads its checkpoint once, evaluates the pending tasks with the same
-:func:`~emergence.runner.evaluate_checkpoint` the local executor runs, frees the model and
+:func:`~emergence.run.executors.evaluate_checkpoint` the local executor runs, frees the model and
 returns the cells; workers never open the store. A task whose worker process dies (killed, out
 of host memory, node lost) is rerun on another worker up to ``max_retries`` times. An exception
 inside evaluation is already a failed cell when it reaches Ray, so it is recorded, not retried.
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 from tqdm.auto import tqdm
 
-from emergence.config import RunConfig
-from emergence.runner import CellResult, evaluate_checkpoint
+from emergence.run.config import RunConfig
+from emergence.run.executors import CellResult, evaluate_checkpoint, quiet_libraries
 
 INSTALL_HINT = "pip install 'emergence[ray]' (or pip install 'ray[default]')"
 
@@ -110,8 +110,6 @@ class RayExecutor:
 
 def _evaluate_on_worker(shared, checkpoint, task_names) -> list[CellResult]:
     """Runs in a Ray worker: one checkpoint, its pending tasks, the model freed before returning."""
-    from emergence.cli import quiet_libraries
-
     quiet_libraries()  # worker output reaches the driver interleaved; per-file bars there are noise
     config, pm, tasks = shared
     return list(evaluate_checkpoint(checkpoint, [tasks[name] for name in task_names], config, pm))

@@ -12,15 +12,16 @@ from pathlib import Path
 import pandas as pd
 
 from emergence import schema as S
-from emergence.decompose import decompose, metric_audit
-from emergence.onset import onset_backtest
-from emergence.parallel import Background
-from emergence.predict import backtest_loss
-from emergence.scaling import fit_scaling_laws
+from emergence.analysis.decompose import decompose, metric_audit
+from emergence.analysis.onset import onset_backtest
+from emergence.analysis.parallel import Background
+from emergence.analysis.predict import backtest_loss
+from emergence.analysis.scaling import fit_scaling_laws
 from emergence.tidy import fill_chance, limitations, read_tidy
-from emergence.verdicts import verdicts_by_axis
+from emergence.analysis.verdicts import verdicts_by_axis
 
 AXES = (S.PARAMS, S.TOKENS, S.FLOPS, S.LOSS)
+ANALYSIS_DIR = "analysis"  # the folder `emergence analyze` writes beside its input
 
 
 @dataclass
@@ -166,6 +167,33 @@ def summary(analysis: Analysis) -> str:
     for note in dict.fromkeys(analysis.notes):
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def find_analysis(sources) -> Path | None:
+    """The analysis/ folder `emergence analyze` writes for these sources, if there is one."""
+    first = Path(next(iter(sources)))
+    folder = (first if first.is_dir() else first.parent) / ANALYSIS_DIR
+    return folder if (folder / "verdicts.csv").exists() else None
+
+def read_analysis(folder) -> Analysis:
+    """The CSVs of ``write_analysis`` back as an ``Analysis``."""
+    folder = Path(folder)
+    tables = {}
+    for name in ("verdicts", "audit", "composites", "fits", "backtest", "onset"):
+        path = folder / f"{name}.csv"
+        text = (S.FAMILY, S.MODEL, S.TASK, S.SUBTASK, S.METRIC, "reason", "note", "label", "axis")
+        try:
+            t = pd.read_csv(path, dtype={c: str for c in text})
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            t = pd.DataFrame()
+        for col in (S.SUBTASK, S.MODEL, "reason", "note"):
+            if col in t.columns:
+                t[col] = t[col].fillna("")
+        tables[name] = t
+    notes_file = folder / "notes.txt"
+    notes = [n for n in notes_file.read_text().splitlines() if n] if notes_file.exists() else []
+    return Analysis(tables["verdicts"], tables["audit"], tables["composites"], tables["fits"], notes,
+                    backtest=tables["backtest"], onset=tables["onset"])
 
 
 def _fits(df, n_boot, seed, workers):

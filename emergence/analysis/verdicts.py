@@ -34,12 +34,12 @@ import pandas as pd
 from scipy import special
 
 from emergence import schema as S
-from emergence.curves import AXES as CURVE_AXES
-from emergence.curves import (CONSTANT, EXPONENTIAL, LINEAR, SATURATING_THRESHOLD, SIGMOID, THRESHOLD,
+from emergence.analysis.curves import AXES as CURVE_AXES
+from emergence.analysis.curves import (CONSTANT, EXPONENTIAL, LINEAR, SATURATING_THRESHOLD, SIGMOID, THRESHOLD,
                               Axis, CurveFit, bin_curve, median, noise_model, one_blas_thread, profile, profile_many,
                               sigmoid_grid)
 from emergence.names import lookup
-from emergence.parallel import map_chunks
+from emergence.analysis.parallel import map_chunks
 
 LABELS = ("emergent", "smooth", "flat", "undetermined", "inverse", "noisy")
 LN9 = float(np.log(9.0))

@@ -12,7 +12,7 @@ from pathlib import Path
 from emergence.families import Selection
 from emergence.names import at_line, read_toml, unknown_message
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "pool", "ray")
 
 
 class ConfigError(ValueError):
@@ -51,7 +51,9 @@ class BackendOptions:
 class ExecutorOptions:
     """Where checkpoints are evaluated; never changes the numbers (docs/ray.md)."""
 
-    kind: str = "local"            # "local": in this process; "ray": one Ray task per checkpoint
+    kind: str = "local"            # "local": in this process; "pool": worker processes on this
+                                   # machine; "ray": one Ray task per checkpoint
+    workers: int = 0               # pool processes; 0 = one per CPU
     address: str | None = None     # Ray cluster to join ("auto", "10.0.0.1:6379"); None = find or start one
     gpus_per_worker: float = 0.0   # GPUs a Ray task reserves; 0 = CPU only, 0.5 = two per GPU
     max_retries: int = 3           # reruns of a checkpoint whose Ray worker process died
@@ -65,12 +67,19 @@ class ExecutorOptions:
         if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
             raise ConfigError(f"[executor] gpus_per_worker above 1 must be a whole number (Ray's rule), "
                               f"got {self.gpus_per_worker!r}")
-        if self.kind == "local":  # a Ray setting under the local executor would be silently ignored
-            ray_only = [f.name for f in dataclasses.fields(self)
-                        if f.name != "kind" and getattr(self, f.name) != f.default]
-            if ray_only:
-                raise ConfigError(f"[executor] {', '.join(ray_only)} only apply to the Ray executor: "
-                                  "set kind = \"ray\" (--executor ray) or remove them")
+        if self.workers < 0:
+            raise ConfigError(f"[executor] workers must be >= 0, got {self.workers!r}")
+        # A setting of another executor would be silently ignored: refuse it.
+        foreign = [f.name for f in dataclasses.fields(self)
+                   if f.name not in _EXECUTOR_KEYS[self.kind] and getattr(self, f.name) != f.default]
+        if foreign:
+            owners = sorted({k for k, keys in _EXECUTOR_KEYS.items() for f in foreign if f in keys})
+            raise ConfigError(f"[executor] {', '.join(foreign)} only apply to the {' or '.join(owners)} "
+                              f"executor: set kind accordingly (--executor) or remove them")
+
+
+_EXECUTOR_KEYS = {"local": {"kind"}, "pool": {"kind", "workers"},
+                  "ray": {"kind", "address", "gpus_per_worker", "max_retries"}}
 
 
 @dataclass(frozen=True)

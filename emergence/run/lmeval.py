@@ -6,7 +6,7 @@
   of YAML files) or ``lm-eval:<file.yaml>``; :func:`resolve_task` turns such names into tasks.
 - :func:`to_lmeval_task` goes the other way: one of our tasks as an lm-eval ``Task`` object, built
   in memory, for ``lm_eval.simple_evaluate`` on lm-eval's own backends (HF, vLLM, APIs).
-- result files are imported by :mod:`emergence.lmeval_import`.
+- result files are imported by :mod:`emergence.run.importers`.
 
 lm_eval is imported inside the functions that need it.
 """
@@ -191,7 +191,7 @@ def to_lmeval_task(task, *, seed: int = 1234, limit: int | None = None, num_fews
     """
     import itertools
 
-    from emergence.evaluate import build_contexts
+    from emergence.run.evaluate import build_contexts
 
     examples = list(itertools.islice(task.examples(seed), limit))
     shots = num_fewshot if num_fewshot is not None else task.num_fewshot

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import optimize
 
 from emergence import schema as S
-from emergence.verdicts import ClassifyConfig, verdicts
+from emergence.analysis.verdicts import ClassifyConfig, verdicts
 
 DISCONTINUOUS, CONTINUOUS = "discontinuous", "continuous"
 _DISCONTINUOUS = {"exact_match", "acc", "gold_greedy", "acc_norm", "acc_len_norm", "mc1"}

@@ -22,8 +22,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from matplotlib.transforms import Bbox
 
 from emergence import schema as S
-from emergence.decompose import CONTINUOUS, DISCONTINUOUS, metric_kind
-from emergence.verdicts import metric_higher_is_better, metric_is_proportion
+from emergence.analysis.decompose import CONTINUOUS, DISCONTINUOUS, metric_kind
+from emergence.analysis.verdicts import metric_higher_is_better, metric_is_proportion
 
 AXIS_LABELS = {S.PARAMS: "parameters (total)", S.PARAMS_NONEMBED: "parameters (non-embedding)",
                S.TOKENS: "training tokens", S.FLOPS: "training compute (FLOPs)",
@@ -272,7 +272,7 @@ def predictions_figure(pred: pd.DataFrame) -> Figure:
 
 
 def onset_figure(onset: pd.DataFrame) -> Figure:
-    """Where tasks emerge (``emergence.onset`` rows): per curve, the loss threshold eta predicted
+    """Where tasks emerge (``emergence.analysis.onset`` rows): per curve, the loss threshold eta predicted
     from the small models against the estimate from all models (left; lower loss to the right),
     and the critical size N_c (right, log): predicted with its interval, the all-model estimate,
     the sizes between which the family's own losses cross eta (grey), and, where the small

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emergence.lab import LabConfig, family_dir, train_family
+from emergence.lab.training import LabConfig, family_dir, train_family
 
 LOSS_TASK = "heldout_loss"
 
@@ -81,7 +81,7 @@ def demo(out="runs/demo", limit: int = 200, lab: LabConfig | None = None, *, cac
     log(f"Evaluating {', '.join(tasks)} on every checkpoint (limit {limit}, {workers} worker(s)) ...")
     table, failed = evaluate_family(family, tasks, out, limit=limit, workers=workers, progress=progress)
     clock.lap("evaluate")
-    from emergence.analyze import analyze, summary, write_analysis
+    from emergence.analysis.analyze import analyze, summary, write_analysis
     from emergence.tidy import read_tidy
 
     analysis = analyze(read_tidy([table]))
@@ -103,26 +103,19 @@ def demo(out="runs/demo", limit: int = 200, lab: LabConfig | None = None, *, cac
 
 
 def evaluate_family(family, tasks, out, *, limit, workers=1, progress=True):
-    """Every checkpoint of ``family`` on ``tasks``; the models are split over ``workers``
-    processes, each with its own run directory. Returns (tidy table path, failures)."""
-    from emergence_plugins.local_families import family_from_toml
+    """Every checkpoint of ``family`` on ``tasks`` into one run directory ``<out>/run``, through
+    the pool executor with ``workers`` processes (the local one for 1). Returns (tidy table
+    path, failures)."""
+    from emergence.export import tidy_table, write_table
+    from emergence.run.config import ExecutorOptions, RunConfig
+    from emergence.run.runner import run
 
-    from emergence.export import write_table
-
-    models = sorted({ck.model for ck in family_from_toml(Path(family)).checkpoints})
-    parts = [models[i::workers] for i in range(workers) if models[i::workers]]
-    jobs = [(str(family), tuple(tasks), str(Path(out) / f"run-{i}"), part, limit, progress and i == 0)
-            for i, part in enumerate(parts)]
-    if len(jobs) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(_evaluate_part, jobs))
-    else:
-        results = [_evaluate_part(jobs[0])]
-    df = pd.concat([r[0] for r in results], ignore_index=True)
-    return write_table(df, Path(out) / "results.csv"), [f for r in results for f in r[1]]
+    executor = ExecutorOptions(kind="pool", workers=workers) if workers > 1 else ExecutorOptions()
+    # Zero-shot: the lab's corpus teaches each probe's format.
+    config = RunConfig(family=str(family), tasks=tuple(tasks), out=str(Path(out) / "run"), limit=limit,
+                       num_fewshot=0, executor=executor)
+    summary = run(config, progress=progress)
+    return write_table(tidy_table(config.out), Path(out) / "results.csv"), list(summary.failed)
 
 
 def check_ground_truth(analysis) -> pd.DataFrame:
@@ -144,33 +137,9 @@ def check_ground_truth(analysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _evaluate_part(job):
-    family, tasks, run_dir, models, limit, progress = job
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    from emergence.config import RunConfig
-    from emergence.export import tidy_table
-    from emergence.families import Selection
-    from emergence.runner import run
-
-    hf_logging.disable_progress_bar()   # our bars are per checkpoint and task
-    hf_logging.set_verbosity_error()
-    torch.set_num_threads(1)   # tiny models: one thread per worker is fastest (docs/lab.md)
-    select = Selection(sizes=tuple(models))
-    # Zero-shot: the lab's corpus teaches each probe's format.
-    summary = run(RunConfig(family=family, tasks=tasks, out=run_dir, select=select, limit=limit, num_fewshot=0),
-                  progress=progress)
-    failed = list(summary.failed)
-    return tidy_table(run_dir), failed
-
-
 def _report(table, out, log):
-    try:
-        from emergence.report import build_report
-    except ImportError:   # the report stage is not installed: the table and analysis are still there
-        log("No report module: skipped the HTML report")
-        return None
+    from emergence.report.build import build_report
+
     built = build_report([table], out / "report", analysis_dir=out / "analysis")
     log(f"Report: {built.html}")
     return built.html

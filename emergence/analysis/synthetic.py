@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from emergence import schema as S
-from emergence.curves import Axis
-from emergence.verdicts import LN9, ClassifyConfig, classify
+from emergence.analysis.curves import Axis
+from emergence.analysis.verdicts import LN9, ClassifyConfig, classify
 
 SHAPES = {
     "emergent": ("hinge", "saturating", "step"),
@@ -339,7 +339,7 @@ def onset_benchmark(n_families: int = 48, seed: int = 0, *, n_boot: int = 30, wo
     recipe where eta can lie beyond the small sizes and still within their reach): one row per
     family with the truth beside the prediction for its threshold task, and whether its smooth
     control task was (wrongly) predicted to emerge."""
-    from emergence.parallel import map_chunks
+    from emergence.analysis.parallel import map_chunks
 
     jobs = [(seed + i, "fixed_tokens" if i % 3 == 2 else "overtrained", n_boot) for i in range(n_families)]
     return pd.DataFrame(map_chunks(_onset_chunk, jobs, workers=workers, chunk=1, min_items=2))
@@ -366,7 +366,7 @@ def onset_score(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _onset_chunk(jobs):
-    from emergence.onset import onset_backtest
+    from emergence.analysis.onset import onset_backtest
 
     out = []
     for seed, recipe, n_boot in jobs:

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.optimize import curve_fit
 
 from emergence import schema as S
-from emergence.scaling import FitError, fit_chinchilla, fit_size_law, loss_points
+from emergence.analysis.scaling import FitError, fit_chinchilla, fit_size_law, loss_points
 
 
 @dataclass(frozen=True)

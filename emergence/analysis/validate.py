@@ -55,7 +55,7 @@ def validate(reference_dir: Path | None = None, *, n_curves: int = 600, n_famili
 
 
 def synthetic_section(n_curves: int, seed: int) -> str:
-    from emergence.synthetic import benchmark
+    from emergence.analysis.synthetic import benchmark
 
     r = benchmark(n_curves, seed)
     rest = r.rest
@@ -78,7 +78,7 @@ def synthetic_section(n_curves: int, seed: int) -> str:
 ONSET_INTRO = (
     "The loss threshold eta is located on the pooled loss axis of the models below a size cutoff "
     "(all their checkpoints or token budgets), and the loss law fitted on the same models turns it "
-    "into the critical size N_c at the family's recipe (`emergence.onset`). Intervals: eta's is the "
+    "into the critical size N_c at the family's recipe (`emergence.analysis.onset`). Intervals: eta's is the "
     "verdict's (bootstrap, profile and grid-gap union, 95%); N_c's spans the law's 90% bootstrap "
     "band at both ends of eta's interval. Where the small models do not reach eta, only a bound is "
     "given: a threshold shows only with two checkpoints past it, so eta is below their second-lowest "
@@ -86,7 +86,7 @@ ONSET_INTRO = (
 
 
 def onset_synthetic_section(seed: int, n_families: int = 48) -> str:
-    from emergence.synthetic import onset_benchmark, onset_score
+    from emergence.analysis.synthetic import onset_benchmark, onset_score
 
     score = onset_score(onset_benchmark(n_families, seed, n_boot=20))
     rows = ["| recipe | true N_c | families | eta located | median abs. eta error (nats) | "
@@ -158,7 +158,7 @@ def onset_olmo_section(reference_dir, cutoff: float = 2e9) -> str:
 def _onset_backtest_section(df, cutoff, first_column, intro) -> str:
     """Where tasks emerge, predicted from the models below ``cutoff`` and checked against all of
     them: a table of every curve emergent in either view, and a summary of the predicted ones."""
-    from emergence.onset import onset_backtest
+    from emergence.analysis.onset import onset_backtest
 
     table = onset_backtest(df, cutoff, n_boot=50)
     ok = table[table["status"] == "predicted"]
@@ -199,7 +199,7 @@ def chinchilla_section(reference_dir) -> str:
     path = reference_dir / "tidy" / "chinchilla_epoch.csv" if reference_dir else None
     if not path or not path.exists():
         return "Skipped: `tidy/chinchilla_epoch.csv` not found."
-    from emergence.scaling import HOFFMANN_2022, replicate_chinchilla
+    from emergence.analysis.scaling import HOFFMANN_2022, replicate_chinchilla
     from emergence.tidy import read_tidy
 
     fit, cmp = replicate_chinchilla(read_tidy([path]), n_boot=100, seed=0)
@@ -222,7 +222,7 @@ def chinchilla_section(reference_dir) -> str:
 def olmo_section(reference_dir) -> str:
     if not reference_dir or not (reference_dir / "olmo_ladder").is_dir():
         return "Skipped: `olmo_ladder/` not found."
-    from emergence.predict import olmo_ladder_validation
+    from emergence.analysis.predict import olmo_ladder_validation
 
     table = olmo_ladder_validation(reference_dir, n_boot=50)
     table = table[table["paper_pred"].notna()]   # the paper publishes predictions for 13B-5T only
@@ -246,7 +246,7 @@ def pythia_section(reference_dir) -> str:
     if not path or not path.exists():
         return "Skipped: `tidy/pythia.csv.gz` not found."
     from emergence.tidy import fill_chance, read_tidy
-    from emergence.verdicts import verdicts
+    from emergence.analysis.verdicts import verdicts
 
     df = fill_chance(read_tidy([path]))
     df = df[(df["n_shot"] == 0) & df[S.METRIC].isin(["acc", "acc_norm"])]

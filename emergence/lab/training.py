@@ -154,11 +154,11 @@ def trained(folder) -> bool:
 def train_family(config: LabConfig, out=None, *, progress: bool = True, log=print) -> Path:
     """Train every size of ``config`` into ``out`` (default: the cache folder named by its
     digest) and return the family TOML. A finished family of the same config is reused."""
-    from emergence.lab_corpus import skill_tasks
+    from emergence.lab.corpus import FILLER, skill_tasks
 
     out = Path(out) if out is not None else family_dir(config)
     # Unknown skills fail before anything is written.
-    versions = {name: str(task.version) for name, task in skill_tasks(config.mix).items()}
+    versions = {name: str(task.version) for name, task in skill_tasks(config.mix).items() if name != FILLER}
     if trained(out):
         done = json.loads((out / RECORD_FILE).read_text())
         if done.get("digest") != config.digest():
@@ -173,7 +173,7 @@ def train_family(config: LabConfig, out=None, *, progress: bool = True, log=prin
         shutil.rmtree(out)
     import torch
 
-    from emergence.lab_corpus import build_corpus
+    from emergence.lab.corpus import build_corpus
     clock = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     # Rows for the size that trains longest (every size trains on a prefix of the same rows),
@@ -356,7 +356,7 @@ def _workers(config, n_sizes):
 def _device(device: str) -> str:
     if device != "auto":
         return device
-    from emergence_plugins.huggingface import resolve_device
+    from emergence.run.devices import resolve_device
 
     return resolve_device("auto")
 

@@ -12,6 +12,7 @@ Everything is deterministic in the seed.
 import random
 
 FILLER = "filler"
+FILLER_TASK = "heldout_loss"   # its training text (the held-out corpus's kind) is the filler
 SEPARATOR = "\n\n"   # between documents, as between few-shot examples
 SPECIAL = "<|endoftext|>"
 # Training seeds start far above the evaluation's (RunConfig.seed = 1234, few-shot seed + 1).
@@ -25,7 +26,7 @@ def documents(mix, n_chars: int, seed: int) -> list[str]:
     total = sum(w for _, w in mix)
     docs = []
     for skill, weight in mix:
-        docs += _draw(tasks.get(skill), int(n_chars * weight / total), seed)
+        docs += _draw(tasks[skill], skill == FILLER, int(n_chars * weight / total), seed)
     random.Random(f"lab-shuffle:{seed}").shuffle(docs)
     return docs
 
@@ -51,23 +52,26 @@ def build_corpus(mix, n_chars: int, n_rows: int, context: int, vocab_size: int, 
 
 
 def skill_tasks(mix) -> dict:
-    """The registered tasks behind the skills of ``mix`` (``filler`` excluded), by name.
+    """The registered tasks behind the skills of ``mix``, by name (``filler``: the held-out loss task).
 
     Unknown skills are an error that says which names exist."""
     from emergence.names import unknown_message
     from emergence.plugins import collect, plugin_manager
 
     names = [s for s, _ in mix if s != FILLER]
-    if not names:
-        return {}
     tasks = collect(plugin_manager()).tasks
+    if FILLER_TASK not in tasks and any(s == FILLER for s, _ in mix):
+        raise ValueError(f"skill {FILLER!r} is the text of task {FILLER_TASK!r}, which no plugin registers")
     for name in names:
         if name not in tasks:
             raise ValueError(unknown_message("skill", name, [FILLER, *tasks]))
         if tasks[name].kind != "generate":
             raise ValueError(f"skill {name!r}: only generation tasks (prompt + answer) can be "
                              f"trained on, and {name!r} is {tasks[name].kind}")
-    return {n: tasks[n] for n in names}
+    chosen = {n: tasks[n] for n in names}
+    if any(s == FILLER for s, _ in mix):
+        chosen[FILLER] = tasks[FILLER_TASK]
+    return chosen
 
 
 def train_tokenizer(texts, vocab_size: int, split_digits: bool = False):
@@ -118,15 +122,13 @@ def pack(token_lists, context: int, sep_ids, pad_id: int):
     return ids, mask
 
 
-def _draw(task, n_chars: int, seed: int) -> list[str]:
-    """Documents of one skill (``task`` None: filler), ``n_chars`` characters in all."""
+def _draw(task, filler: bool, n_chars: int, seed: int) -> list[str]:
+    """Documents of one skill, ``n_chars`` characters in all."""
     docs, size, k = [], 0, 0
     while size < n_chars:
         stream_seed = TRAIN_SEED_BASE + 1000 * seed + k
-        if task is None:
-            from emergence_tasks.heldout_loss import generate_corpus, paragraphs
-
-            new = paragraphs(generate_corpus(seed=stream_seed, n_documents=90))
+        if filler:
+            new = (ex.text for ex in task.train_examples(stream_seed))
         else:
             new = (ex.prompt + ex.target for ex in task.examples(stream_seed))
         for doc in new:

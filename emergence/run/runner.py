@@ -5,9 +5,8 @@ finished cell in one transaction and frees the model before the next checkpoint.
 fails (a checkpoint that will not load, a task that raises) is recorded with its error and
 the sweep goes on; a rerun retries failed cells and skips finished ones.
 
-:func:`evaluate_checkpoint` does the work of one checkpoint and writes nothing; an executor
-runs it, here (:class:`LocalExecutor`) or on Ray workers (:mod:`emergence.ray_executor`), and
-this process alone writes the cells it yields to the store.
+An executor (:mod:`emergence.run.executors`: here, a process pool, or Ray) evaluates the
+checkpoints and yields their cells; this process alone writes them to the store.
 """
 
 import contextlib
@@ -17,18 +16,14 @@ import platform
 import subprocess
 import sys
 import time
-import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from emergence.config import RunConfig
-from emergence.evaluate import evaluate
-from emergence.families import Checkpoint, Family, select
-from emergence.lmeval import resolve_task
+from emergence.run.config import RunConfig
+from emergence.run.executors import CellResult, LocalExecutor, PoolExecutor
+from emergence.families import Family, select
+from emergence.run.lmeval import resolve_task
 from emergence.plugins import collect, plugin_info, plugin_manager
 from emergence.store import Store
 
@@ -47,18 +42,6 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-@dataclass(frozen=True)
-class CellResult:
-    """One evaluated (checkpoint, task) cell: its scores and samples, or the error that stopped it."""
-
-    checkpoint: Checkpoint      # as evaluated: parameter counts measured on the loaded model
-    task: str
-    scores: list = field(default_factory=list)
-    samples: list = field(default_factory=list)
-    seconds: float = 0.0
-    error: str | None = None
 
 
 def resolve_family(spec: str, pm, registry) -> Family:
@@ -103,65 +86,15 @@ def run(config: RunConfig, pm=None, progress: bool = True) -> RunSummary:
     return summary
 
 
-def evaluate_checkpoint(checkpoint: Checkpoint, tasks, config: RunConfig, pm) -> Iterator[CellResult]:
-    """Load ``checkpoint`` once, evaluate ``tasks`` on it in order, free it; yield a CellResult
-    per task as it finishes. Writes nothing: the caller owns the store. A checkpoint that will
-    not load, or a task that raises, gives cells with an error rather than an exception."""
-    try:
-        lm = pm.hook.load_model(checkpoint=checkpoint, options=config.backend, run_dir=Path(config.out))
-        if lm is None:
-            raise RuntimeError(f"No plugin could load checkpoint {checkpoint.name!r}")
-    except Exception as e:
-        for task in tasks:
-            yield CellResult(checkpoint, task.name, error=f"loading failed: {e}")
-        return
-    try:
-        checkpoint = _with_measured_counts(checkpoint, lm)
-        for task in tasks:
-            yield _evaluate_cell(checkpoint, task, lm, config)
-    finally:
-        if hasattr(lm, "close"):
-            lm.close()
-        del lm
-
-
-class LocalExecutor:
-    """Evaluates the plan in this process, one checkpoint after another."""
-
-    def __init__(self, config: RunConfig):
-        self.config = config
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    def describe(self) -> dict:
-        return {"kind": "local", "host": platform.node()}
-
-    def results(self, plan, pm, progress: bool) -> Iterator[CellResult]:
-        for ck, todo in tqdm(plan, desc="checkpoints", unit="ckpt", disable=not progress):
-            cells = evaluate_checkpoint(ck, todo, self.config, pm)
-            yield from tqdm(cells, total=len(todo), desc=ck.name, unit="task", leave=False, disable=not progress)
-
-
 def make_executor(config: RunConfig):
     """The executor ``config.executor`` names; Ray is imported only when it is the one asked for."""
     if config.executor.kind == "ray":
-        from emergence.ray_executor import RayExecutor
+        from emergence.run.ray_executor import RayExecutor
 
         return RayExecutor(config)
+    if config.executor.kind == "pool":
+        return PoolExecutor(config)
     return LocalExecutor(config)
-
-
-def _evaluate_cell(checkpoint, task, lm, config) -> CellResult:
-    start = time.perf_counter()
-    try:
-        scores, samples = evaluate(task, lm, seed=config.seed, limit=config.limit, num_fewshot=config.num_fewshot)
-    except Exception as e:
-        return CellResult(checkpoint, task.name, error=f"checkpoint {checkpoint.name!r}: {_describe(e)}")
-    return CellResult(checkpoint, task.name, scores, samples, time.perf_counter() - start)
 
 
 def _record(store, summary, registry, task, cell: CellResult):
@@ -174,21 +107,6 @@ def _record(store, summary, registry, task, cell: CellResult):
     else:
         store.write_failure(cell.checkpoint.name, task.name, str(task.version), plugin, cell.error)
         summary.failed.append((cell.checkpoint.name, task.name, cell.error))
-
-
-def _describe(error: BaseException) -> str:
-    frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
-    where = f" (at {Path(frame.filename).name}:{frame.lineno})" if frame else ""
-    return f"{type(error).__name__}: {error}{where}"
-
-
-def _with_measured_counts(ck, lm):
-    model = getattr(lm, "model", None)
-    if model is None or (ck.params is not None and ck.params_nonembed is not None):
-        return ck
-    from emergence.families import count_parameters
-
-    return ck.with_counts(*count_parameters(model))
 
 
 def _write_provenance(store: Store, config: RunConfig, pm, tasks, family: Family, executor: dict):

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from emergence import schema as S
-from emergence.lmeval import ACCURACY_METRICS, KNOWN_CHANCE, short_name
+from emergence.run.lmeval import ACCURACY_METRICS, KNOWN_CHANCE, short_name
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,9 @@
 Fitted the way Hoffmann et al. (2022) and the Besiroglu et al. (2024) replication did: in log
 space, log L_hat = LSE(a - alpha log N, b - beta log D, e) with A = e^a, B = e^b, E = e^e, a Huber
 loss (delta = 1e-3) on log L residuals, box-constrained L-BFGS from a grid of starts, bootstrap
-over points for intervals. The L-BFGS is our own, vectorised across problems (the starts, or the
-bootstrap resamples as point weights), with scipy's L-BFGS-B stopping rules: the same optima at a
-fraction of the per-call overhead. Also owns the compute-optimal allocation N*(C), D*(C)
+over points for intervals. The L-BFGS is our own (``analysis.lbfgs``), vectorised across problems
+(the starts, or the bootstrap resamples as point weights), with scipy's L-BFGS-B stopping rules:
+the same optima at a fraction of the per-call overhead. Also owns the compute-optimal allocation N*(C), D*(C)
 (C = 6ND) and the critical size N_c of a loss threshold eta (N0 (eta - L_inf)^(-1/alpha) for
 the size law; at a training recipe for the Chinchilla law).
 """
@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from emergence import schema as S
-from emergence.curves import one_blas_thread
-from emergence.parallel import map_chunks
+from emergence.analysis.curves import one_blas_thread
+from emergence.analysis.lbfgs import minimize_many
+from emergence.analysis.parallel import map_chunks
 
 DELTA = 1e-3  # Hoffmann et al.: small enough that a handful of outliers barely move the fit
 HOFFMANN_2022 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
@@ -194,6 +195,55 @@ def critical_size(eta: float, law: ScalingFit, *, eta_draws=None, level: float |
     return CriticalSize(n_c, float(low), float(high), level, draws, status, reason)
 
 
+def size_law_critical(params: dict, etas) -> np.ndarray:
+    """N_c = N0 (eta - L_inf)^(-1/alpha) of a size law given by its parameters, for each eta;
+    +inf where eta is at or below L_inf, NaN for a NaN eta."""
+    return _nc(theta_of("size", params)[None], np.asarray(etas, float))
+
+
+def theta_of(form: str, params: dict) -> np.ndarray:
+    """The fit's own vector (a[, b], e, alpha[, beta]) of a law given by its published names."""
+    if form == "size":
+        return np.array([params["alpha"] * np.log(params["N0"]), np.log(params["L_inf"]), params["alpha"]])
+    return np.array([np.log(params["A"]), np.log(params["B"]), np.log(params["E"]), params["alpha"], params["beta"]])
+
+
+def law_band(form: str, params: dict, N, D, fit_N, fit_D, fit_L, *, z: float = 1.96):
+    """(L_hat, low, high) of a law at (N, D): a delta-method band from the residuals at the
+    points it was fitted on (Gauss-Newton covariance of the log-loss fit; no refit). The
+    Jacobian is taken in the logs of the published parameters. Low and high are NaN where the
+    points cannot support a band (no more points than parameters)."""
+    names = NAMES[form]
+    phi = np.array([params[k] if k in ("alpha", "beta") else np.log(params[k]) for k in names], float)
+
+    def log_law(phi, N, D):
+        theta = theta_of(form, {k: v if k in ("alpha", "beta") else np.exp(v) for k, v in zip(names, phi)})
+        cols = [_arr(N)] if D is None else [_arr(N), _arr(D)]
+        return _logpred(theta[None], np.log(np.column_stack(np.broadcast_arrays(*cols))))[0]
+
+    def jacobian(N, D):
+        cols = []
+        for j in range(len(phi)):
+            h = 1e-6 * max(1.0, abs(phi[j]))
+            up, dn = phi.copy(), phi.copy()
+            up[j] += h
+            dn[j] -= h
+            cols.append((log_law(up, N, D) - log_law(dn, N, D)) / (2 * h))
+        return np.column_stack(cols)
+
+    pred = log_law(phi, N, D)
+    y, fit = np.log(_arr(fit_L)), log_law(phi, fit_N, fit_D)
+    lo = hi = np.full(len(pred), np.nan)
+    k = len(phi)
+    if len(y) > k and np.all(np.isfinite(fit)):
+        J, G = jacobian(fit_N, fit_D), jacobian(N, D)
+        s2 = float(np.sum((y - fit) ** 2) / (len(y) - k))
+        cov = s2 * np.linalg.pinv(J.T @ J)
+        se = np.sqrt(np.clip(np.einsum("ij,jk,ik->i", G, cov, G), 0, None))
+        lo, hi = np.exp(pred - z * se), np.exp(pred + z * se)
+    return np.exp(pred), lo, hi
+
+
 def fit_scaling_laws(df: pd.DataFrame, *, form: str = "size", x: str = S.PARAMS, loss: str = S.LOSS,
                      by=(S.FAMILY,), checkpoints: str = "final", n_boot: int = 100, seed: int = 0,
                      level: float = 0.95, workers: int = 0) -> pd.DataFrame:
@@ -340,11 +390,10 @@ def _obj_grad_many(x, lxc, ly, weights, delta):
 
 
 def _lbfgs_many(theta0, lx, ly, weights, delta, maxiter=500, memory=10, ftol=1e-13, gtol=1e-10):
-    """Box-constrained L-BFGS (exponents in [0, 10], log E in [-20, 20]) on many problems at
-    once: one row of ``weights`` per problem, started from ``theta0`` (one vector, or one row
-    each). Projected two-loop directions and a backtracking Armijo search, vectorised across
-    problems, with scipy's L-BFGS-B stopping rules (ftol, gtol). A problem's path depends only on
-    its own weights and start, never on the others in the batch. Returns (thetas, objectives)."""
+    """The law fitted on many problems at once (one row of ``weights`` per problem: bootstrap
+    resample counts, or ones), from ``theta0`` (one vector, or one row each), with exponents in
+    [0, 10] and log E in [-20, 20]. Works in centred coordinates (see ``_obj_grad_many``).
+    Returns (thetas, objectives)."""
     weights = np.asarray(weights, float)
     B, k = len(weights), lx.shape[1]
     mu = lx.mean(0)
@@ -353,61 +402,10 @@ def _lbfgs_many(theta0, lx, ly, weights, delta, maxiter=500, memory=10, ftol=1e-
     x[:, :k] -= x[:, k + 1:] * mu
     lo = np.r_[[-np.inf] * k, -20.0, [0.0] * k]
     hi = np.r_[[np.inf] * k, 20.0, [_ALPHA_MAX] * k]
-    x = np.clip(x, lo, hi)
-    with np.errstate(over="ignore", invalid="ignore"):
-        f, g = _obj_grad_many(x, lxc, ly, weights, delta)
-    S, Y, rho = np.zeros((B, memory, x.shape[1])), np.zeros((B, memory, x.shape[1])), np.zeros((B, memory))
-    gamma = np.ones(B)
-    active = np.isfinite(f)
-    for it in range(maxiter):
-        idx = np.flatnonzero(active)
-        if not len(idx):
-            break
-        xa, fa, ga = x[idx], f[idx], g[idx]
-        free = ~(((xa <= lo) & (ga > 0)) | ((xa >= hi) & (ga < 0)))   # not pressed against a bound
-        pg = np.where(free, ga, 0.0)
-        done = np.abs(pg).max(axis=1) <= gtol
-        q, ring, alphas = pg.copy(), [(it - 1 - j) % memory for j in range(min(it, memory))], []
-        for i in ring:                                     # newest pair first
-            a = rho[idx, i] * _dot(S[idx, i], q)
-            q -= a[:, None] * Y[idx, i]
-            alphas.append(a)
-        r = gamma[idx, None] * q
-        for i, a in zip(reversed(ring), reversed(alphas)):
-            r += S[idx, i] * (a - rho[idx, i] * _dot(Y[idx, i], r))[:, None]
-        d = np.where(free, -r, 0.0)
-        steep = ~(_dot(ga, d) < 0)                         # not a descent direction: use -gradient
-        d[steep] = -pg[steep]
-        step = np.where((it == 0) | steep, 1.0 / np.maximum(1.0, np.linalg.norm(pg, axis=1)), 1.0)
-        x_new, f_new, g_new = xa.copy(), fa.copy(), ga.copy()
-        pending = ~done
-        for _ in range(40):                                # halve the step until Armijo holds
-            j = np.flatnonzero(pending)
-            if not len(j):
-                break
-            trial = np.clip(xa[j] + step[j, None] * d[j], lo, hi)
-            with np.errstate(over="ignore", invalid="ignore"):
-                ft, gt = _obj_grad_many(trial, lxc, ly, weights[idx[j]], delta)
-            ok = np.isfinite(ft) & (ft <= fa[j] + 1e-4 * _dot(ga[j], trial - xa[j]))
-            x_new[j[ok]], f_new[j[ok]], g_new[j[ok]] = trial[ok], ft[ok], gt[ok]
-            pending[j[ok]] = False
-            step[j[~ok]] *= 0.5
-        s_vec, y_vec = x_new - xa, g_new - ga
-        sy, yy = _dot(s_vec, y_vec), _dot(y_vec, y_vec)
-        good = sy > 1e-10 * np.maximum(1.0, yy)            # curvature condition, else skip the pair
-        slot = it % memory
-        S[idx, slot], Y[idx, slot] = s_vec * good[:, None], y_vec * good[:, None]
-        rho[idx, slot] = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
-        gamma[idx] = np.where(good, sy / np.maximum(yy, 1e-300), gamma[idx])
-        rel = (fa - f_new) / np.maximum(np.maximum(np.abs(fa), np.abs(f_new)), 1.0)
-        x[idx], f[idx], g[idx] = x_new, f_new, g_new
-        active[idx] = ~(done | pending | (rel <= ftol))    # pending: no decrease left to find
+    x, f = minimize_many(lambda x, rows: _obj_grad_many(x, lxc, ly, weights[rows], delta), x, lo, hi,
+                         maxiter=maxiter, memory=memory, ftol=ftol, gtol=gtol)
     x[:, :k] += x[:, k + 1:] * mu
     return x, f * delta
-
-
-def _dot(a, b):
-    return np.einsum("bp,bp->b", a, b)
 
 
 def _grid(k):

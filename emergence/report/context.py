@@ -1,0 +1,247 @@
+"""The one plain dict the templates render: which tasks get figures (and which figures), the
+fitted loss laws as lines, the tables, and the provenance of every input."""
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emergence import schema as S
+from emergence.analysis.analyze import Analysis
+from emergence.analysis.decompose import CONTINUOUS, DISCONTINUOUS, metric_kind
+from emergence.analysis.scaling import law_band
+from emergence.analysis.verdicts import LABELS
+from emergence.report import figures as F
+from emergence.report.config import ReportConfig
+from emergence.report.render import FigureJob, render_figures
+from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
+                                     audit_rows, fit_rows, glance, verdict_rows)
+from emergence.tidy import fill_chance
+
+PACKAGES = ("emergence", "numpy", "pandas", "scipy", "matplotlib", "seaborn", "jinja2")
+
+
+def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predictions=None,
+                   config: ReportConfig = ReportConfig(), provenance: dict | None = None) -> dict:
+    """The one plain dict the templates render: tables as lists of dicts, figures as data URIs
+    (and files in ``fig_dir`` when given)."""
+    df = fill_chance(df)
+    df[S.SUBTASK] = df[S.SUBTASK].fillna("").astype(str)
+    v = _clean(analysis.verdicts)
+    tasks = rank_tasks(df, v)
+    shown = tasks[:config.max_tasks]
+    law = law_curves(df, analysis.fits)
+    jobs = []
+    if _has(df, S.LOSS) and _has(df, S.PARAMS):
+        n_fam = df.loc[df[S.LOSS].notna(), S.FAMILY].nunique()
+        caption = _scaling_caption(law) + (f" Rows: the {F.MAX_PANELS} of {n_fam} families with most models."
+                                           if n_fam > F.MAX_PANELS else "")
+        jobs.append(FigureJob("loss-scaling", "Held-out loss vs parameters, tokens and compute", caption,
+                         "loss_scaling_figure", (F.checkpoints(df), None if law.empty else law)))
+    sections = [_task_jobs(df[df[S.TASK] == task], v, analysis.composites, task, i) for i, task in enumerate(shown)]
+    jobs += [j for s in sections for j in s.pop("jobs")]
+    pred = None
+    if predictions is not None and not predictions.empty:
+        pred = _records(predictions.assign(
+            rel_error=(predictions["predicted"] - predictions["actual"]) / predictions["actual"].abs()))
+        dropped = predictions.attrs.get("dropped", 0)
+        caption = ("Filled: actual; open: predicted" + (" (bar: its interval)" if "lo" in predictions else "")
+                   + ("; diamond: the published prediction" if "reference" in predictions else "")
+                   + "; right: relative error of the prediction."
+                   + (f" {dropped} row(s) without a prediction (a fit that failed) left out." if dropped else ""))
+        jobs.append(FigureJob("predictions", "Predictions vs actual (backtests)", caption, "predictions_figure",
+                         (predictions,)))
+    onset = _onset_rows(analysis.onset)
+    if onset:
+        jobs.append(FigureJob("onset", "Where tasks emerge: predicted from the small models",
+                         ONSET_CAPTION, "onset_figure", (analysis.onset,)))
+    records = dict(zip([j.stem for j in jobs], render_figures(jobs, fig_dir, config)))
+    for s in sections:
+        s["figures"] = [records[stem] for stem in s["figures"]]
+    return {
+        "title": config.title or f"Emergence report: {', '.join(map(str, df[S.FAMILY].unique()[:4]))}",
+        "n_rows": len(df), "families": [str(f) for f in df[S.FAMILY].unique()],
+        "n_checkpoints": int(df[[S.FAMILY, S.CHECKPOINT]].drop_duplicates().shape[0]),
+        "n_tasks": len(tasks), "tasks_shown": shown, "tasks_not_shown": tasks[config.max_tasks:],
+        "legend": [{"label": k, "colour": COLOURS[k], "text": LEGEND[k]} for k in LABELS],
+        "notes": list(dict.fromkeys(analysis.notes)),
+        "counts": _counts(v), "glance": glance(v, tasks, config.max_glance_rows),
+        "verdicts": verdict_rows(v, analysis.fits, config.max_table_rows),
+        "n_verdicts": len(v), "max_table_rows": config.max_table_rows,
+        "audit": audit_rows(analysis.audit), "composites": _records(_clean(analysis.composites)),
+        "fits": fit_rows(analysis.fits),
+        "scaling_figure": records.get("loss-scaling"), "task_sections": sections,
+        "predictions": pred, "predictions_figure": records.get("predictions"),
+        "onset": onset, "onset_figure": records.get("onset"),
+        "figure_files": list(records.values()),
+        "provenance": provenance or {},
+    }
+
+
+ONSET_CAPTION = (
+    "Fitted on the models below the size cutoff (dashed), scored on the rest. Left: the loss threshold "
+    "eta located on the small models' pooled checkpoints (open, with its interval) and on all models "
+    "(filled). Right: the critical size N_c at which the small models' loss law reaches eta at the "
+    "family's recipe, the same from all models, and the sizes between which the family's measured "
+    "losses cross the all-model eta (grey). A triangle is a lower bound: the small models never "
+    "reached eta, so only 'above this size' can be said.")
+
+
+def rank_tasks(df: pd.DataFrame, verdicts: pd.DataFrame) -> list:
+    """Tasks, most informative first: an emergent verdict on a size/compute/loss axis, then the
+    share of emergent curves, then the share with any trend (not flat/undetermined), then rows."""
+    tasks = list(dict.fromkeys(df[S.TASK].astype(str)))
+    if verdicts.empty:
+        return tasks
+    em = verdicts["label"] == "emergent"
+    g = pd.DataFrame({S.TASK: verdicts[S.TASK].astype(str), "pooled": em & (verdicts["axis"] != S.TOKENS),
+                      "emergent": em, "trend": verdicts["label"].isin(["emergent", "smooth", "inverse"])})
+    score = g.groupby(S.TASK).agg(pooled=("pooled", "any"), emergent=("emergent", "mean"), trend=("trend", "mean"))
+    rows = df[S.TASK].astype(str).value_counts()
+    key = {t: (-float(score.loc[t, "pooled"]), -score.loc[t, "emergent"], -score.loc[t, "trend"], -rows.get(t, 0))
+           if t in score.index else (0.0, 0.0, 0.0, -rows.get(t, 0)) for t in tasks}
+    return sorted(tasks, key=key.get)
+
+def law_curves(df: pd.DataFrame, fits: pd.DataFrame, *, extrapolate: float = 10.0, points: int = 60) -> pd.DataFrame:
+    """The fitted laws as lines: per family, the size law over [N_min / 2, N_max * extrapolate]
+    and the Chinchilla law at each tokens-per-parameter ratio of the final checkpoints (up to
+    five), with a 95% delta-method band (Gauss-Newton covariance of the log-loss fit at the
+    final checkpoints; no refit)."""
+    if fits is None or fits.empty or "status" not in fits.columns:
+        return pd.DataFrame()
+    pts = F.checkpoints(df)
+    pts = pts[pts["final"]].dropna(subset=[S.PARAMS, S.LOSS])
+    frames = []
+    for (fam, form), g in fits[fits["status"] == "ok"].groupby([S.FAMILY, "form"]):
+        p = dict(zip(g["param"], g["estimate"]))
+        fp = pts[pts[S.FAMILY] == fam]
+        if fp.empty:
+            continue
+        grid = np.geomspace(fp[S.PARAMS].min() / 2, fp[S.PARAMS].max() * extrapolate, points)
+        if form == "size":
+            frames.append(_band(form, p, grid, None, fp, fam, np.nan))
+        elif form == "chinchilla" and fp[S.TOKENS].notna().all():
+            ratios = sorted({float(f"{r:.2g}") for r in fp[S.TOKENS] / fp[S.PARAMS]})
+            for r in F._thin(ratios, 5):
+                frames.append(_band(form, p, grid, grid * r, fp, fam, r))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+def provenance(sources, df: pd.DataFrame, analysis_origin: str, command: str, config: ReportConfig) -> dict:
+    """Families and checkpoints, task versions, inputs, package versions, how to rebuild."""
+    runs = [json.loads((s / "run.json").read_text()) for s in sources if s.is_dir() and (s / "run.json").exists()]
+    fams = []
+    for fam, g in df.groupby(S.FAMILY, sort=False):
+        ck = F.checkpoints(g)
+        models = list(dict.fromkeys(ck[S.MODEL].astype(str)))
+        steps = ck[S.STEP].dropna()
+        fams.append({"family": fam, "n_models": len(models), "n_checkpoints": len(ck),
+                     "models": ", ".join(models[:16]) + (f" and {len(models) - 16} more" if len(models) > 16 else ""),
+                     "params": _range(ck[S.PARAMS]), "tokens": _range(ck[S.TOKENS]),
+                     "steps": f"{steps.nunique()} ({_range(steps)})" if len(steps) else "not recorded"})
+    versions = {t: v for r in runs for t, v in (r.get("tasks") or {}).items()}
+    tasks = []
+    for task, g in df.groupby(S.TASK, sort=True):
+        extra = []
+        for col in ("n_shot", "setting"):
+            if col in g.columns and g[col].notna().any():
+                vals = [str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+                        for x in g[col].dropna().unique()]
+                extra.append(f"{col}: {', '.join(vals[:3])}" + (" ..." if len(vals) > 3 else ""))
+        tasks.append({"task": task, "version": versions.get(task, "not recorded in a tidy table"),
+                      "metrics": ", ".join(map(str, g[S.METRIC].unique())),
+                      "subtasks": int((g[S.SUBTASK].fillna("") != "").groupby(g[S.SUBTASK]).any().sum()),
+                      "details": "; ".join(extra)})
+    packages = {p: _version(p) for p in PACKAGES}
+    packages["python"] = platform.python_version()
+    evaluated = {f"{k} (evaluation)": v for r in runs[:1] for k, v in (r.get("packages") or {}).items() if v}
+    return {"command": command, "analysis": analysis_origin, "families": fams, "tasks": tasks,
+            "inputs": [_input(s) for s in sources], "packages": {**packages, **evaluated},
+            "runs": [{"git_sha": r.get("git_sha"), "started_at": r.get("started_at"),
+                      "command": " ".join(map(str, r.get("command") or []))} for r in runs],
+            "config": {k: getattr(config, k) for k in ("max_tasks", "dpi", "n_boot", "seed")}}
+
+def _task_jobs(t, v, composites, task, i):
+    """Figure jobs for one task: size, loss, metric views, composite."""
+    sub, metric = _primary(t)
+    curve = t[(t[S.SUBTASK] == sub) & (t[S.METRIC] == metric)]
+    tv = v[(v[S.TASK] == task)] if not v.empty else v
+    name = f"{task}" + (f" / {sub}" if sub else "")
+    jobs = []
+    if _has(curve, S.PARAMS):
+        jobs.append(FigureJob(f"{task}-size", f"{name}: {metric} vs size",
+                         "One line per training step shared by the models (colour: step; the final step "
+                         "drawn thick with its 95% interval), or each model's last checkpoint.",
+                         "metric_vs_size", (curve,)))
+    same = t[t[S.SUBTASK] == sub]
+    both = {DISCONTINUOUS, CONTINUOUS} <= {metric_kind(m) for m in same[S.METRIC].unique()}
+    x = S.LOSS if _has(curve, S.LOSS) else S.PARAMS
+    xv = tv[(tv["axis"] == x) & (tv[S.SUBTASK] == sub)] if not tv.empty else None
+    where = ("held-out loss, every checkpoint pooled (lower loss to the right)" if x == S.LOSS
+             else "size, final checkpoint of each model")
+    shading = " Shaded: the threshold eta's 95% interval where the verdict is emergent; dashed: chance."
+    n_fam = t[S.FAMILY].nunique()
+    if n_fam > F.MAX_PANELS:
+        shading += f" Rows: the {F.MAX_PANELS} of {n_fam} families with most models."
+    if both:  # the same outputs under each kind of metric, side by side (the first panel is `metric`)
+        jobs.append(FigureJob(f"{task}-metrics", f"{name}: discontinuous vs continuous metrics vs {x}",
+                         f"The same outputs scored by each metric, against {where}." + shading,
+                         "metric_views", (same, x, xv)))
+    elif x == S.LOSS:
+        lv = xv[xv[S.METRIC] == metric] if xv is not None else None
+        jobs.append(FigureJob(f"{task}-loss", f"{name}: {metric} vs held-out loss",
+                         f"Against {where}." + shading, "metric_vs_loss", (curve, lv)))
+    comp = composites[composites[S.TASK] == task] if not composites.empty and S.TASK in composites else None
+    if comp is not None and not comp.empty:
+        row = comp.iloc[0]
+        fam_t = t[t[S.FAMILY] == row[S.FAMILY]]
+        x = S.LOSS if _has(fam_t, S.LOSS) else S.PARAMS
+        jobs.append(FigureJob(f"{task}-composite", f"{name}: sub-tasks vs composite",
+                         f"{int(row['k'])} sub-tasks; RMSE of the product prediction "
+                         f"{_fmt(row['rmse_independent'], 3)}, of mean**k_eff {_fmt(row['rmse_fitted'], 3)}.",
+                         "composite_figure", (fam_t, x), {"k_eff": float(row["k_eff"])}))
+    return {"task": task, "subtask": sub, "metric": metric, "anchor": f"task-{i}",
+            "figures": [j.stem for j in jobs], "jobs": jobs}
+
+def _primary(t):
+    """The curve a task's figures show: the whole task (subtask "") if present, else its commonest
+    sub-task; its first discontinuous metric."""
+    subs = t[S.SUBTASK]
+    sub = "" if (subs == "").any() else subs.value_counts().index[0]
+    metrics = F.order_by_kind(t.loc[subs == sub, S.METRIC].unique())
+    return sub, metrics[0]
+
+def _band(form, params, N, D, pts, fam, ratio):
+    """The law at (N, D) with its 95% band from the residuals at the final checkpoints ``pts``."""
+    fit_d = pts[S.TOKENS].to_numpy(float) if form == "chinchilla" else None
+    pred, lo, hi = law_band(form, params, N, D, pts[S.PARAMS].to_numpy(float), fit_d,
+                            pts[S.LOSS].to_numpy(float), z=F.Z95)
+    return pd.DataFrame({S.FAMILY: fam, "form": form, "ratio": ratio, S.PARAMS: N,
+                         S.TOKENS: np.nan if D is None else D, S.LOSS: pred, "lo": lo, "hi": hi,
+                         "extrapolated": N > pts[S.PARAMS].max()})
+
+
+def _scaling_caption(law):
+    text = ("Left: final checkpoint of each model with the fitted law (solid), its extrapolation to 10x the "
+            "largest model (dashed) and a 95% band (delta method from the residuals). Middle: each model's "
+            "training curve against tokens. Right: every checkpoint against training compute.")
+    return text if not law.empty else "No law could be drawn (no successful fit); points only."
+
+def _input(path):
+    path = Path(path)
+    if path.is_dir():
+        return {"path": str(path), "kind": "run directory", "sha256": "", "bytes": ""}
+    h = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"path": str(path), "kind": "tidy table", "sha256": h, "bytes": f"{path.stat().st_size:,}"}
+
+def _version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+def _has(df, col):
+    return col in df.columns and pd.to_numeric(df[col], errors="coerce").notna().any()
