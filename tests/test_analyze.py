@@ -9,6 +9,7 @@ import pytest
 from emergence import schema as S
 from emergence.analysis.analyze import analyze, load_tables, summary
 from emergence.cli import main
+from emergence.export import tidy_table, write_table
 from emergence.analysis.synthetic import composite
 from emergence.tidy import read_tidy
 
@@ -83,9 +84,17 @@ def test_run_directory_is_analysed_directly(tiny_family_dir, tmp_path):
     cfg = RunConfig(family=str(tiny_family_dir), tasks=("mc_arith", "heldout_loss"), out=str(tmp_path / "run"),
                     limit=4, backend=BackendOptions(batch_size=4))
     run(cfg, progress=False)
-    result = analyze(load_tables([tmp_path / "run"]))
+    table = load_tables([tmp_path / "run"])
+    result = analyze(table, n_boot=10)
     assert set(result.verdicts["axis"]) == {"params", "loss"}
-    assert set(result.verdicts["label"]) <= {"emergent", "smooth", "flat", "undetermined", "inverse", "noisy"}
+    # Every curve of the run is judged, on each axis ...
+    curves = {tuple(k) for k in table[["task", "subtask", "metric"]].drop_duplicates().itertuples(index=False)}
+    for axis, v in result.verdicts.groupby("axis"):
+        assert {tuple(k) for k in v[["task", "subtask", "metric"]].itertuples(index=False)} == curves, axis
+    # ... exactly as the table `emergence export` writes of the same run directory.
+    exported = write_table(tidy_table(tmp_path / "run"), tmp_path / "results.csv")
+    from_file = analyze(read_tidy([exported]), n_boot=10)
+    pd.testing.assert_frame_equal(result.verdicts, from_file.verdicts)
 
 
 def test_background_work_returns_its_value_or_raises_its_error():

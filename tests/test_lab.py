@@ -191,6 +191,6 @@ def test_reduced_demo_gives_the_designed_verdicts(tmp_path):
     bad = result.checks[~result.checks["ok"]]
     assert bad.empty, "\n" + bad.to_string()
     assert (tmp_path / "demo" / "results.csv").exists() and (tmp_path / "demo" / "analysis" / "verdicts.csv").exists()
-    if result.report is not None:
-        assert result.report.exists()
-    assert {"train", "evaluate", "analyze"} <= set(result.seconds)
+    assert (tmp_path / "demo" / "run" / "results.sqlite").exists()   # one run directory, via the pool executor
+    assert result.report is not None and result.report.exists()      # the report is part of the demo
+    assert {"train", "evaluate", "analyze", "report"} <= set(result.seconds)

@@ -29,7 +29,8 @@ def test_critical_size_on_a_chinchilla_law_solves_the_recipe(chinchilla_fit):
     p = chinchilla_fit.params
     at_ratio = critical_size(2.6, chinchilla_fit, tokens_per_param=20)
     assert chinchilla_loss(at_ratio.n_c, 20 * at_ratio.n_c, p) == pytest.approx(2.6, rel=1e-9)
-    assert at_ratio.low <= at_ratio.n_c <= at_ratio.high and at_ratio.status == "ok"
+    low, high = at_ratio.intervals["n_c"]
+    assert low <= at_ratio.n_c <= high and at_ratio.status == "ok"
     fixed = critical_size(2.6, chinchilla_fit, tokens=3e11)   # closed form at a fixed D
     floor = p["E"] + p["B"] / 3e11 ** p["beta"]
     assert fixed.n_c == pytest.approx((p["A"] / (2.6 - floor)) ** (1 / p["alpha"]), rel=1e-6)

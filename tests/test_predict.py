@@ -30,7 +30,12 @@ def test_sigmoid_recovers_parameters():
     fit = fit_sigmoid(x, y + np.random.default_rng(0).normal(0, 0.005, x.size), anchor=False)
     assert fit.params["a"] == pytest.approx(-0.7, abs=0.02) and fit.params["k"] == pytest.approx(4, rel=0.1)
     assert fit.params["x0"] == pytest.approx(1.2, abs=0.03) and fit.params["b"] == pytest.approx(0.95, abs=0.02)
-    assert fit.predict([1.2])[0] == pytest.approx(0.6, abs=0.01) and "acc(x)" in fit.summary()
+    assert fit.predict([1.2])[0] == pytest.approx(0.6, abs=0.01) and "ladder_sigmoid" in fit.summary()
+    # One result type with the curve fits: intervals at its level contain the truth.
+    assert fit.spec.name == "sigmoid" and fit.level == 0.95
+    for name, true in (("a", -0.7), ("k", 4.0), ("x0", 1.2), ("b", 0.95)):
+        low, high = fit.intervals[name]
+        assert low < true < high, (name, low, high)
 
 
 def test_sigmoid_bad_input():

@@ -42,8 +42,8 @@ def test_size_law_noisy_parameters_inside_their_intervals():
     rng = np.random.default_rng(1)
     fit = fit_size_law(N, size_law(N) * np.exp(rng.normal(0, 0.01, N.size)), n_boot=100)
     for name, true in (("L_inf", 1.7), ("N0", 3e8), ("alpha", 0.3)):
-        low, high = fit.ci[name]
-        assert low <= true <= high, (name, fit.ci[name])
+        low, high = fit.intervals[name]
+        assert low <= true <= high, (name, fit.intervals[name])
         assert fit.stderr[name] > 0
 
 
@@ -64,7 +64,7 @@ def test_chinchilla_noisy_recovery():
     assert fit.params["alpha"] == pytest.approx(0.34, abs=0.05)
     assert fit.params["beta"] == pytest.approx(0.28, abs=0.05)
     assert fit.params["E"] == pytest.approx(1.69, abs=0.1)
-    assert fit.ci["alpha"][0] < fit.params["alpha"] < fit.ci["alpha"][1]
+    assert fit.intervals["alpha"][0] < fit.params["alpha"] < fit.intervals["alpha"][1]
 
 
 def test_compute_optimal_is_the_isoflop_minimum():
@@ -86,9 +86,10 @@ def test_critical_size_matches_formula_and_propagates_draws():
     p = fit.params
     out = critical_size(2.2, fit)
     assert out.n_c == pytest.approx(p["N0"] * (2.2 - p["L_inf"]) ** (-1 / p["alpha"]), rel=1e-9)
-    assert out.low < out.n_c < out.high and out.status == "ok"
+    low, high = out.intervals["n_c"]
+    assert low < out.n_c < high and out.status == "ok"
     wider = critical_size(2.2, fit, eta_draws=np.random.default_rng(3).normal(2.2, 0.05, 500))
-    assert wider.high / wider.low > out.high / out.low
+    assert np.divide(*wider.intervals["n_c"][::-1]) > high / low
     never = critical_size(1.0, fit)
     assert never.status == "undetermined" and np.isinf(never.n_c) and "never reached" in never.reason
     with pytest.raises(ValueError):
@@ -156,7 +157,7 @@ def test_bootstrap_does_not_depend_on_the_number_of_workers():
     one = fit_size_law(N, L, n_boot=40, workers=1)
     for workers in (2, 3):   # draws are farmed out to processes, resamples drawn up front
         other = fit_size_law(N, L, n_boot=40, workers=workers)
-        assert np.array_equal(one.draws, other.draws, equal_nan=True) and one.ci == other.ci
+        assert np.array_equal(one.draws, other.draws, equal_nan=True) and one.intervals == other.intervals
     df = pd.DataFrame([{S.FAMILY: fam, S.MODEL: f"{fam}{i}", S.PARAMS: n, S.TASK: "t", S.METRIC: "acc",
                         S.VALUE: 0.5, S.LOSS: size_law(n, alpha=a) * (1 + 0.01 * (-1) ** i)}
                        for fam, a in (("a", 0.3), ("b", 0.4), ("c", 0.5)) for i, n in enumerate(N)])

@@ -88,6 +88,9 @@ class CurveFit:
     sigma_known: bool = True
     axis: Axis | None = None   # predict() maps x through it when set
     y_sign: int = 1            # fits on -y for lower-is-better metrics; predict() undoes it
+    level: float = 0.95        # of `intervals`
+    status: str = "ok"         # "ok" | "undetermined" (a fit that exists but says nothing)
+    reason: str = ""
 
     @property
     def params(self) -> dict:
@@ -141,11 +144,13 @@ class CurveFit:
 
     @property
     def intervals(self) -> dict:
-        """95% Wald intervals (normal when sigma is known, Student t otherwise)."""
+        """Wald intervals at ``level``: name -> (low, high) (normal when sigma is known, Student t
+        otherwise)."""
         dof = self.n - len(self.values)
         from scipy import stats   # ~0.5 s to import, and only intervals need it
 
-        q = stats.norm.ppf(0.975) if self.sigma_known or dof <= 0 else stats.t.ppf(0.975, dof)
+        tail = (1 + self.level) / 2
+        q = stats.norm.ppf(tail) if self.sigma_known or dof <= 0 else stats.t.ppf(tail, dof)
         return {n: (v - q * self.stderr[n], v + q * self.stderr[n]) for n, v in self.params.items()}
 
     def predict(self, x):
@@ -154,10 +159,11 @@ class CurveFit:
 
     def summary(self) -> str:
         rows = [f"{self.name}: n={self.n} chi2={self.chi2:.3g} AIC={self.aic:.2f} "
-                f"AICc={self.aicc:.2f} BIC={self.bic:.2f}"]
+                f"AICc={self.aicc:.2f} BIC={self.bic:.2f}, status = {self.status}"
+                + (f" ({self.reason})" if self.reason else "")]
         for name, v in self.params.items():
             lo, hi = self.intervals[name]
-            rows.append(f"  {name:>4} = {v:.4g}  [{lo:.4g}, {hi:.4g}]")
+            rows.append(f"  {name:>4} = {v:.4g}  [{lo:.4g}, {hi:.4g}] ({100 * self.level:.0f}%)")
         return "\n".join(rows)
 
 

@@ -46,10 +46,10 @@ class LossLaw:
         undercover, so they are not what is propagated."""
         recipe = {"tokens_per_param": self.tokens_per_param} if self.fit.form == "chinchilla" else {}
         point = critical_size(eta, self.fit, **recipe)
-        low, high = point.low, point.high
+        low, high = point.intervals["n_c"]
         if lo is not None and hi is not None:
-            low = min(low, critical_size(max(lo, hi), self.fit, **recipe).low)
-            high = max(high, critical_size(min(lo, hi), self.fit, **recipe).high)
+            low = min(low, critical_size(max(lo, hi), self.fit, **recipe).intervals["n_c"][0])
+            high = max(high, critical_size(min(lo, hi), self.fit, **recipe).intervals["n_c"][1])
         return point.n_c, low, high, point.reason
 
 

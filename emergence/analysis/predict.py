@@ -17,6 +17,7 @@ import pandas as pd
 from scipy.optimize import curve_fit
 
 from emergence import schema as S
+from emergence.analysis.curves import SIGMOID, CurveFit
 from emergence.analysis.scaling import FitError, fit_chinchilla, fit_size_law, loss_points
 
 
@@ -49,30 +50,12 @@ OLMO_TARGETS = {"peteish13_eval_final": ("13B-5T", 5000088518656),
                 "peteish7_eval_anneal": ("7B-4T", 3945065873408)}
 
 
-@dataclass(frozen=True, eq=False)
-class SigmoidFit:
-    """acc(x) = a / (1 + exp(-k (x - x0))) + b, with a <= 0, k >= 0: falls from b to a + b."""
-
-    params: dict
-    n: int
-    rss: float
-    status: str = "ok"
-    reason: str = ""
-
-    def predict(self, x) -> np.ndarray:
-        p = self.params
-        return _sigmoid(np.asarray(x, dtype=float), p["a"], p["x0"], p["k"], p["b"])
-
-    def summary(self) -> str:
-        p = self.params
-        return (f"acc(x) = {p['a']:.3f} / (1 + exp(-{p['k']:.3f} (x - {p['x0']:.3f}))) + {p['b']:.3f}; "
-                f"n = {self.n}, rss = {self.rss:.4g}, status = {self.status} {self.reason}".rstrip())
-
-
-def fit_sigmoid(x, y, *, chance: float = 0.25, ceiling: float = 1.0, anchor: bool = True) -> SigmoidFit:
-    """Least-squares sigmoid of accuracy on task loss, as the ladder paper fits it: bounds
-    a in [-1, 0], x0, k >= 0, b in [0, 1], start (chance - 1, 0.9, 3, ceiling), and (when
-    ``anchor``) the ideal point (loss 0, accuracy ``ceiling``) added to pin the top."""
+def fit_sigmoid(x, y, *, chance: float = 0.25, ceiling: float = 1.0, anchor: bool = True) -> CurveFit:
+    """Least-squares ``curves.SIGMOID`` of accuracy on task loss, acc = a / (1 + exp(-k (x - x0)))
+    + b, fitted as the ladder paper fits it (scipy's bounded least squares, so the paper's numbers
+    reproduce): bounds a in [-1, 0], x0, k >= 0, b in [0, 1], start (chance - 1, 0.9, 3,
+    ceiling), and (when ``anchor``) the ideal point (loss 0, accuracy ``ceiling``) added to pin
+    the top. With a <= 0 the curve falls from b to a + b as the loss grows."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 4:
@@ -85,14 +68,15 @@ def fit_sigmoid(x, y, *, chance: float = 0.25, ceiling: float = 1.0, anchor: boo
                          bounds=([-1, 0, 0, 0], [0, np.inf, np.inf, 1]), maxfev=100000)
     except (RuntimeError, ValueError) as e:
         raise FitError(f"sigmoid fit failed: {e}") from e
-    params = dict(zip(("a", "x0", "k", "b"), map(float, p)))
+    a, x0, k, b = map(float, p)
     rss = float(((_sigmoid(x, *p) - y) ** 2).sum())
     status, reason = "ok", ""
     if np.ptp(y[:-1] if anchor else y) < 1e-9:
         status, reason = "undetermined", "accuracy is constant: no sigmoid to fit"
-    elif params["k"] < 1e-6:
+    elif k < 1e-6:
         status, reason = "undetermined", "the fitted sigmoid is flat (k = 0)"
-    return SigmoidFit(params, len(x), rss, status, reason)
+    return CurveFit(SIGMOID, "ladder_sigmoid", (a, k, x0, b), x, y, np.ones_like(y), rss, sigma_known=False,
+                    status=status, reason=reason)
 
 
 def backtest_loss(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, form: str = "chinchilla",

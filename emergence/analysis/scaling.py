@@ -41,7 +41,7 @@ class ScalingFit:
     form: str                       # "size" | "chinchilla"
     params: dict
     stderr: dict
-    ci: dict                        # name -> (low, high) percentile bootstrap interval
+    intervals: dict                 # name -> (low, high) percentile bootstrap interval at `level`
     level: float
     n: int
     objective: float                # summed Huber loss of log residuals at the optimum
@@ -75,8 +75,8 @@ class ScalingFit:
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"param": list(self.params), "estimate": list(self.params.values()),
                              "stderr": [self.stderr[k] for k in self.params],
-                             "ci_low": [self.ci[k][0] for k in self.params],
-                             "ci_high": [self.ci[k][1] for k in self.params]})
+                             "ci_low": [self.intervals[k][0] for k in self.params],
+                             "ci_high": [self.intervals[k][1] for k in self.params]})
 
     def summary(self) -> str:
         law = {"size": "L(N) = L_inf + (N0/N)^alpha",
@@ -153,12 +153,15 @@ class CriticalSize:
     the size law; for the Chinchilla law, at a training recipe: D = r N or a fixed D)."""
 
     n_c: float
-    low: float
-    high: float
+    intervals: dict                 # {"n_c": (low, high)} at `level`, like every fit result
     level: float
     draws: np.ndarray | None = None
     status: str = "ok"
     reason: str = ""
+
+    @property
+    def params(self) -> dict:
+        return {"n_c": self.n_c}
 
 
 def critical_size(eta: float, law: ScalingFit, *, eta_draws=None, level: float | None = None,
@@ -192,7 +195,7 @@ def critical_size(eta: float, law: ScalingFit, *, eta_draws=None, level: float |
         unreached = np.isinf(draws).mean()
         if status == "ok" and unreached > (1 - level) / 2:
             reason = f"{unreached:.0%} of bootstrap draws never reach eta: the upper bound is infinite"
-    return CriticalSize(n_c, float(low), float(high), level, draws, status, reason)
+    return CriticalSize(n_c, {"n_c": (float(low), float(high))}, level, draws, status, reason)
 
 
 def size_law_critical(params: dict, etas) -> np.ndarray:

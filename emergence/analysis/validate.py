@@ -206,7 +206,7 @@ def chinchilla_section(reference_dir) -> str:
     replication = {"E": (1.82, 0.03), "alpha": (0.348, 0.015), "beta": (0.366, 0.021)}
     rows = ["| parameter | ours | 95% CI | Besiroglu et al. 2024 | Hoffmann et al. 2022 |", "|---|---:|---|---:|---:|"]
     for name in ("E", "A", "B", "alpha", "beta"):
-        lo, hi = fit.ci.get(name, (float("nan"), float("nan")))
+        lo, hi = fit.intervals.get(name, (float("nan"), float("nan")))
         ref = replication.get(name)
         rows.append(f"| {name} | {fit.params[name]:.4g} | [{lo:.4g}, {hi:.4g}] | "
                     f"{f'{ref[0]} ± {ref[1]}' if ref else ''} | {HOFFMANN_2022[name]} |")
