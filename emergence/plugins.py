@@ -89,15 +89,26 @@ class Registry:
         return lookup("family", name, self.families)
 
 
-def collect(pm: pluggy.PluginManager) -> Registry:
-    """Call every ``register_*`` hook and build the registry, rejecting duplicates."""
+def collect(pm: pluggy.PluginManager, **hook_args) -> Registry:
+    """Call every ``register_*`` hook and build the registry, rejecting duplicates.
+
+    Hooks are called through pluggy, so an implementation gets the arguments it names: the
+    ``register`` callback, and any ``hook_args`` (for hooks that have grown arguments).
+    """
+    known = {arg for hook in REGISTER_HOOKS for arg in _spec_args(pm, hook)}
+    if unknown := sorted(set(hook_args) - known):
+        raise TypeError(f"collect() got {unknown}, which no register_* hook takes ({sorted(known)})")
     registry = Registry()
-    _collect(pm, "register_families", "family", registry.families, registry)
-    _collect(pm, "register_tasks", "task", registry.tasks, registry)
+    _collect(pm, "register_families", "family", registry.families, registry, hook_args)
+    _collect(pm, "register_tasks", "task", registry.tasks, registry, hook_args)
     return registry
 
 
-def _collect(pm, hook_name, kind, table, registry):
+REGISTER_HOOKS = ("register_families", "register_tasks")
+
+
+def _collect(pm, hook_name, kind, table, registry, hook_args):
+    plugins = pm.get_plugins()
     for impl in getattr(pm.hook, hook_name).get_hookimpls():
         plugin = impl.plugin_name
 
@@ -114,8 +125,11 @@ def _collect(pm, hook_name, kind, table, registry):
             table[name] = obj
             registry.owner[(kind, name)] = _plugin
 
+        # One plugin at a time, so that `register` knows who registers; pluggy's caller passes
+        # each implementation the arguments it names.
+        only_this = pm.subset_hook_caller(hook_name, [p for p in plugins if p is not impl.plugin])
         try:
-            impl.function(**{arg: register for arg in impl.argnames})
+            only_this(register=register, **hook_args)
         except PluginError:
             raise
         except Exception as e:
@@ -123,6 +137,11 @@ def _collect(pm, hook_name, kind, table, registry):
                 f"Plugin {plugin!r} failed in {hook_name}: {type(e).__name__}: {e}. "
                 f"Disable it with {DISABLE_ENV}={plugin}"
             ) from e
+
+
+def _spec_args(pm, hook_name) -> tuple[str, ...]:
+    spec = getattr(pm.hook, hook_name).spec
+    return spec.argnames if spec else ()
 
 
 def _dist_label(ep) -> str:

@@ -3,14 +3,17 @@
 import re
 from pathlib import Path
 
+import pluggy
 import pytest
 
 from emergence import hookspecs
 from emergence.families import Checkpoint, Family
-from emergence.hookspecs import hookimpl
+from emergence.hookspecs import hookimpl, hookspec
 from emergence.plugins import PluginError, collect, plugin_info, plugin_manager
+from emergence.run.runner import resolve_task
+from emergence.tasks import GENERATE_METRICS, TaskBase
 
-BUILTIN = {"huggingface", "hub_families", "local_families", "probes", "heldout_loss"}
+BUILTIN = {"huggingface", "hub_families", "local_families", "lmeval", "probes", "heldout_loss"}
 
 
 def test_builtin_plugins_arrive_through_entry_points():
@@ -19,6 +22,8 @@ def test_builtin_plugins_arrive_through_entry_points():
     assert BUILTIN <= names
     hf = next(i for i in plugin_info(pm) if i.name == "huggingface")
     assert hf.hooks == ("load_model",) and hf.distribution == "emergence" and hf.version
+    lmeval = next(i for i in plugin_info(pm) if i.name == "lmeval")
+    assert lmeval.hooks == ("resolve_task",) and lmeval.module == "emergence_plugins.lmeval"
 
 
 def test_plugin_disabled_by_environment(monkeypatch):
@@ -81,6 +86,74 @@ def test_plugin_failing_at_import_is_named(monkeypatch):
         plugin_manager()
     monkeypatch.setenv("EMERGENCE_DISABLE_PLUGINS", "exploding")
     assert "exploding" not in {i.name for i in plugin_info(plugin_manager())}
+
+
+class GrownSpecs:
+    """The register hooks as they may grow: ``register_tasks`` has gained an argument."""
+
+    @staticmethod
+    @hookspec
+    def register_families(register):
+        pass
+
+    @staticmethod
+    @hookspec
+    def register_tasks(register, seed):
+        pass
+
+
+def test_register_hooks_pass_each_argument_by_name():
+    pm = pluggy.PluginManager("emergence")
+    pm.add_hookspecs(GrownSpecs)
+    seen = []
+
+    class Grown:  # written for the grown hook, arguments in any order
+        @staticmethod
+        @hookimpl
+        def register_tasks(seed, register):
+            seen.append(seed)
+            register(TaskBase(name="grown", metrics=GENERATE_METRICS))
+
+    class Old:  # written before the hook grew
+        @staticmethod
+        @hookimpl
+        def register_tasks(register):
+            register(TaskBase(name="old", metrics=GENERATE_METRICS))
+
+    pm.register(Grown, name="grown")
+    pm.register(Old, name="old")
+    registry = collect(pm, seed=7)
+    assert seen == [7] and set(registry.tasks) == {"grown", "old"}
+    assert registry.owner[("task", "grown")] == "grown" and registry.owner[("task", "old")] == "old"
+    with pytest.raises(TypeError, match="'sed'"):
+        collect(pm, sed=7)  # an argument no hook takes is an error, not ignored
+
+
+def _task_resolver(prefix):
+    class Resolver:
+        @staticmethod
+        @hookimpl
+        def resolve_task(spec):
+            if spec.startswith(prefix):
+                return TaskBase(name=spec, metrics=GENERATE_METRICS, description="custom")
+            return None
+    return Resolver
+
+
+def test_third_party_plugin_resolves_its_own_task_specs():
+    pm = plugin_manager()
+    pm.register(_task_resolver("mine:"), name="mine")
+    registry = collect(pm)
+    assert resolve_task("mine:x", pm, registry).description == "custom"
+    assert resolve_task("add_2d", pm, registry) is registry.tasks["add_2d"]  # registered names first
+    with pytest.raises(KeyError, match="Unknown task 'theirs:x'"):
+        resolve_task("theirs:x", pm, registry)
+
+
+def test_lm_eval_bridge_runs_after_other_task_resolvers():
+    pm = plugin_manager()
+    pm.register(_task_resolver("lm-eval:"), name="mine")  # registered last, yet the built-in is trylast
+    assert resolve_task("lm-eval:anything", pm, collect(pm)).description == "custom"
 
 
 def test_misspelt_hook_implementation_is_caught():
