@@ -1,6 +1,7 @@
 """Plugin discovery, disabling, duplicate and failure handling; docs in sync with hookspecs."""
 
 import re
+import sys
 from pathlib import Path
 
 import pluggy
@@ -156,17 +157,35 @@ def test_lm_eval_bridge_runs_after_other_task_resolvers():
     assert resolve_task("lm-eval:anything", pm, collect(pm)).description == "custom"
 
 
-def test_misspelt_hook_implementation_is_caught():
-    class Typo:
-        @staticmethod
-        @hookimpl
-        def register_task(register):  # missing "s"
-            pass
+TYPO = """\
+from emergence.hookspecs import hookimpl
 
-    pm = plugin_manager(entrypoints=False)
-    pm.register(Typo, name="typo")
-    with pytest.raises(Exception, match="register_task"):
-        pm.check_pending()
+
+@hookimpl
+def register_task(register):  # missing "s"
+    pass
+"""
+
+
+def _entry_point_plugin(monkeypatch, tmp_path, name, source):
+    """Module ``name`` with ``source``, announced by an entry point of the same name, the way
+    an installed package announces its plugin."""
+    from importlib import metadata
+
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    ep = metadata.EntryPoint(name=name, value=name, group="emergence")
+    real = metadata.entry_points
+    monkeypatch.setattr("emergence.plugins.entry_points", lambda group: list(real(group=group)) + [ep])
+
+
+def test_misspelt_hook_in_an_installed_plugin_is_caught(monkeypatch, tmp_path):
+    _entry_point_plugin(monkeypatch, tmp_path, "typo_plugin", TYPO)
+    with pytest.raises(pluggy.PluginValidationError, match=r"unknown hook 'register_task' in plugin"):
+        plugin_manager()
+    monkeypatch.setenv("EMERGENCE_DISABLE_PLUGINS", "typo_plugin")
+    assert "typo_plugin" not in {i.name for i in plugin_info(plugin_manager())}
 
 
 def test_every_hook_has_one_doc_heading_and_no_more():
