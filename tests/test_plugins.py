@@ -59,8 +59,30 @@ def test_duplicate_registration_names_both_plugins():
     pm = plugin_manager(entrypoints=False)
     pm.register(_family_plugin("same"), name="first")
     pm.register(_family_plugin("same"), name="second")
-    with pytest.raises(PluginError, match=r"'second'.*'same'.*'first'.*EMERGENCE_DISABLE_PLUGINS"):
+    with pytest.raises(PluginError, match=r"'second'.*'same'.*'first'.*EMERGENCE_DISABLE_PLUGINS=second"):
         collect(pm)
+
+
+DUPLICATE = """\
+from emergence.hookspecs import hookimpl
+from emergence.tasks import GENERATE_METRICS, TaskBase
+
+
+@hookimpl
+def register_tasks(register):
+    register(TaskBase(name="add_2d", metrics=GENERATE_METRICS))  # the probes plugin has add_2d
+"""
+
+
+def test_duplicate_of_a_builtin_task_blames_the_newcomer_briefly(monkeypatch, tmp_path):
+    _entry_point_plugin(monkeypatch, tmp_path, "dup_plugin", DUPLICATE)  # found before the built-ins
+    with pytest.raises(PluginError) as info:
+        collect(plugin_manager())
+    message = str(info.value)
+    assert message.startswith("Plugin 'dup_plugin' (unknown distribution) registered task 'add_2d' "
+                              "(emergence.tasks.TaskBase), already registered by plugin 'probes' (emergence ")
+    assert message.endswith("EMERGENCE_DISABLE_PLUGINS=dup_plugin")
+    assert len(message) < 400  # not the tasks' dataclass reprs
 
 
 def test_plugin_failing_at_registration_is_named():
@@ -177,15 +199,41 @@ def _entry_point_plugin(monkeypatch, tmp_path, name, source):
     monkeypatch.delitem(sys.modules, name, raising=False)
     ep = metadata.EntryPoint(name=name, value=name, group="emergence")
     real = metadata.entry_points
-    monkeypatch.setattr("emergence.plugins.entry_points", lambda group: list(real(group=group)) + [ep])
+    # First, as a package on PYTHONPATH is found before emergence's own entry points.
+    monkeypatch.setattr("emergence.plugins.entry_points", lambda group: [ep] + list(real(group=group)))
 
 
 def test_misspelt_hook_in_an_installed_plugin_is_caught(monkeypatch, tmp_path):
     _entry_point_plugin(monkeypatch, tmp_path, "typo_plugin", TYPO)
-    with pytest.raises(pluggy.PluginValidationError, match=r"unknown hook 'register_task' in plugin"):
+    with pytest.raises(PluginError, match=r"^Plugin 'typo_plugin' \(typo_plugin, from unknown distribution\) "
+                       r"implements `register_task`, .*Did you mean `register_tasks`\?.*"
+                       r"EMERGENCE_DISABLE_PLUGINS=typo_plugin$"):
         plugin_manager()
     monkeypatch.setenv("EMERGENCE_DISABLE_PLUGINS", "typo_plugin")
     assert "typo_plugin" not in {i.name for i in plugin_info(plugin_manager())}
+
+
+def test_hook_with_wrong_arguments_in_an_installed_plugin_is_named(monkeypatch, tmp_path):
+    source = "from emergence.hookspecs import hookimpl\n\n\n@hookimpl\ndef register_tasks(reg):\n    pass\n"
+    _entry_point_plugin(monkeypatch, tmp_path, "args_plugin", source)
+    with pytest.raises(PluginError, match=r"^Plugin 'args_plugin' .*register_tasks.*'reg'.*"
+                       r"EMERGENCE_DISABLE_PLUGINS=args_plugin$"):
+        plugin_manager()
+
+
+def test_plugin_module_without_hookimpls_is_warned_about(monkeypatch, tmp_path, caplog):
+    source = "def register_tasks(register):  # @hookimpl forgotten\n    pass\n"
+    _entry_point_plugin(monkeypatch, tmp_path, "forgot_plugin", source)
+    with caplog.at_level("WARNING", logger="emergence.plugins"):
+        pm = plugin_manager()
+    assert pm.has_plugin("forgot_plugin")
+    warned = [r.getMessage() for r in caplog.records if "forgot_plugin" in r.getMessage()]
+    assert len(warned) == 1 and "implements no hooks (register_tasks is not marked @hookimpl)" in warned[0]
+    assert "EMERGENCE_DISABLE_PLUGINS=forgot_plugin" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="emergence.plugins"):
+        plugin_manager()  # the built-ins all implement hooks: no warning without the culprit
+    assert not [r for r in caplog.records if "forgot_plugin" not in r.getMessage()]
 
 
 def test_every_hook_has_one_doc_heading_and_no_more():
