@@ -98,11 +98,35 @@ def test_installed_plugin_is_listed_with_its_distribution(example_site):
     plugins = emergence(example_site, "plugins")
     assert plugins.returncode == 0, plugins.stderr
     line = next(ln for ln in plugins.stdout.splitlines() if ln.startswith("example "))
-    assert "emergence-example-plugin 0.1.0" in line and "register_tasks" in line
+    assert "emergence-example-plugin 0.1.0" in line and "register_tasks, resolve_task" in line
     tasks = emergence(example_site, "tasks")
     assert tasks.returncode == 0, tasks.stderr
     assert "example_parity  (v1, multiple_choice, plugin example)" in tasks.stdout
     assert "acc [discontinuous, chance 0.5]" in tasks.stdout
+
+
+RESOLVE = """\
+import sys
+from emergence.plugins import collect, plugin_manager
+from emergence.run.runner import resolve_task
+pm = plugin_manager()
+task = resolve_task(sys.argv[1], pm, collect(pm))
+print(task.name, "|", next(iter(task.examples(0))).prompt.splitlines()[0])
+"""
+
+
+def test_installed_plugin_resolves_its_task_specs(example_site):
+    def resolve(spec):
+        env = {**os.environ, "PYTHONPATH": str(example_site), "HF_HUB_OFFLINE": "1", "EMERGENCE_DISABLE_PLUGINS": ""}
+        return subprocess.run([sys.executable, "-c", RESOLVE, spec], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    ok = resolve("example_parity:3")
+    assert ok.returncode == 0, ok.stderr
+    name, question = ok.stdout.strip().split(" | ")
+    assert name == "example_parity:3" and len(question.split()[2]) == 3  # "Q: Is 512 even or odd?"
+    bad = resolve("example_parity:x")
+    assert bad.returncode == 1 and "Task 'example_parity:x': write example_parity:<digits>" in bad.stderr
 
 
 def test_plugin_is_not_there_without_the_install_or_when_disabled(example_site, tmp_path):
@@ -114,13 +138,15 @@ def test_plugin_is_not_there_without_the_install_or_when_disabled(example_site, 
 @pytest.mark.slow
 def test_installed_task_runs_on_a_tiny_model(example_site, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    run = emergence(example_site, "run", "--family", str(tiny_model_dir), "--tasks", "example_parity",
-                    "--limit", "12", "--seed", "3", "--out", str(out), "--no-progress")
+    run = emergence(example_site, "run", "--family", str(tiny_model_dir), "--tasks",
+                    "example_parity,example_parity:2", "--limit", "12", "--seed", "3", "--out", str(out),
+                    "--no-progress")
     assert run.returncode == 0, run.stderr
-    assert "1 cells evaluated" in run.stdout
+    assert "2 cells evaluated" in run.stdout
     db = sqlite3.connect(out / "results.sqlite")
     plugin, status = db.execute("SELECT plugin, status FROM cells WHERE task = 'example_parity'").fetchone()
     assert (plugin, status) == ("example", "done")
+    assert db.execute("SELECT status FROM cells WHERE task = 'example_parity:2'").fetchone() == ("done",)
     assert db.execute("SELECT COUNT(*) FROM samples WHERE task = 'example_parity'").fetchone()[0] == 12
     value, n, chance = db.execute("SELECT value, n, chance FROM scores WHERE task = 'example_parity' "
                                   "AND subtask = '' AND metric = 'acc'").fetchone()
