@@ -78,7 +78,7 @@ def plugin_manager(disabled=(), entrypoints: bool = True) -> pluggy.PluginManage
 
 def plugin_info(pm: pluggy.PluginManager) -> list[PluginInfo]:
     """Name, origin, version and implemented hooks of every registered plugin."""
-    dists = {ep.name: ep.dist for ep in _entry_points()}
+    dists = {ep.name: ep.dist for ep in reversed(_entry_points())}  # the first of a name is the one loaded
     out = []
     for name, plugin in pm.list_name_plugin():
         dist = dists.get(name)
