@@ -36,6 +36,15 @@ def resolve_family(spec):
 
 
 @hookspec(firstresult=True)
+def resolve_task(spec):
+    """Turn a task spec that is not a registered name (``lm-eval:arc_easy``) into a task.
+
+    Return an object that follows :class:`emergence.tasks.Task`, or None to let the next plugin
+    try. The built-in lm-eval bridge runs last.
+    """
+
+
+@hookspec(firstresult=True)
 def load_model(checkpoint, options, run_dir):
     """Load a checkpoint into a model backend.
 

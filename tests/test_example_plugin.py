@@ -3,7 +3,8 @@
 The example package in examples/emergence-example-plugin is pip-installed into a temporary
 folder (offline, no build isolation) and put on PYTHONPATH of a fresh interpreter, so discovery
 goes through importlib.metadata exactly as for a user's installed package. A second, broken
-package checks the messages for a plugin that fails to import or registers a duplicate name.
+package checks the messages for a plugin that fails to import, misspells a hook, registers a
+duplicate name or implements no hook at all.
 """
 
 import os
@@ -29,6 +30,8 @@ version = "0.2.0"
 [project.entry-points.emergence]
 broken_import = "emergence_broken.boom"
 duplicate = "emergence_broken.dup"
+forgot = "emergence_broken.forgot"
+typo = "emergence_broken.typo"
 
 [tool.setuptools]
 packages = ["emergence_broken"]
@@ -42,6 +45,18 @@ from emergence.tasks import GENERATE_METRICS, TaskBase
 @hookimpl
 def register_tasks(register):
     register(TaskBase(name="add_2d", metrics=GENERATE_METRICS))  # the probes plugin has add_2d
+"""
+TYPO = """\
+from emergence.hookspecs import hookimpl
+
+
+@hookimpl
+def register_task(register):  # missing "s"
+    pass
+"""
+FORGOT = """\
+def register_tasks(register):  # no @hookimpl
+    pass
 """
 
 
@@ -67,6 +82,8 @@ def broken_site(tmp_path_factory):
     (pkg / "emergence_broken" / "__init__.py").write_text("")
     (pkg / "emergence_broken" / "boom.py").write_text(BOOM)
     (pkg / "emergence_broken" / "dup.py").write_text(DUP)
+    (pkg / "emergence_broken" / "typo.py").write_text(TYPO)
+    (pkg / "emergence_broken" / "forgot.py").write_text(FORGOT)
     return _pip_install(pkg, pkg.parent / "site")
 
 
@@ -81,11 +98,35 @@ def test_installed_plugin_is_listed_with_its_distribution(example_site):
     plugins = emergence(example_site, "plugins")
     assert plugins.returncode == 0, plugins.stderr
     line = next(ln for ln in plugins.stdout.splitlines() if ln.startswith("example "))
-    assert "emergence-example-plugin 0.1.0" in line and "register_tasks" in line
+    assert "emergence-example-plugin 0.1.0" in line and "register_tasks, resolve_task" in line
     tasks = emergence(example_site, "tasks")
     assert tasks.returncode == 0, tasks.stderr
     assert "example_parity  (v1, multiple_choice, plugin example)" in tasks.stdout
     assert "acc [discontinuous, chance 0.5]" in tasks.stdout
+
+
+RESOLVE = """\
+import sys
+from emergence.plugins import collect, plugin_manager
+from emergence.run.runner import resolve_task
+pm = plugin_manager()
+task = resolve_task(sys.argv[1], pm, collect(pm))
+print(task.name, "|", next(iter(task.examples(0))).prompt.splitlines()[0])
+"""
+
+
+def test_installed_plugin_resolves_its_task_specs(example_site):
+    def resolve(spec):
+        env = {**os.environ, "PYTHONPATH": str(example_site), "HF_HUB_OFFLINE": "1", "EMERGENCE_DISABLE_PLUGINS": ""}
+        return subprocess.run([sys.executable, "-c", RESOLVE, spec], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    ok = resolve("example_parity:3")
+    assert ok.returncode == 0, ok.stderr
+    name, question = ok.stdout.strip().split(" | ")
+    assert name == "example_parity:3" and len(question.split()[2]) == 3  # "Q: Is 512 even or odd?"
+    bad = resolve("example_parity:x")
+    assert bad.returncode == 1 and "Task 'example_parity:x': write example_parity:<digits>" in bad.stderr
 
 
 def test_plugin_is_not_there_without_the_install_or_when_disabled(example_site, tmp_path):
@@ -97,13 +138,15 @@ def test_plugin_is_not_there_without_the_install_or_when_disabled(example_site, 
 @pytest.mark.slow
 def test_installed_task_runs_on_a_tiny_model(example_site, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    run = emergence(example_site, "run", "--family", str(tiny_model_dir), "--tasks", "example_parity",
-                    "--limit", "12", "--seed", "3", "--out", str(out), "--no-progress")
+    run = emergence(example_site, "run", "--family", str(tiny_model_dir), "--tasks",
+                    "example_parity,example_parity:2", "--limit", "12", "--seed", "3", "--out", str(out),
+                    "--no-progress")
     assert run.returncode == 0, run.stderr
-    assert "1 cells evaluated" in run.stdout
+    assert "2 cells evaluated" in run.stdout
     db = sqlite3.connect(out / "results.sqlite")
     plugin, status = db.execute("SELECT plugin, status FROM cells WHERE task = 'example_parity'").fetchone()
     assert (plugin, status) == ("example", "done")
+    assert db.execute("SELECT status FROM cells WHERE task = 'example_parity:2'").fetchone() == ("done",)
     assert db.execute("SELECT COUNT(*) FROM samples WHERE task = 'example_parity'").fetchone()[0] == 12
     value, n, chance = db.execute("SELECT value, n, chance FROM scores WHERE task = 'example_parity' "
                                   "AND subtask = '' AND metric = 'acc'").fetchone()
@@ -120,11 +163,30 @@ def test_plugin_failing_at_import_names_itself_and_the_switch(broken_site):
     assert "EMERGENCE_DISABLE_PLUGINS=broken_import" in res.stderr
 
 
-def test_duplicate_task_names_both_plugins_and_the_switch(broken_site):
+def test_misspelt_hook_names_the_distribution_and_the_fix(broken_site):
     res = emergence(broken_site, "tasks", disable="broken_import")
     assert res.returncode == 1
-    assert "'add_2d'" in res.stderr
-    assert "'duplicate'" in res.stderr and "'probes'" in res.stderr
-    assert "EMERGENCE_DISABLE_PLUGINS" in res.stderr
-    ok = emergence(broken_site, "tasks", disable="broken_import,duplicate")
+    assert ("Plugin 'typo' (emergence_broken.typo, from emergence-broken-plugin 0.2.0) implements "
+            "`register_task`, which is not an emergence hook. Did you mean `register_tasks`?") in res.stderr
+    assert "EMERGENCE_DISABLE_PLUGINS=typo" in res.stderr
+
+
+def test_duplicate_task_names_both_distributions_and_the_switch(broken_site):
+    res = emergence(broken_site, "tasks", disable="broken_import,typo")
+    assert res.returncode == 1
+    error = next(line for line in res.stderr.splitlines() if "error:" in line)
+    # The third-party plugin is the duplicate, though its package is found before emergence's own.
+    assert ("Plugin 'duplicate' (emergence-broken-plugin 0.2.0) registered task 'add_2d' "
+            "(emergence.tasks.TaskBase), already registered by plugin 'probes' (emergence 0.1.0, ") in error
+    assert error.endswith("EMERGENCE_DISABLE_PLUGINS=duplicate") and len(error) < 400
+    ok = emergence(broken_site, "tasks", disable="broken_import,duplicate,typo")
     assert ok.returncode == 0 and "add_2d" in ok.stdout
+
+
+def test_plugin_without_hookimpls_is_warned_about(broken_site):
+    res = emergence(broken_site, "plugins", disable="broken_import,typo")
+    assert res.returncode == 0
+    assert ("Plugin 'forgot' (emergence_broken.forgot, from emergence-broken-plugin 0.2.0) implements no "
+            "hooks (register_tasks is not marked @hookimpl)") in res.stderr
+    assert "EMERGENCE_DISABLE_PLUGINS=forgot" in res.stderr
+    assert "forgot" not in emergence(broken_site, "plugins", disable="broken_import,typo,forgot").stderr

@@ -15,7 +15,8 @@ import pytest  # noqa: E402
 from emergence import schema as S  # noqa: E402
 from emergence.run.evaluate import evaluate  # noqa: E402
 from emergence.hookspecs import hookimpl  # noqa: E402
-from emergence.run.lmeval import LMEvalTask, resolve_task, to_lmeval_task  # noqa: E402
+from emergence.run.lmeval import LMEvalTask, to_lmeval_task  # noqa: E402
+from emergence.run.runner import resolve_task  # noqa: E402
 from emergence.run.importers import import_lmeval  # noqa: E402
 from emergence.plugins import collect, plugin_manager  # noqa: E402
 
@@ -157,7 +158,8 @@ def _numbers(result: dict) -> dict:
 @pytest.mark.parametrize("name,metrics", [("tiny_mc", ("acc", "acc_norm")), ("tiny_gen", ("exact_match,strip",)),
                                           ("tiny_ll", ("acc",))])
 def test_yaml_task_scores_equal_lm_evals_own(yaml_dir, engine, name, metrics):
-    task = resolve_task(f"lm-eval:{yaml_dir}/{name}", collect(plugin_manager()))
+    pm = plugin_manager()
+    task = resolve_task(f"lm-eval:{yaml_dir}/{name}", pm, collect(pm))
     assert task.name == f"lm-eval:{name}"
     scores, samples = evaluate(task, engine, seed=0)
     ours = {s.metric: s for s in scores if s.subtask == ""}
@@ -256,14 +258,15 @@ def test_run_accepts_lm_eval_names(yaml_dir, tiny_model_dir, tmp_path):
 
 
 def test_task_names_resolve_or_fail_clearly(yaml_dir):
-    registry = collect(plugin_manager())
-    assert resolve_task("add_2d", registry) is registry.tasks["add_2d"]
+    pm = plugin_manager()
+    registry = collect(pm)
+    assert resolve_task("add_2d", pm, registry) is registry.tasks["add_2d"]
     with pytest.raises(KeyError, match="Did you mean 'tiny_mc'"):
-        resolve_task(f"lm-eval:{yaml_dir}/tiny_mx", registry)
+        resolve_task(f"lm-eval:{yaml_dir}/tiny_mx", pm, registry)
     with pytest.raises(KeyError, match="Unknown task 'lm_eval:x'"):
-        resolve_task("lm_eval:x", registry)
+        resolve_task("lm_eval:x", pm, registry)
     with pytest.raises(FileNotFoundError):
-        resolve_task("lm-eval:/no/such/folder/tiny_mc", registry)
+        resolve_task("lm-eval:/no/such/folder/tiny_mc", pm, registry)
     with pytest.raises(ValueError, match="decodes greedily"):
         LMEvalTask(f"{yaml_dir}/tiny_sampled")
 

@@ -3,7 +3,8 @@
 - :class:`LMEvalTask` puts an lm-eval task, group or tag behind our task contract, so our runner
   evaluates it and stores per-sample results like any other task. Users name it
   ``lm-eval:<name>`` (a registered lm-eval name), ``lm-eval:<folder>/<name>`` (a task in a folder
-  of YAML files) or ``lm-eval:<file.yaml>``; :func:`resolve_task` turns such names into tasks.
+  of YAML files) or ``lm-eval:<file.yaml>``; the built-in ``lmeval`` plugin (a ``resolve_task``
+  hook) turns such names into tasks.
 - :func:`to_lmeval_task` goes the other way: one of our tasks as an lm-eval ``Task`` object, built
   in memory, for ``lm_eval.simple_evaluate`` on lm-eval's own backends (HF, vLLM, APIs).
 - result files are imported by :mod:`emergence.run.importers`.
@@ -44,13 +45,6 @@ _KIND = {"multiple_choice": T.MULTIPLE_CHOICE, "generate_until": T.GENERATE,
 
 
 # ---------------------------------------------------------------------------- lm-eval -> ours
-def resolve_task(name: str, registry):
-    """A registered task, or an lm-eval task for names starting with ``lm-eval:``."""
-    if name in registry.tasks or not name.startswith(PREFIX):
-        return registry.task(name)
-    return LMEvalTask(name[len(PREFIX):])
-
-
 class LMEvalTask:
     """An lm-eval task, group or tag as one of our tasks.
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from emergence.run.config import RunConfig
 from emergence.run.executors import CellResult, LocalExecutor, PoolExecutor
 from emergence.families import Family, select
-from emergence.run.lmeval import resolve_task
 from emergence.plugins import collect, plugin_info, plugin_manager
 from emergence.store import Store
 
@@ -54,6 +53,17 @@ def resolve_family(spec: str, pm, registry) -> Family:
     return registry.family(spec)  # raises with "did you mean"
 
 
+def resolve_task(spec: str, pm, registry):
+    """A registered task name, or whatever a ``resolve_task`` plugin makes of the spec
+    (the built-in ``lmeval`` plugin takes ``lm-eval:<name>``)."""
+    if spec in registry.tasks:
+        return registry.tasks[spec]
+    task = pm.hook.resolve_task(spec=spec)
+    if task is not None:
+        return task
+    return registry.task(spec)  # raises with "did you mean"
+
+
 def run(config: RunConfig, pm=None, progress: bool = True) -> RunSummary:
     pm = pm or plugin_manager()
     registry = collect(pm)
@@ -63,7 +73,7 @@ def run(config: RunConfig, pm=None, progress: bool = True) -> RunSummary:
         raise ValueError("No tasks given: pass --tasks or set `tasks` in the config")
     family = resolve_family(config.family, pm, registry)
     checkpoints = select(family, config.select)
-    tasks = [resolve_task(name, registry) for name in config.tasks]
+    tasks = [resolve_task(name, pm, registry) for name in config.tasks]
     executor = make_executor(config)  # before the store: a missing Ray fails here
 
     summary = RunSummary(Path(config.out))
