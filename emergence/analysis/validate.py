@@ -48,7 +48,7 @@ def validate(reference_dir: Path | None = None, *, n_curves: int = 600, n_famili
     total = sum(t for _, t in timings)
     head = ["# Validation", "",
             "Written by `emergence validate` (rerun it to regenerate this file). Reference data: "
-            f"`{reference_dir if reference_dir else 'not found'}`.", "",
+            f"`{_shown(reference_dir) if reference_dir else 'not found'}`.", "",
             f"Total time {total:.1f} s on {os.cpu_count()} CPU cores: "
             + ", ".join(f"{t} {s:.1f} s" for t, s in timings) + ".", ""]
     return "\n".join(head + sections)
@@ -266,3 +266,13 @@ def pythia_section(reference_dir) -> str:
         counts = ", ".join(f"{n} {label}" for label, n in t["label"].value_counts().items())
         lines.append(f"| {fam} | {task} | {metric} | {g['label'].iloc[0]} | {counts} |")
     return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it can be (the file is committed: no
+    machine's absolute paths in it)."""
+    path = Path(path).resolve()
+    try:
+        return os.path.relpath(path, Path.cwd())
+    except ValueError:   # another drive
+        return path.name

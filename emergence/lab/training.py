@@ -1,7 +1,7 @@
 """The emergence lab: a family of GPT-NeoX causal LMs trained from scratch, with known ground
 truth by design (docs/lab.md).
 
-``train_family(LabConfig(...))`` generates the corpus (``lab_corpus``), trains its tokenizer,
+``train_family(LabConfig(...))`` generates the corpus (``lab.corpus``), trains its tokenizer,
 then trains every size on the same rows in the same order and saves checkpoints at log-spaced
 steps as standard Hugging Face folders ``<out>/<model>@step<N>/`` (safetensors + tokenizer).
 ``<out>/family.toml`` lists them with parameters, tokens seen, step and FLOPs, so

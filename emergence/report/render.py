@@ -53,7 +53,7 @@ def render_figures(jobs, fig_dir=None, config: ReportConfig = ReportConfig()) ->
     return records
 
 def render(template: str, context: dict) -> str:
-    """Render a template of emergence/templates: autoescaped HTML, Markdown with ``md`` escaping."""
+    """Render a template of emergence/report/templates: autoescaped HTML, Markdown with ``md`` escaping."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
     env = Environment(loader=PackageLoader("emergence.report", "templates"), undefined=StrictUndefined,
