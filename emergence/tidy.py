@@ -27,7 +27,10 @@ _TEXT = (S.FAMILY, S.MODEL, S.CHECKPOINT, S.TASK, S.SUBTASK, S.METRIC, LOSS_NAME
          S.HIGHER_IS_BETTER)
 _NA_TEXT = {"", "nan", "na", "n/a", "null", "none", "<na>"}
 _MAX_LISTED = 5
-_TRUE, _FALSE = {"true", "1", "1.0", "yes"}, {"false", "0", "0.0", "no"}
+_DIRECTIONS = {"true": True, "1": True, "1.0": True, "yes": True, "false": False, "0": False, "0.0": False,
+               "no": False}
+_BAD = object()
+
 
 class TidyError(ValueError):
     """The table cannot be used as given; the message names the file, column and rows."""
@@ -308,31 +311,35 @@ def _table_chance(task):
 
 def _coerce_kind(df) -> pd.Series:
     """``metric_kind`` as 'discontinuous', 'continuous' or None (empty)."""
-    text = df[S.METRIC_KIND].astype("string").str.strip().str.lower()
-    text = text.mask(text.isin(_NA_TEXT), pd.NA)
-    bad = text.notna() & ~text.isin(METRIC_KINDS)
-    if bad.any():
-        examples = ", ".join(repr(v) for v in text[bad].unique()[:3])
-        raise TidyError(f"column {S.METRIC_KIND!r} has unknown kind(s) {examples} at {_where(df, bad)}; "
-                        f"use one of {', '.join(METRIC_KINDS)}, or leave it empty (unknown)")
-    return text.astype(object).where(text.notna(), None)
+    def kind(v):
+        text = str(v).strip().lower()
+        return None if text in _NA_TEXT else text if text in METRIC_KINDS else _BAD
+    return _per_distinct(df, S.METRIC_KIND, kind, "unknown kind(s)",
+                         f"use one of {', '.join(METRIC_KINDS)}, or leave it empty (unknown)")
 
 
 def _coerce_direction(df) -> pd.Series:
     """``higher_is_better`` as a nullable boolean: True/False, 1/0, yes/no; empty = unknown."""
-    raw = df[S.HIGHER_IS_BETTER]
-    if pd.api.types.is_bool_dtype(raw):
-        return raw.astype("boolean")
-    text = raw.astype("string").str.strip().str.lower()
-    out = pd.Series(pd.NA, index=df.index, dtype="boolean")
-    out[text.isin(_TRUE).fillna(False).to_numpy(bool)] = True
-    out[text.isin(_FALSE).fillna(False).to_numpy(bool)] = False
-    bad = out.isna() & text.notna() & ~text.isin(_NA_TEXT)
-    if bad.any():
-        examples = ", ".join(repr(v) for v in raw[bad].unique()[:3])
-        raise TidyError(f"column {S.HIGHER_IS_BETTER!r} has value(s) {examples} at {_where(df, bad)}; "
-                        "use True or False, or leave it empty (unknown)")
-    return out
+    def direction(v):
+        text = str(v).strip().lower()
+        return None if text in _NA_TEXT else _DIRECTIONS.get(text, _BAD)
+    values = _per_distinct(df, S.HIGHER_IS_BETTER, direction, "value(s)",
+                           "use True or False, or leave it empty (unknown)")
+    return pd.Series(pd.array(values.to_numpy(object), dtype="boolean"), index=df.index)
+
+
+def _per_distinct(df, col, fn, what, fix) -> pd.Series:
+    """fn of each value of ``col`` (computed once per distinct value), None where it is missing;
+    a value fn calls _BAD stops with the column, the values and their rows."""
+    codes, values = pd.factorize(df[col])
+    out = np.empty(len(values) + 1, dtype=object)  # the last entry: missing (code -1)
+    out[:-1] = [fn(v) for v in values]
+    bad = [i for i, v in enumerate(out[:-1]) if v is _BAD]
+    if bad:
+        rows = np.isin(codes, bad)
+        examples = ", ".join(repr(values[i]) for i in bad[:3])
+        raise TidyError(f"column {col!r} has {what} {examples} at {_where(df, rows)}; {fix}")
+    return pd.Series(out[codes], index=df.index)
 
 
 def _check_one_per_metric(df):

@@ -34,13 +34,13 @@ import pandas as pd
 from scipy import special
 
 from emergence import schema as S
-from emergence.metric_rules import directions_of, metric_higher_is_better, metric_is_proportion, metric_kind
 from emergence.analysis.curves import AXES as CURVE_AXES
 from emergence.analysis.curves import (CONSTANT, EXPONENTIAL, LINEAR, SATURATING_THRESHOLD, SIGMOID, THRESHOLD,
                               Axis, CurveFit, bin_curve, median, noise_model, one_blas_thread, profile, profile_many,
                               sigmoid_grid)
-from emergence.names import lookup
 from emergence.analysis.parallel import map_chunks
+from emergence.metric_rules import directions_of, metric_higher_is_better, metric_is_proportion, metric_kind
+from emergence.names import lookup
 
 LABELS = ("emergent", "smooth", "flat", "undetermined", "inverse", "noisy")
 LN9 = float(np.log(9.0))
