@@ -77,7 +77,7 @@ class RegretPlugin:
 def regret_run(tmp_path_factory):
     from emergence.plugins import plugin_manager
 
-    pm = plugin_manager()
+    pm = plugin_manager(entrypoints=False)  # the throwaway plugin alone: its family, task and backend
     pm.register(RegretPlugin, name="regret_plugin")
     out = tmp_path_factory.mktemp("regret") / "run"
     summary = run(RunConfig(family="regretfam", tasks=("t_regret",), out=str(out), seed=0), pm=pm, progress=False)
