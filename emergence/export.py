@@ -23,9 +23,13 @@ def tidy_table(run_dir, loss_task: str | None = None) -> pd.DataFrame:
     with Store(run_dir, lock=False) as store:
         if loss_task is None:
             loss_task = (store.get_meta("provenance") or {}).get("config", {}).get("loss_task", "heldout_loss")
+        # A store written before metric metadata was stored has no such columns: empty = unknown.
+        have = store.score_columns()
+        kind, better = (f"s.{c}" if c in have else "NULL" for c in ("kind", "higher_is_better"))
         df = pd.read_sql_query(
-            """SELECT c.family, c.model, s.checkpoint, c.params, c.params_nonembed, c.tokens, c.step,
-                      c.flops, s.task, s.subtask, s.metric, s.value, s.stderr, s.n, s.chance
+            f"""SELECT c.family, c.model, s.checkpoint, c.params, c.params_nonembed, c.tokens, c.step,
+                      c.flops, s.task, s.subtask, s.metric, s.value, s.stderr, s.n, s.chance,
+                      {kind} AS {S.METRIC_KIND}, {better} AS {S.HIGHER_IS_BETTER}
                FROM scores s
                JOIN cells k ON k.checkpoint = s.checkpoint AND k.task = s.task AND k.status = 'done'
                JOIN checkpoints c ON c.name = s.checkpoint
@@ -38,6 +42,8 @@ def tidy_table(run_dir, loss_task: str | None = None) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
         df[col] = pd.to_numeric(df[col]).astype("float64")
+    df[S.METRIC_KIND] = df[S.METRIC_KIND].astype(object).where(df[S.METRIC_KIND].notna(), None)
+    df[S.HIGHER_IS_BETTER] = pd.to_numeric(df[S.HIGHER_IS_BETTER]).astype("boolean")
     return df
 
 

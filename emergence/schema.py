@@ -16,6 +16,8 @@ VALUE = "value"
 STDERR = "stderr"
 N = "n"
 CHANCE = "chance"
+METRIC_KIND = "metric_kind"            # "discontinuous" | "continuous"; empty = unknown
+HIGHER_IS_BETTER = "higher_is_better"  # True | False; empty = unknown
 
 TIDY_COLUMNS = (FAMILY, MODEL, CHECKPOINT, PARAMS, PARAMS_NONEMBED, TOKENS, STEP, FLOPS, LOSS,
-                TASK, SUBTASK, METRIC, VALUE, STDERR, N, CHANCE)
+                TASK, SUBTASK, METRIC, VALUE, STDERR, N, CHANCE, METRIC_KIND, HIGHER_IS_BETTER)

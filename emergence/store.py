@@ -18,7 +18,7 @@ from emergence.families import Checkpoint
 
 DB_NAME = "results.sqlite"
 LOCK_NAME = ".lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: scores carry each metric's kind and direction (added to older stores on open)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,12 +32,20 @@ CREATE TABLE IF NOT EXISTS cells (
 CREATE TABLE IF NOT EXISTS scores (
     checkpoint TEXT NOT NULL, task TEXT NOT NULL, subtask TEXT NOT NULL, metric TEXT NOT NULL,
     value REAL, stderr REAL, n INTEGER, n_nonfinite INTEGER, chance REAL,
+    kind TEXT, higher_is_better INTEGER,
     PRIMARY KEY (checkpoint, task, subtask, metric));
 CREATE TABLE IF NOT EXISTS samples (
     checkpoint TEXT NOT NULL, task TEXT NOT NULL, example_id TEXT NOT NULL, subtask TEXT,
     prompt_hash TEXT, prediction TEXT, gold TEXT, gold_logprob REAL, gold_tokens INTEGER,
     greedy INTEGER, metrics TEXT, PRIMARY KEY (checkpoint, task, example_id));
 """
+
+
+# Columns added to the scores table since version 1: a writer adds them to an older store, and
+# a reader of an older store (export) sees them as empty.
+ADDED_SCORE_COLUMNS = {"kind": "TEXT", "higher_is_better": "INTEGER"}
+SCORE_COLUMNS = ("checkpoint", "task", "subtask", "metric", "value", "stderr", "n", "n_nonfinite", "chance",
+                 *ADDED_SCORE_COLUMNS)
 
 
 class RunLocked(RuntimeError):
@@ -57,6 +65,8 @@ class Score:
     n: int
     n_nonfinite: int = 0
     chance: float | None = None
+    kind: str | None = None                # the task's Metric.kind; None = not declared
+    higher_is_better: bool | None = None   # the task's Metric.higher_is_better; None = not declared
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,7 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a finished cell survives power loss too
             self.db.executescript(SCHEMA)
-            self._set_default("schema_version", SCHEMA_VERSION)
+            self._migrate()
 
     def __enter__(self):
         return self
@@ -133,8 +143,16 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
-    def _set_default(self, key, value):
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+    def score_columns(self) -> set[str]:
+        return {row[1] for row in self.db.execute("PRAGMA table_info(scores)")}
+
+    def _migrate(self):
+        """Bring a store written by an older version up to this one; nothing stored is lost."""
+        for name, sql_type in ADDED_SCORE_COLUMNS.items():
+            if name not in self.score_columns():
+                self.db.execute(f"ALTER TABLE scores ADD COLUMN {name} {sql_type}")
+        if (self.get_meta("schema_version") or 0) < SCHEMA_VERSION:
+            self.set_meta("schema_version", SCHEMA_VERSION)
 
     # ------------------------------------------------------------------ checkpoints and cells
     def put_checkpoint(self, ck: Checkpoint):
@@ -153,9 +171,9 @@ class Store:
         with self._transaction():
             self._clear(checkpoint, task)
             self.db.executemany(
-                "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(checkpoint, task, s.subtask, s.metric, s.value, s.stderr, s.n, s.n_nonfinite, s.chance)
-                 for s in scores])
+                f"INSERT INTO scores ({', '.join(SCORE_COLUMNS)}) VALUES ({', '.join('?' * len(SCORE_COLUMNS))})",
+                [(checkpoint, task, s.subtask, s.metric, s.value, s.stderr, s.n, s.n_nonfinite, s.chance, s.kind,
+                  None if s.higher_is_better is None else int(s.higher_is_better)) for s in scores])
             self.db.executemany(
                 "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(checkpoint, task, s.example_id, s.subtask, s.prompt_hash, s.prediction, s.gold,

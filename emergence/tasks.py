@@ -18,6 +18,7 @@ KINDS = (MULTIPLE_CHOICE, GENERATE, ROLLING)
 
 DISCONTINUOUS = "discontinuous"
 CONTINUOUS = "continuous"
+METRIC_KINDS = (DISCONTINUOUS, CONTINUOUS)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,14 @@ class Metric:
     chance: float | None = None    # expected value of a guesser; None = not meaningful
     higher_is_better: bool = True
     description: str = ""
+
+    def __post_init__(self):
+        # These travel into the tidy table and decide verdicts: refuse a misspelt one here.
+        if self.kind not in METRIC_KINDS:
+            raise ValueError(f"Metric {self.name!r}: kind {self.kind!r} is not one of {METRIC_KINDS}")
+        if not isinstance(self.higher_is_better, bool):
+            raise ValueError(f"Metric {self.name!r}: higher_is_better must be True or False, "
+                             f"not {self.higher_is_better!r}")
 
 
 @dataclass(frozen=True)

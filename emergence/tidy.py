@@ -1,12 +1,13 @@
 """Reading tidy tables from any CSV / CSV.GZ / Parquet file, and the checks every analysis relies on.
 
 Owns: required and optional columns, numeric coercion (errors name file, column and rows),
-duplicate keys, dropping non-finite values (counted, warned, recorded in ``df.attrs["notes"]``),
-the accuracy-range check, the chance-level fill, and a plain list of what a table cannot support.
+the metric metadata columns (``metric_kind``, ``higher_is_better``: checked, one value per
+metric), duplicate keys, dropping non-finite values (counted, warned, recorded in
+``df.attrs["notes"]``), the accuracy-range check, the chance-level fill, and a plain list of
+what a table cannot support.
 Row numbers in messages are 1-based data rows (the header is not counted).
 """
 
-import re
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from emergence import schema as S
+from emergence.metric_rules import METRIC_KINDS, looks_like_accuracy, task_chance  # noqa: F401 (re-exported)
 
 # Columns the reference tables carry beyond the core schema; kept when present.
 N_SHOT, SETTING, LOSS_NAME, CHANCE_SOURCE = "n_shot", "setting", "loss_name", "chance_source"
@@ -21,22 +23,13 @@ N_SHOT, SETTING, LOSS_NAME, CHANCE_SOURCE = "n_shot", "setting", "loss_name", "c
 REQUIRED = (S.FAMILY, S.MODEL, S.TASK, S.METRIC, S.VALUE)
 NUMERIC = (S.PARAMS, S.PARAMS_NONEMBED, S.TOKENS, S.STEP, S.FLOPS, S.LOSS, S.VALUE, S.STDERR, S.N,
            S.CHANCE, N_SHOT)
-_TEXT = (S.FAMILY, S.MODEL, S.CHECKPOINT, S.TASK, S.SUBTASK, S.METRIC, LOSS_NAME, SETTING)
+_TEXT = (S.FAMILY, S.MODEL, S.CHECKPOINT, S.TASK, S.SUBTASK, S.METRIC, LOSS_NAME, SETTING, S.METRIC_KIND,
+         S.HIGHER_IS_BETTER)
 _NA_TEXT = {"", "nan", "na", "n/a", "null", "none", "<na>"}
 _MAX_LISTED = 5
-
-# Chance accuracy of common multiple-choice tasks (1 / number of choices); 0 for generation tasks.
-CHANCE_TABLE = {
-    **dict.fromkeys(["arc_easy", "arc_challenge", "arc_c", "arc_e", "openbookqa", "openbook_qa", "mmlu",
-                     "hendryckstest", "hellaswag", "sciq", "logiqa", "logi_qa", "race", "swag", "headqa",
-                     "medqa", "medmcqa"], 0.25),
-    **dict.fromkeys(["piqa", "winogrande", "winograd", "xwinograd", "wsc", "wsc273", "boolq", "copa", "rte",
-                     "wic", "sst2", "mrpc", "qnli", "qqp"], 0.5),
-    **dict.fromkeys(["csqa", "commonsense_qa", "commonsenseqa", "mathqa", "math_qa"], 0.2),
-    **dict.fromkeys(["socialiqa", "social_iqa", "siqa", "cb", "anli", "mnli"], 1 / 3),
-    **dict.fromkeys(["lambada", "gsm8k", "triviaqa", "nq_open", "squad", "drop", "humaneval", "jeopardy",
-                     "arithmetic", "coqa"], 0.0),
-}
+_DIRECTIONS = {"true": True, "1": True, "1.0": True, "yes": True, "false": False, "0": False, "0.0": False,
+               "no": False}
+_BAD = object()
 
 
 class TidyError(ValueError):
@@ -95,6 +88,9 @@ def check_tidy(df: pd.DataFrame, *, source: str = "<DataFrame>", duplicates: str
     if added:
         notes.append(f"optional column(s) absent, left empty: {added}")
     df[S.SUBTASK] = df[S.SUBTASK].fillna("").astype(str)
+    df[S.METRIC_KIND] = _coerce_kind(df)
+    df[S.HIGHER_IS_BETTER] = _coerce_direction(df)
+    _check_one_per_metric(df)
     df = _drop_nonfinite(df, notes)
     if df.empty:
         raise TidyError(f"{src}: no rows with a finite value")
@@ -116,22 +112,6 @@ def check_tidy(df: pd.DataFrame, *, source: str = "<DataFrame>", duplicates: str
     return out
 
 
-def looks_like_accuracy(metric: str) -> bool:
-    """Accuracy-like metric names: acc, acc_norm, exact_match, em, prob_correct, pass@k, ...
-
-    Not log-probabilities, losses, perplexities, or lm-eval ``metric,filter`` names marked
-    ``norm`` (chance-normalised scores, which can be negative)."""
-    parts = str(metric).lower().split(",")
-    if "norm" in parts[1:]:
-        return False
-    base = re.sub(r"\[.*?\]", "", parts[0])
-    tokens = set(re.split(r"[^a-z0-9@]+", base.replace("_", " ")))
-    if tokens & {"log", "logprob", "loss", "nll", "ppl", "perplexity", "bpb", "gain"}:
-        return False
-    return bool(tokens & {"acc", "accuracy", "em", "prob"}) or "exact_match" in base \
-        or base.startswith("pass@")
-
-
 def validate_accuracy(df: pd.DataFrame) -> pd.DataFrame:
     """Rows whose metric looks like an accuracy (see looks_like_accuracy) but lies outside [0, 1]."""
     acc = _is_accuracy(df[S.METRIC])
@@ -143,8 +123,8 @@ def fill_chance(df: pd.DataFrame, declared: dict | None = None) -> pd.DataFrame:
     """Fill missing ``chance`` for accuracy-like metrics and say where each value came from.
 
     ``chance_source``: 'declared' (in the table already, or in ``declared`` = {task: chance}),
-    'table' (CHANCE_TABLE, by task name or its prefix), 'estimated' (median score of the step-0,
-    untrained checkpoints of that task and metric) or 'unknown'.
+    'table' (``emergence.metric_rules.CHANCE_TABLE``, by task name or its prefix), 'estimated'
+    (median score of the step-0, untrained checkpoints of that task and metric) or 'unknown'.
     """
     out = df.copy()
     chance = pd.to_numeric(out[S.CHANCE], errors="coerce") if S.CHANCE in out.columns \
@@ -186,6 +166,10 @@ def limitations(df: pd.DataFrame) -> list[str]:
         out.append("no stderr or n: noise levels must be assumed, not measured")
     if empty(S.CHANCE):
         out.append("no chance levels: use fill_chance (task table or step-0 estimate)")
+    if df.get(S.METRIC_KIND, pd.Series(dtype=object)).isna().all() and \
+            df.get(S.HIGHER_IS_BETTER, pd.Series(dtype=object)).isna().all():
+        out.append("no metric_kind or higher_is_better: each metric's kind and direction are guessed from its "
+                   "name (emergence.metric_rules), so a metric the rules do not know counts as higher-is-better")
     return out
 
 
@@ -321,8 +305,56 @@ def _per_value(series: pd.Series, fn, missing=np.nan) -> pd.Series:
 
 
 def _table_chance(task):
-    name = re.sub(r"[^a-z0-9]+", "_", str(task).lower()).strip("_")
-    for key in sorted(CHANCE_TABLE, key=len, reverse=True):  # longest match: "arc_challenge" before "arc_c"
-        if name == key or name.startswith(key + "_"):
-            return CHANCE_TABLE[key]
-    return np.nan
+    chance = task_chance(task)
+    return np.nan if chance is None else chance
+
+
+def _coerce_kind(df) -> pd.Series:
+    """``metric_kind`` as 'discontinuous', 'continuous' or None (empty)."""
+    def kind(v):
+        text = str(v).strip().lower()
+        return None if text in _NA_TEXT else text if text in METRIC_KINDS else _BAD
+    return _per_distinct(df, S.METRIC_KIND, kind, "unknown kind(s)",
+                         f"use one of {', '.join(METRIC_KINDS)}, or leave it empty (unknown)")
+
+
+def _coerce_direction(df) -> pd.Series:
+    """``higher_is_better`` as a nullable boolean: True/False, 1/0, yes/no; empty = unknown."""
+    def direction(v):
+        text = str(v).strip().lower()
+        return None if text in _NA_TEXT else _DIRECTIONS.get(text, _BAD)
+    values = _per_distinct(df, S.HIGHER_IS_BETTER, direction, "value(s)",
+                           "use True or False, or leave it empty (unknown)")
+    return pd.Series(pd.array(values.to_numpy(object), dtype="boolean"), index=df.index)
+
+
+def _per_distinct(df, col, fn, what, fix) -> pd.Series:
+    """fn of each value of ``col`` (computed once per distinct value), None where it is missing;
+    a value fn calls _BAD stops with the column, the values and their rows."""
+    codes, values = pd.factorize(df[col])
+    out = np.empty(len(values) + 1, dtype=object)  # the last entry: missing (code -1)
+    out[:-1] = [fn(v) for v in values]
+    bad = [i for i, v in enumerate(out[:-1]) if v is _BAD]
+    if bad:
+        rows = np.isin(codes, bad)
+        examples = ", ".join(repr(values[i]) for i in bad[:3])
+        raise TidyError(f"column {col!r} has {what} {examples} at {_where(df, rows)}; {fix}")
+    return pd.Series(out[codes], index=df.index)
+
+
+def _check_one_per_metric(df):
+    """A metric of a task has one kind and one direction: two would make its curves ambiguous."""
+    keys = [S.TASK, S.SUBTASK, S.METRIC]
+    for col in (S.METRIC_KIND, S.HIGHER_IS_BETTER):
+        have = df[col].notna().to_numpy(bool)
+        if not have.any():
+            continue
+        pairs = df.loc[have, keys + [col]].drop_duplicates()
+        twice = pairs.duplicated(keys, keep=False)
+        if twice.any():
+            task, sub, metric = pairs[twice].iloc[0][keys]
+            rows = (df[S.TASK] == task) & (df[S.SUBTASK] == sub) & (df[S.METRIC] == metric) & have
+            values = sorted(map(str, df.loc[rows, col].unique()))
+            raise TidyError(f"column {col!r} says both {' and '.join(values)} for task {task!r}"
+                            f"{f' / {sub}' if sub else ''}, metric {metric!r} at {_where(df, rows)}; "
+                            "a metric has one value")

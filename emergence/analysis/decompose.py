@@ -7,8 +7,9 @@ sub-steps), ``decompose`` (the same over a tidy table, with the errors) and ``me
 discontinuous metrics show it; continuous metrics and sub-tasks improve smoothly) or
 'genuine' (a threshold in every view)).
 
-The tidy table does not say which metrics are continuous: pass ``kinds`` ({metric: kind}) or
-rely on ``metric_kind``'s name rule. Rows with a sub-task (subtask != "") are sub-task views.
+A metric's kind is the one its task declared (the tidy table's ``metric_kind``, carried into
+the verdict table); ``kinds`` ({metric: kind}) overrides it, and ``metric_kind``'s name rule
+decides for tables that lack it. Rows with a sub-task (subtask != "") are sub-task views.
 """
 
 from dataclasses import dataclass
@@ -19,27 +20,7 @@ from scipy import optimize
 
 from emergence import schema as S
 from emergence.analysis.verdicts import ClassifyConfig, verdicts
-
-DISCONTINUOUS, CONTINUOUS = "discontinuous", "continuous"
-_DISCONTINUOUS = {"exact_match", "acc", "gold_greedy", "acc_norm", "acc_len_norm", "mc1"}
-_CONTINUOUS = {"gold_logprob", "gold_bpb", "gold_token_prob", "prob_correct", "brier", "edit_distance",
-               "token_edit_similarity", "char_acc", "digit_acc", "step_acc", "item_acc", "bits_per_byte",
-               "nats_per_token", "logprob_correct", "bpb", "ppl", "perplexity", "mc2", "bleu"}
-
-
-def metric_kind(metric: str, kinds: dict | None = None) -> str | None:
-    """'discontinuous' (exact match, multiple-choice grade: acc*, gold_greedy), 'continuous'
-    (log-probabilities, bits per byte, Brier, edit distance, per-part accuracies ...), or None
-    when neither the mapping nor the name rule knows. '[rc]'-style suffixes are ignored."""
-    if kinds and metric in kinds:
-        return kinds[metric]
-    base = str(metric).split("[")[0]
-    if base in _DISCONTINUOUS:
-        return DISCONTINUOUS
-    if base in _CONTINUOUS or base.endswith(("_bpb", "_logprob", "_prob", "perplexity", "_ppl")):
-        return CONTINUOUS
-    return None
-
+from emergence.metric_rules import CONTINUOUS, DISCONTINUOUS, metric_kind  # noqa: F401 (re-exported)
 
 @dataclass(frozen=True)
 class CompositePrediction:
@@ -123,8 +104,7 @@ def metric_audit(df: pd.DataFrame, axis: str = "params", *, kinds: dict | None =
         if verdict_table is None else verdict_table.copy()
     if v.empty:
         return pd.DataFrame()
-    kind = {m: metric_kind(m, kinds) for m in v[S.METRIC].unique()}
-    v["kind"] = np.where(v[S.SUBTASK] != "", CONTINUOUS, v[S.METRIC].map(kind).to_numpy(object))
+    v["kind"] = np.where(v[S.SUBTASK] != "", CONTINUOUS, _kinds(v, kinds))
     keys = [S.FAMILY, S.TASK] + [k for k in extra_keys if k in v.columns]
     v = v[_both(v, keys, (v[S.SUBTASK] == "") & (v["kind"] == DISCONTINUOUS), v["kind"] == CONTINUOUS)]
     rows = []
@@ -159,6 +139,18 @@ def _audit(d, c):
         return "undetermined", "no continuous view improves measurably (" + _views(c) + ")"
     return "undetermined", (f"views disagree: {int(c_thr.sum())} continuous view(s) with a threshold, "
                             f"{int(c_smooth.sum())} smooth")
+
+
+def _kinds(v, kinds):
+    """Each verdict row's metric kind: ``kinds``, else the verdict's own (what the task
+    declared; an analysis folder written before it was recorded has none), else the name rule."""
+    rule = {m: metric_kind(m, kinds) for m in v[S.METRIC].unique()}
+    by_rule = v[S.METRIC].map(rule).to_numpy(object)
+    if S.METRIC_KIND not in v.columns:
+        return by_rule
+    own = v[S.METRIC_KIND].to_numpy(object)
+    forced = v[S.METRIC].isin(list(kinds or ())).to_numpy(bool)
+    return np.where(forced | pd.isna(own), by_rule, own)
 
 
 def _views(g):

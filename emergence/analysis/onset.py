@@ -21,7 +21,8 @@ import pandas as pd
 from emergence import schema as S
 from emergence.analysis.scaling import FitError, ScalingFit, critical_size, fit_chinchilla, fit_size_law, loss_points
 from emergence.tidy import fill_chance
-from emergence.analysis.verdicts import ClassifyConfig, classify, metric_is_proportion
+from emergence.analysis.verdicts import ClassifyConfig, classify
+from emergence.metric_rules import metric_is_proportion
 
 SMOOTH_MODELS = ("linear", "power_law", "sigmoid_gentle")
 # Statuses, from the small models' verdict (rows) and the whole family's (columns):

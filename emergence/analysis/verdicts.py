@@ -38,8 +38,9 @@ from emergence.analysis.curves import AXES as CURVE_AXES
 from emergence.analysis.curves import (CONSTANT, EXPONENTIAL, LINEAR, SATURATING_THRESHOLD, SIGMOID, THRESHOLD,
                               Axis, CurveFit, bin_curve, median, noise_model, one_blas_thread, profile, profile_many,
                               sigmoid_grid)
-from emergence.names import lookup
 from emergence.analysis.parallel import map_chunks
+from emergence.metric_rules import directions_of, metric_higher_is_better, metric_is_proportion, metric_kind
+from emergence.names import lookup
 
 LABELS = ("emergent", "smooth", "flat", "undetermined", "inverse", "noisy")
 LN9 = float(np.log(9.0))
@@ -101,8 +102,8 @@ def classify(x, y=None, *, stderr=None, n=None, chance=None, higher_is_better=No
              axis="params", bounded=None, config=ClassifyConfig()) -> Verdict:
     """Verdict for one curve: ``x`` in the units of ``axis`` (params/tokens/flops: counts,
     loss: nats, 'capability': already increasing with capability) and y, or one curve's rows
-    of a tidy table (value, stderr, n, chance and metric columns are used).
-    ``higher_is_better``: default True, or the metric's name rule for a table.
+    of a tidy table (value, stderr, n, chance, higher_is_better and metric columns are used).
+    ``higher_is_better``: default True; for a table, its column, else the metric's name rule.
     ``bounded``: the metric is a proportion in [0, 1] (default: when ``n`` is given, or by
     name for a table); proportions get the binomial noise model and the floor test."""
     if isinstance(x, pd.DataFrame):
@@ -113,7 +114,8 @@ def classify(x, y=None, *, stderr=None, n=None, chance=None, higher_is_better=No
         chance = _scalar(frame, S.CHANCE) if chance is None else chance
         if S.METRIC in frame and frame[S.METRIC].nunique() == 1:
             metric = frame[S.METRIC].iloc[0]
-            higher_is_better = metric_higher_is_better(metric) if higher_is_better is None else higher_is_better
+            if higher_is_better is None:
+                higher_is_better = directions_of(frame)[metric]
             bounded = metric_is_proportion(metric) if bounded is None else bounded
     higher_is_better = True if higher_is_better is None else bool(higher_is_better)
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
@@ -143,9 +145,10 @@ def verdicts(df: pd.DataFrame, axis: str = "params", *, chance=None, higher_is_b
     model (one point per size, said in the 'note' column); 'tokens' gives one curve per model
     (its training run); 'loss' and 'flops' pool every checkpoint of a family, sizes and steps
     together. Rows without a value or x (x <= 0 on a log axis) are dropped and counted in
-    'n_dropped'. ``chance``/``higher_is_better`` override the table (the chance column, the
-    name rule ``metric_higher_is_better``): a value, or a dict keyed by (task, subtask,
-    metric), (task, metric), task or metric. Proportions are recognised by name
+    'n_dropped'. ``chance``/``higher_is_better`` override the table's columns (a metric without
+    a declared direction follows the name rule ``metric_higher_is_better``): a value, or a dict
+    keyed by (task, subtask, metric), (task, metric), task or metric. Each row says the
+    ``metric_kind`` and ``higher_is_better`` used. Proportions are recognised by name
     (``metric_is_proportion``). ``workers``: processes fitting curves (0: one per CPU)."""
     return verdicts_by_axis(df, [axis], chance=chance, higher_is_better=higher_is_better, keys=keys,
                             extra_keys=extra_keys, config=config, workers=workers)[axis]
@@ -175,7 +178,8 @@ def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY
     if xcol not in df.columns:
         raise KeyError(f"The table has no {xcol!r} column for axis {axis!r}; columns: {', '.join(map(str, df.columns))}")
     keys = list(keys) + [k for k in extra_keys if k in df.columns]
-    used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, xcol, S.VALUE, S.STDERR, S.N, S.CHANCE]) if c in df]
+    used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, xcol, S.VALUE, S.STDERR, S.N, S.CHANCE,
+                                             S.METRIC_KIND, S.HIGHER_IS_BETTER]) if c in df]
     data = pd.DataFrame({c: df[c] for c in used})  # no deep copy of the whole table and its attrs
     data[S.SUBTASK] = data[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in data else ""
     note = ""
@@ -204,6 +208,7 @@ def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY
         extra[c] = None if v is None else (v, np.bincount(codes[ok & ~np.isnan(v)], minlength=groups) > 0)
     table_chance = _group_medians(data, codes, ok, groups)
     metrics = meta[S.METRIC].tolist()
+    table_kind, table_hib = (_group_first(data, c, codes, groups) for c in (S.METRIC_KIND, S.HIGHER_IS_BETTER))
     per_curve = meta.to_dict("records") if isinstance(chance, dict) or isinstance(higher_is_better, dict) else None
     curves = []
     for g in range(groups):
@@ -213,9 +218,23 @@ def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY
         c = _lookup(chance, m)
         c = table_chance[g] if c is None else c
         hib = _lookup(higher_is_better, m)
-        hib = metric_higher_is_better(metrics[g]) if hib is None else bool(hib)
+        hib = table_hib[g] if hib is None else hib            # what the task declared
+        hib = metric_higher_is_better(metrics[g]) if hib is None else bool(hib)  # the name rule
         curves.append((x[idx], y[idx], se, nn, c, hib, axis, metric_is_proportion(metrics[g])))
+    meta[S.METRIC_KIND] = [k if k is not None else metric_kind(m) for k, m in zip(table_kind, metrics)]
+    meta[S.HIGHER_IS_BETTER] = [curve[5] for curve in curves]
     return meta, curves, dropped, note
+
+
+def _group_first(data, col, codes, groups):
+    """Each curve's first non-empty value of ``col`` (None where it has none, or no such column)."""
+    out = [None] * groups
+    if col in data:
+        have = data[col].notna().to_numpy(bool)
+        first = pd.Series(data[col].to_numpy(object)[have]).groupby(codes[have]).first()
+        for g, value in first.items():
+            out[g] = value
+    return out
 
 
 def _group_medians(data, codes, ok, groups):
@@ -282,24 +301,6 @@ def wei_emergent(t, y, sigma, baseline, scale=None) -> bool | None:
     near = y[lo] - baseline <= max(2 * sigma[lo], tol)
     gain = y[hi] - y[lo] >= (tol if tol > 0 else 3 * np.hypot(sigma[lo], sigma[hi]))
     return bool(near and y[hi] - baseline >= 3 * sigma[hi] and gain)
-
-
-_LOWER_IS_BETTER = {"brier", "edit_distance", "gold_bpb", "bits_per_byte", "nats_per_token", "ppl",
-                    "perplexity", "word_perplexity", "byte_perplexity", "bpb", "loss"}
-_PROPORTIONS = {"exact_match", "gold_greedy", "prob_correct", "token_edit_similarity",
-                "gold_token_prob", "char_acc", "digit_acc", "step_acc", "item_acc", "mc1", "mc2"}
-
-
-def metric_higher_is_better(metric: str) -> bool:
-    """Name rule: bpb, perplexity, Brier, edit distance, losses are lower-is-better."""
-    base = str(metric).split("[")[0]
-    return not (base in _LOWER_IS_BETTER or base.endswith(("_ppl", "perplexity", "_loss", "bpb")))
-
-
-def metric_is_proportion(metric: str) -> bool:
-    """Name rule: accuracies (acc*, *_acc), exact match and probabilities live in [0, 1]."""
-    base = str(metric).split("[")[0]
-    return base.startswith("acc") or base.endswith("_acc") or base in _PROPORTIONS
 
 
 # ---- the procedure ------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import pandas as pd
 
 from emergence import schema as S
 from emergence.analysis.analyze import Analysis
-from emergence.analysis.decompose import CONTINUOUS, DISCONTINUOUS, metric_kind
 from emergence.analysis.scaling import law_band
 from emergence.analysis.verdicts import LABELS
+from emergence.metric_rules import CONTINUOUS, DISCONTINUOUS, kinds_of
 from emergence.report import figures as F
 from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
@@ -177,7 +177,7 @@ def _task_jobs(t, v, composites, task, i):
                          "drawn thick with its 95% interval), or each model's last checkpoint.",
                          "metric_vs_size", (curve,)))
     same = t[t[S.SUBTASK] == sub]
-    both = {DISCONTINUOUS, CONTINUOUS} <= {metric_kind(m) for m in same[S.METRIC].unique()}
+    both = {DISCONTINUOUS, CONTINUOUS} <= set(kinds_of(same).values())
     x = S.LOSS if _has(curve, S.LOSS) else S.PARAMS
     xv = tv[(tv["axis"] == x) & (tv[S.SUBTASK] == sub)] if not tv.empty else None
     where = ("held-out loss, every checkpoint pooled (lower loss to the right)" if x == S.LOSS
@@ -211,7 +211,8 @@ def _primary(t):
     sub-task; its first discontinuous metric."""
     subs = t[S.SUBTASK]
     sub = "" if (subs == "").any() else subs.value_counts().index[0]
-    metrics = F.order_by_kind(t.loc[subs == sub, S.METRIC].unique())
+    rows = t[subs == sub]
+    metrics = F.order_by_kind(rows[S.METRIC].unique(), kinds_of(rows))
     return sub, metrics[0]
 
 def _band(form, params, N, D, pts, fam, ratio):

@@ -22,8 +22,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from matplotlib.transforms import Bbox
 
 from emergence import schema as S
-from emergence.analysis.decompose import CONTINUOUS, DISCONTINUOUS, metric_kind
-from emergence.analysis.verdicts import metric_higher_is_better, metric_is_proportion
+from emergence.metric_rules import (CONTINUOUS, DISCONTINUOUS, directions_of, kinds_of, metric_higher_is_better,
+                                    metric_is_proportion, metric_kind)
 
 AXIS_LABELS = {S.PARAMS: "parameters (total)", S.PARAMS_NONEMBED: "parameters (non-embedding)",
                S.TOKENS: "training tokens", S.FLOPS: "training compute (FLOPs)",
@@ -125,7 +125,7 @@ def families_vs_size(curve: pd.DataFrame, x: str = S.PARAMS, top: int = MAX_FAMI
             ax.plot([], [], color="#C8C8C8", marker="o", ms=3.5, lw=0.8, label=f"{len(ranked) - top} other families")
         _chance(ax, curve)
         _logx(ax)
-        _metric_axis(ax, fin.rename(columns={"value": S.VALUE}), metric)
+        _metric_axis(ax, fin.rename(columns={"value": S.VALUE}), metric, directions_of(curve)[metric])
         ax.set_xlabel(AXIS_LABELS.get(x, x))
         ax.set_title(f"{len(ranked)} families, final checkpoint of each model", fontsize=9)
         _layout(fig, np.array([[ax]]), (6.0, 3.2), ncol=4)
@@ -141,7 +141,9 @@ def metric_vs_loss(curve: pd.DataFrame, verdicts: pd.DataFrame | None = None) ->
 
 def metric_views(task: pd.DataFrame, x: str, verdicts: pd.DataFrame | None = None, kinds=None) -> Figure:
     """The same outputs under discontinuous and continuous metrics side by side (discontinuous
-    first), against ``x``: loss (every checkpoint pooled) or size (final checkpoints)."""
+    first), against ``x``: loss (every checkpoint pooled) or size (final checkpoints). Kinds:
+    ``kinds`` ({metric: kind}), else the table's ``metric_kind``, else the name rule."""
+    kinds = kinds_of(task, kinds)
     return metric_panels(task, x, verdicts, order_by_kind(task[S.METRIC].unique(), kinds), kinds)
 
 
@@ -153,6 +155,7 @@ def metric_panels(rows: pd.DataFrame, x: str, verdicts: pd.DataFrame | None = No
     threshold, eta and its interval."""
     families = biggest_families(rows, MAX_PANELS)
     metrics = list(metrics if metrics is not None else rows[S.METRIC].unique())[:MAX_PANELS]
+    kinds = kinds_of(rows, kinds)
     data = rows if x == S.LOSS else _final_step(rows)
     with _style():
         fig = Figure()
@@ -171,7 +174,7 @@ def metric_panels(rows: pd.DataFrame, x: str, verdicts: pd.DataFrame | None = No
                     ax.invert_xaxis()
                 _metric_axis(ax, m, metric)
                 ax.set_xlabel(AXIS_LABELS.get(x, x))
-                kind = metric_kind(metric, kinds)
+                kind = kinds.get(metric)
                 title = f"{fam}: {metric}" + (f" [{kind}]" if kind and len(metrics) > 1 else "")
                 ax.set_title(title + _verdict_text(v, x), fontsize=9)
         _layout(fig, axes, (3.4, 2.5), colorbar="last")
@@ -351,8 +354,8 @@ def order_by_kind(metrics, kinds=None) -> list:
     return sorted(metrics, key=lambda m: (rank.get(metric_kind(m, kinds), 2), str(m)))
 
 
-def metric_unit(metric: str) -> str:
-    """Axis label for a metric, with its unit and direction."""
+def metric_unit(metric: str, higher_is_better: bool | None = None) -> str:
+    """Axis label for a metric, with its unit and direction (by default the name rule's)."""
     base = str(metric).split("[")[0]
     if base.endswith("bpb") or base == "bits_per_byte":
         unit = "bits/byte"
@@ -366,7 +369,8 @@ def metric_unit(metric: str) -> str:
         unit = "probability"
     else:
         unit = ""
-    direction = "\u2191 better" if metric_higher_is_better(metric) else "\u2193 better"
+    better = metric_higher_is_better(metric) if higher_is_better is None else higher_is_better
+    direction = "\u2191 better" if better else "\u2193 better"
     return f"{metric}" + (f" ({unit}, {direction})" if unit else f" ({direction})")
 
 
@@ -579,8 +583,10 @@ def _chance(ax, g):
         ax.axhline(c, color="grey", ls="--", lw=1, zorder=1, label=f"chance ({c:.3g})")
 
 
-def _metric_axis(ax, g, metric):
-    ax.set_ylabel(metric_unit(metric), fontsize=8)
+def _metric_axis(ax, g, metric, higher_is_better=None):
+    if higher_is_better is None and S.METRIC in g.columns:
+        higher_is_better = directions_of(g).get(metric)  # the table's, else the name rule's
+    ax.set_ylabel(metric_unit(metric, higher_is_better), fontsize=8)
     if not metric_is_proportion(metric) and _spans_decades(g[S.VALUE], 1) and (g[S.VALUE] > 0).all():
         _log(ax, ax.yaxis)
     ax.yaxis.set_major_locator(MaxNLocator(6)) if ax.get_yscale() == "linear" else None

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 
 from emergence import schema as S
-from emergence.analysis.decompose import metric_kind
 from emergence.analysis.scaling import size_law_critical
 from emergence.analysis.verdicts import LABELS, ClassifyConfig
+from emergence.metric_rules import kinds_of
 from emergence.report import figures as F
 
 _C = ClassifyConfig()
@@ -38,7 +38,8 @@ def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
     v = verdicts
     axes = [a for a in (S.PARAMS, S.LOSS, S.FLOPS, S.TOKENS) if a in set(v["axis"])] + \
         sorted(set(v["axis"]) - {S.PARAMS, S.LOSS, S.FLOPS, S.TOKENS})
-    columns = [(a, m) for a in axes for m in F.order_by_kind(v.loc[v["axis"] == a, S.METRIC].unique())]
+    kinds = kinds_of(v)  # the verdicts' metric_kind (what the tasks declared), else the name rule
+    columns = [(a, m) for a in axes for m in F.order_by_kind(v.loc[v["axis"] == a, S.METRIC].unique(), kinds)]
     order = {t: i for i, t in enumerate(tasks or [])}
     keys = sorted(v[[S.FAMILY, S.TASK, S.SUBTASK]].drop_duplicates().itertuples(index=False),
                   key=lambda k: (order.get(k[1], len(order)), str(k[0]), str(k[2])))
@@ -62,7 +63,7 @@ def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
                         "title": ", ".join(f"{label}: {c}" for label, c in counts)})
         rows.append({"family": fam, "task": task, "subtask": sub, "cells": row})
     spans = [{"axis": a, "span": sum(1 for c in columns if c[0] == a)} for a in axes]
-    return {"columns": [{"axis": a, "metric": m, "kind": metric_kind(m) or "?"} for a, m in columns],
+    return {"columns": [{"axis": a, "metric": m, "kind": kinds.get(m) or "?"} for a, m in columns],
             "axes": spans, "rows": rows, "one_family": v[S.FAMILY].nunique() == 1, "n_rows": n_rows}
 
 def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_rows: int | None = None) -> list:

@@ -45,9 +45,12 @@ def evaluate(task, lm, *, seed: int, limit: int | None = None, num_fewshot: int 
             per_key.setdefault(key, []).append(float(value))
         samples.append(_sample(task, ex, ctx, out, scores))
     aggregates = []
+    declared = {m.name: m for m in reversed(task.metrics)}  # the first declaration of a name wins
     for (subtask, metric), values in sorted(per_key.items()):
         mean, stderr, n, n_bad = mean_stderr(values)
-        aggregates.append(Score(subtask, metric, mean, stderr, n, n_bad, _chance(task, subtask, metric)))
+        m = declared.get(metric)  # a score the task does not declare: kind and direction unknown
+        aggregates.append(Score(subtask, metric, mean, stderr, n, n_bad, _chance(task, subtask, metric),
+                                m and m.kind, m and m.higher_is_better))
     return aggregates, samples
 
 

@@ -1,4 +1,5 @@
-"""Import lm-eval result JSON files as the tidy table, with family metadata and chance levels."""
+"""Import lm-eval result JSON files as the tidy table, with family metadata, chance levels and
+each metric's kind and direction where lm-eval says them."""
 
 import json
 import logging
@@ -7,7 +8,9 @@ import re
 from pathlib import Path
 
 from emergence import schema as S
-from emergence.run.lmeval import ACCURACY_METRICS, KNOWN_CHANCE, short_name
+from emergence import tasks as T
+from emergence.metric_rules import task_chance
+from emergence.run.lmeval import ACCURACY_METRICS, DISCRETE_METRICS, short_name
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,11 @@ def import_lmeval(paths, registry=None):
     and are matched to the registered families for params, tokens and step; an unknown model
     keeps its name and empty counts. Old Pythia-style names (``hendrycksTest-<subject>``) and
     lm-eval groups become ``task`` + ``subtask``; ``acc,none`` becomes ``acc``. ``n`` is
-    lm-eval's ``n-samples`` where the file has it, ``chance`` comes from :data:`KNOWN_CHANCE`.
+    lm-eval's ``n-samples`` where the file has it, ``chance`` of accuracies comes from
+    :func:`emergence.metric_rules.task_chance`. ``higher_is_better`` is the file's own (lm-eval
+    0.4 writes it per task and metric; empty for older files); ``metric_kind`` is
+    'discontinuous' for lm-eval's all-or-nothing metrics (acc, acc_norm, exact_match, ...) and
+    empty otherwise, left to the analysis's name rules.
     The same checkpoint, task and metric twice (say zero- and five-shot files together) is an
     error: the table has no column for the setting, so import such files separately.
     """
@@ -45,17 +52,20 @@ def import_lmeval(paths, registry=None):
         ck = _checkpoint(data, index, path)
         if not ck.family:
             unknown.add(ck.repo)
-        for task, subtask, metric, value, stderr, n in _result_rows(data):
+        for task, subtask, metric, value, stderr, n, better in _result_rows(data):
             key = (ck.name, task, subtask, metric)
             if key in seen:
                 raise ValueError(f"{path} and {seen[key]} both hold {ck.name} / {task} / {subtask or '-'} / "
                                  f"{metric}: import files of different settings (e.g. shots) separately")
             seen[key] = path
-            chance = KNOWN_CHANCE.get(task) if metric.split(",")[0] in ACCURACY_METRICS else None
+            base = metric.split(",")[0]
+            chance = task_chance(task) if base in ACCURACY_METRICS else None
             rows.append({S.FAMILY: ck.family, S.MODEL: ck.model, S.CHECKPOINT: ck.name, S.PARAMS: ck.params,
                          S.PARAMS_NONEMBED: ck.params_nonembed, S.TOKENS: ck.tokens, S.STEP: ck.step,
                          S.FLOPS: ck.training_flops, S.LOSS: None, S.TASK: task, S.SUBTASK: subtask,
-                         S.METRIC: metric, S.VALUE: value, S.STDERR: stderr, S.N: n, S.CHANCE: chance})
+                         S.METRIC: metric, S.VALUE: value, S.STDERR: stderr, S.N: n, S.CHANCE: chance,
+                         S.METRIC_KIND: T.DISCONTINUOUS if base in DISCRETE_METRICS else None,
+                         S.HIGHER_IS_BETTER: better})
     if unknown:
         log.warning("No registered family has %s; imported with empty params and tokens", ", ".join(sorted(unknown)))
     df = pd.DataFrame(rows, columns=list(S.TIDY_COLUMNS))
@@ -63,6 +73,7 @@ def import_lmeval(paths, registry=None):
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
         df[col] = pd.to_numeric(df[col]).astype("float64")
+    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
     return df.sort_values([S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC], kind="stable",
                           ignore_index=True)
 
@@ -105,9 +116,10 @@ def _checkpoint(data, index, path):
 
 
 def _result_rows(data):
-    """(task, subtask, metric, value, stderr, n) for every number in ``results``."""
+    """(task, subtask, metric, value, stderr, n, higher_is_better) for every number in ``results``."""
     parent = {c: g for g, children in (data.get("group_subtasks") or {}).items() for c in children if c != g}
     samples = data.get("n-samples") or {}
+    directions = data.get("higher_is_better") or {}
     for name, metrics in data["results"].items():
         if not isinstance(metrics, dict):
             continue
@@ -119,7 +131,9 @@ def _result_rows(data):
                 continue
             stderr = metrics.get(f"{metric}_stderr,{fkey}" if fkey else f"{metric}_stderr")
             name_out = metric if fkey in ("", "none") else f"{metric},{fkey}"
-            yield task, subtask, name_out, float(value), float(stderr) if _is_number(stderr) else None, n
+            better = (directions.get(name) or {}).get(metric) if isinstance(directions.get(name), dict) else None
+            yield (task, subtask, name_out, float(value), float(stderr) if _is_number(stderr) else None, n,
+                   better if isinstance(better, bool) else None)
 
 
 def _task_subtask(name, parent):

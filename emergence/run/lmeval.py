@@ -21,24 +21,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from emergence import tasks as T
+from emergence.metric_rules import task_chance
 from emergence.names import unknown_message
 
 log = logging.getLogger(__name__)
 
 PREFIX = "lm-eval:"
 
-# Chance level of the accuracy metrics (ACCURACY_METRICS) of well-known lm-eval tasks: a uniform
-# guess among the answer options. ARC has a few 3- and 5-option questions among the 4-option
-# ones, so 0.25 is within a fraction of a percent. LAMBADA asks for a free word (chance 0).
-KNOWN_CHANCE = {
-    "mmlu": 0.25, "arc_easy": 0.25, "arc_challenge": 0.25, "sciq": 0.25, "logiqa": 0.25,
-    "hellaswag": 0.25, "openbookqa": 0.25, "race": 0.25, "mathqa": 0.2,
-    "piqa": 0.5, "winogrande": 0.5, "wsc": 0.5, "wsc273": 0.5, "boolq": 0.5, "copa": 0.5,
-    "lambada_openai": 0.0, "lambada_standard": 0.0,
-}
+# Accuracies whose chance level is the task's: 1 / choices, or emergence.metric_rules.task_chance.
 ACCURACY_METRICS = ("acc", "acc_norm", "acc_bytes")
 # lm-eval metrics that are all or nothing per document.
-_DISCRETE = {"acc", "acc_norm", "acc_bytes", "exact_match", "acc_mutual_info"}
+DISCRETE_METRICS = {"acc", "acc_norm", "acc_bytes", "exact_match", "acc_mutual_info"}
 _KIND = {"multiple_choice": T.MULTIPLE_CHOICE, "generate_until": T.GENERATE,
          "loglikelihood": T.GENERATE, "loglikelihood_rolling": T.ROLLING}
 
@@ -146,8 +139,8 @@ class LMEvalTask:
                     elif metric == "acc" and self.output_type == "loglikelihood":
                         chance = 0.0  # the target is the greedy continuation: a free-form answer
                     elif metric in ACCURACY_METRICS:
-                        chance = KNOWN_CHANCE.get(name, KNOWN_CHANCE.get(leaf))
-                    theirs[key] = T.Metric(key, T.DISCONTINUOUS if metric in _DISCRETE else T.CONTINUOUS,
+                        chance = next((c for c in (task_chance(name), task_chance(leaf)) if c is not None), None)
+                    theirs[key] = T.Metric(key, T.DISCONTINUOUS if metric in DISCRETE_METRICS else T.CONTINUOUS,
                                            chance, bool(better.get(metric, True)), f"lm-eval's {key}")
         return tuple(m for m in ours if m.name not in theirs) + tuple(theirs.values())
 
