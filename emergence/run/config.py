@@ -94,6 +94,9 @@ class RunConfig:
     loss_task: str = "heldout_loss"  # its nats/token fill the tidy table's `loss` column
     backend: BackendOptions = field(default_factory=BackendOptions)
     executor: ExecutorOptions = field(default_factory=ExecutorOptions)
+    # A checkpoint whose weights (or family) are not the ones its stored cells were made from is
+    # refused; true evaluates it again instead, replacing those cells. Never changes the numbers.
+    reevaluate_changed: bool = False
 
     def results_settings(self) -> dict:
         """Settings that change the numbers; a run directory keeps one value of each.
