@@ -111,6 +111,14 @@ def test_a_model_with_nan_weights_fails_its_cells_and_stores_no_scores(tiny_mode
     ('[[checkpoint]]\npath = "m"\nrepo = "org/m"\n', r"exactly one of 'path' or 'repo'"),
     ('[[checkpoint]]\nrepo = "org/m"\nname = "a"\n[[checkpoint]]\nrepo = "org/n"\nname = "a"\n', r"'a' twice"),
     ('name = \n', r"malformed TOML"),
+    ('[[checkpoint]]\npath = "m"\ntokens = "4.2e9"\n', r"line 3\): checkpoint #1: 'tokens' must be a number"),
+    ('[[checkpoint]]\npath = "m"\nstep = "abc"\n', r"line 3\): checkpoint #1: 'step' must be a whole number"),
+    ('[[checkpoint]]\npath = 5\n', r"line 2\): checkpoint #1: 'path' must be a non-empty string, got 5"),
+    ('[[checkpoint]]\nrepo = "org/m"\nmodel = 5\n', r"line 3\): checkpoint #1: 'model' must be a non-empty string"),
+    ('[[checkpoint]]\nrepo = "a"\nstep = 1\n\n[[checkpoint]]\nrepo = "b"\nstep = 2.5\n',
+     r"line 7\): checkpoint #2: 'step' must be a whole number"),
+    ('[checkpoint]\npath = "m"\n', r"line 1\): \[checkpoint\] is one table.*\[\[checkpoint\]\]"),
+    ('name = 5\n[[checkpoint]]\npath = "m"\n', r"line 1\): 'name' must be a string"),
 ])
 def test_bad_family_file_is_refused_with_location(text, match, tmp_path):
     family = tmp_path / "family.toml"
