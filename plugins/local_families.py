@@ -1,7 +1,8 @@
 """Built-in family resolver for local checkpoints: a folder of checkpoint folders, or a TOML list.
 
 Folder layout: ``ROOT/<model>@step<N>/`` or ``ROOT/<model>/step<N>/`` (each with config.json),
-or ROOT itself is one checkpoint. TOML layout (paths relative to the file)::
+or ROOT itself is one checkpoint; symlinks are followed, and a folder reached by several paths
+(a link loop) is one checkpoint. TOML layout (paths relative to the file)::
 
     name = "my-ladder"
     [[checkpoint]]
@@ -44,8 +45,8 @@ def family_from_folder(root: Path) -> Family:
     if (root / "config.json").exists():
         folders = [root]
     else:
-        folders = sorted(p.parent for p in root.glob("*/config.json")) + \
-                  sorted(p.parent for p in root.glob("*/*/config.json"))
+        folders = _once(sorted(p.parent for p in root.glob("*/config.json")) +
+                        sorted(p.parent for p in root.glob("*/*/config.json")))
     if not folders:
         raise FamilyFileError(f"{root}: no checkpoint folders (a folder with config.json) found "
                               "directly inside or one level down")
@@ -107,6 +108,17 @@ def family_from_toml(path: Path) -> Family:
         return Family(name=name, checkpoints=tuple(checkpoints), description=data.get("description", str(path)))
     except ValueError as e:
         raise FamilyFileError(f"{path}: {e}") from None
+
+
+def _once(folders: list[Path]) -> list[Path]:
+    """Each checkpoint folder once, however many symlinks lead to it (a link back up the tree,
+    a loop): reached without a link if it can be, else the first way found."""
+    kept, seen = [], set()
+    for folder in sorted(folders, key=lambda p: p.resolve() != p):  # stable: link-free paths first
+        if folder.resolve() not in seen:
+            seen.add(folder.resolve())
+            kept.append(folder)
+    return kept
 
 
 def _split_step(rel: str) -> tuple[str, int | None]:

@@ -172,3 +172,23 @@ def test_provenance_is_recorded(tiny_family_dir, tmp_path):
     con = sqlite3.connect(tmp_path / "run" / "results.sqlite")
     versions = con.execute("SELECT DISTINCT task_version FROM cells").fetchall()
     assert versions == [("1",)]
+
+
+def test_a_symlink_loop_in_a_family_folder_is_not_followed_twice(tmp_path):
+    from emergence_plugins.local_families import family_from_folder
+
+    root = tmp_path / "fam"
+    for folder in ("m@step1", "big/step1", "big/step2"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "config.json").write_text("{}")
+    (root / "loop").symlink_to(".")                # fam/loop/m@step1 is fam/m@step1
+    (root / "alias").symlink_to("big")             # fam/alias/step1 is fam/big/step1, found first
+    (root / "big" / "up").symlink_to("..")
+    (root / "self").symlink_to("self")             # a link to itself: nothing to find, no error
+    (root / "outside").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "config.json").write_text("{}")   # a linked-in checkpoint still counts
+    family = family_from_folder(root)
+    assert sorted(ck.name for ck in family.checkpoints) == ["big@step1", "big@step2", "m@step1", "outside"]
+    assert {ck.repo for ck in family.checkpoints if ck.model == "big"} == {str(root / "big/step1"),
+                                                                          str(root / "big/step2")}
