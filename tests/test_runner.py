@@ -192,3 +192,14 @@ def test_a_symlink_loop_in_a_family_folder_is_not_followed_twice(tmp_path):
     assert sorted(ck.name for ck in family.checkpoints) == ["big@step1", "big@step2", "m@step1", "outside"]
     assert {ck.repo for ck in family.checkpoints if ck.model == "big"} == {str(root / "big/step1"),
                                                                           str(root / "big/step2")}
+
+
+def test_settings_pinned_by_a_run_that_finished_no_cell_can_be_corrected(tiny_family_dir, tmp_path):
+    cfg = _config(tiny_family_dir, tmp_path / "run", tasks=("t_pick",), select=Selection(glob="*h32*"))
+    with Store(cfg.out) as store:   # as older versions left it after `--limit 0`: every cell failed
+        store.set_meta("results_settings", {**cfg.results_settings(), "limit": 0})
+        store.write_failure("tiny-h32-l2@step100", "t_pick", "1", "test_tasks", "no examples")
+    summary = run(cfg, pm=manager(), progress=False)
+    assert summary.ok and summary.evaluated == 2
+    with pytest.raises(SettingsMismatch, match="limit: stored 6, now 5"):   # once there are numbers, never
+        run(RunConfig(**{**cfg.__dict__, "limit": 5}), pm=manager(), progress=False)

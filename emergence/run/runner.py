@@ -79,6 +79,8 @@ def run(config: RunConfig, pm=None, progress: bool = True) -> RunSummary:
     summary = RunSummary(Path(config.out))
     with Store(config.out) as store:
         identities = _check_identities(store, checkpoints, config.reevaluate_changed)
+        if not store.done_cells():  # no numbers yet to agree with, e.g. a bad value pinned by an older version
+            store.set_meta("results_settings", config.results_settings())
         store.check_settings(config.results_settings())
         summary.changed = _record_identities(store, identities)
         done = store.done_cells()
