@@ -136,3 +136,18 @@ def test_large_files_are_sampled_and_unchanged_files_are_not_read_again(tmp_path
 
     monkeypatch.setattr(ident, "_file_hash", no_reading)
     assert ident.checkpoint_identity(ck, previous=first) == first
+
+
+def test_the_command_line_refuses_a_changed_checkpoint_and_reevaluates_it_when_asked(tokenizer, tmp_path, capsys):
+    from emergence.cli import main
+
+    out = tmp_path / "run"
+    argv = ["run", "--tasks", "mc_arith", "--limit", "2", "--batch-size", "4", "--out", str(out), "--no-progress"]
+    first, second = _family(tmp_path / "a" / "fam", tokenizer, 1), _family(tmp_path / "b" / "fam", tokenizer, 2)
+    assert main(argv + ["--family", str(first)]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--family", str(second)]) == 1
+    assert "'m@step1' (weights differ)" in capsys.readouterr().err
+    assert main(argv + ["--family", str(second), "--reevaluate-changed"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 changed checkpoint(s) evaluated again: m@step1" in printed and "1 cells evaluated" in printed
