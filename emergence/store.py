@@ -157,16 +157,18 @@ class Store:
         return {name: json.loads(value) for name, value in
                 self.db.execute("SELECT checkpoint, identity FROM checkpoint_identity")}
 
-    def set_identity(self, checkpoint: str, identity: dict, discard_cells: bool = False):
-        """Record what ``checkpoint``'s cells are computed from; with ``discard_cells`` its cells
-        (made from other weights) are removed in the same transaction, so none outlives its identity."""
+    def set_identities(self, identities: dict[str, dict], discard=()):
+        """Record what each checkpoint's cells are computed from, in one transaction; the cells of
+        the checkpoints in ``discard`` (made from other weights) go in it too, so none outlives
+        the identity it was computed from."""
         self.db.executescript(IDENTITY_SCHEMA)
         with self._transaction():
-            if discard_cells:
+            for checkpoint in discard:
                 for table in ("scores", "samples", "cells"):
                     self.db.execute(f"DELETE FROM {table} WHERE checkpoint = ?", (checkpoint,))
-            self.db.execute("INSERT OR REPLACE INTO checkpoint_identity VALUES (?, ?, ?)",
-                            (checkpoint, json.dumps(identity, sort_keys=True), time.time()))
+            self.db.executemany("INSERT OR REPLACE INTO checkpoint_identity VALUES (?, ?, ?)",
+                                [(name, json.dumps(identity, sort_keys=True), time.time())
+                                 for name, identity in identities.items()])
 
     def done_cells(self) -> set[tuple[str, str]]:
         return set(self.db.execute("SELECT checkpoint, task FROM cells WHERE status = 'done'"))

@@ -113,8 +113,9 @@ def make_executor(config: RunConfig):
 
 
 def _check_identities(store: Store, checkpoints, reevaluate: bool) -> dict:
-    """{name: (identity to record, whether its stored cells are another checkpoint's)}; refuses,
-    naming both identities, a checkpoint with finished cells whose identity changed."""
+    """{name: (identity to record, whether its stored cells are another checkpoint's, stored
+    identity)}; refuses, naming both identities, a checkpoint with finished cells whose identity
+    changed, unless ``reevaluate``."""
     stored = store.identities()
     with_cells = {ck for ck, _ in store.done_cells()}
     out, changed = {}, []
@@ -138,10 +139,11 @@ def _check_identities(store: Store, checkpoints, reevaluate: bool) -> dict:
 
 def _record_identities(store: Store, identities: dict) -> list[str]:
     """Write the identities that are new or changed; drop the cells of changed checkpoints."""
-    for name, (identity, changed, old) in identities.items():
-        if changed or identity != old:
-            store.set_identity(name, identity, discard_cells=changed)
-    return [name for name, (_, changed, _) in identities.items() if changed]
+    new = {name: identity for name, (identity, changed, old) in identities.items() if changed or identity != old}
+    discard = [name for name, (_, changed, _) in identities.items() if changed]
+    if new:
+        store.set_identities(new, discard=discard)
+    return discard
 
 
 def _add_resolved_commit(store: Store, name: str, identities: dict):
@@ -151,7 +153,7 @@ def _add_resolved_commit(store: Store, name: str, identities: dict):
         sha = cached_commit(identity["repo"], identity.get("revision"))
         if sha:
             identities[name] = ({**identity, "sha": sha}, False, identity)
-            store.set_identity(name, identities[name][0])
+            store.set_identities({name: identities[name][0]})
 
 
 def _record(store, summary, registry, task, cell: CellResult):
