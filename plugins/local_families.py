@@ -12,6 +12,7 @@ or ROOT itself is one checkpoint; symlinks are followed, and a folder reached by
     tokens = 4.2e9                 # optional: params, params_nonembed, flops, size too
 """
 
+import math
 import re
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def family_from_toml(path: Path) -> Family:
             if expected:
                 raise FamilyFileError(f"{path}{_entry_line(text, k, key)}: checkpoint #{k}: {key!r} must be "
                                       f"{expected}, got {value!r}")
+        entry = {**entry, **{key: int(entry[key]) for key in WHOLE & set(entry)}}  # params = 1.4e9 is whole
         if ("path" in entry) == ("repo" in entry):
             raise FamilyFileError(f"{path}: checkpoint #{k} needs exactly one of 'path' or 'repo'")
         repo = str((path.parent / entry["path"]).resolve()) if "path" in entry else entry["repo"]
@@ -138,9 +140,9 @@ def _size_label(model: str) -> str:
 def _type_error(key: str, value) -> str | None:
     """What ``key`` must be when ``value`` is not that, else None. A quoted number is a string:
     refused, not parsed, so that a typo cannot turn into a number."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if key in WHOLE:
-        return None if number and isinstance(value, int) and value >= 0 else "a whole number >= 0 (unquoted)"
+        return None if number and value == int(value) and value >= 0 else "a whole number >= 0 (unquoted)"
     if key in AMOUNT:
         return None if number and value >= 0 else "a number >= 0 (unquoted, e.g. 4.2e9)"
     return None if isinstance(value, str) and value else "a non-empty string"
@@ -154,11 +156,10 @@ def _header_line(text: str, k: int) -> str:
 
 def _entry_line(text: str, k: int, key: str) -> str:
     """" (line N)" of ``key`` inside the k-th [[checkpoint]] table, else of the first line setting it."""
-    start = _header_number(text, k)
-    if start:
-        following = at_line("\n".join(text.splitlines()[start:]), key)   # " (line M)" counted from there
-        if following:
-            return f" (line {start + int(following.strip(' ()').split()[1])})"
+    lines = text.splitlines()
+    for i in range(_header_number(text, k) or 0, len(lines)):
+        if lines[i].strip().split("=", 1)[0].strip().strip('"') == key:
+            return f" (line {i + 1})"
     return at_line(text, key)
 
 

@@ -119,6 +119,7 @@ def test_a_model_with_nan_weights_fails_its_cells_and_stores_no_scores(tiny_mode
      r"line 7\): checkpoint #2: 'step' must be a whole number"),
     ('[checkpoint]\npath = "m"\n', r"line 1\): \[checkpoint\] is one table.*\[\[checkpoint\]\]"),
     ('name = 5\n[[checkpoint]]\npath = "m"\n', r"line 1\): 'name' must be a string"),
+    ('[[checkpoint]]\nrepo = "a"\ntokens = nan\n', r"line 3\): checkpoint #1: 'tokens' must be a number"),
 ])
 def test_bad_family_file_is_refused_with_location(text, match, tmp_path):
     family = tmp_path / "family.toml"
@@ -203,3 +204,13 @@ def test_settings_pinned_by_a_run_that_finished_no_cell_can_be_corrected(tiny_fa
     assert summary.ok and summary.evaluated == 2
     with pytest.raises(SettingsMismatch, match="limit: stored 6, now 5"):   # once there are numbers, never
         run(RunConfig(**{**cfg.__dict__, "limit": 5}), pm=manager(), progress=False)
+
+
+def test_family_file_counts_may_be_written_as_whole_floats(tmp_path):
+    from emergence_plugins.local_families import family_from_toml
+
+    path = tmp_path / "family.toml"
+    path.write_text('[[checkpoint]]\nrepo = "org/m"\nstep = 2000\nparams = 1.4e9\ntokens = 4.2e9\n')
+    (ck,) = family_from_toml(path).checkpoints
+    assert (ck.params, ck.step, ck.tokens, ck.name) == (1_400_000_000, 2000, 4.2e9, "m@step2000")
+    assert isinstance(ck.params, int)
