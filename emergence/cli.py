@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--eval-workers", type=int, help="processes of the pool executor (default: one per CPU)")
     r.add_argument("--address", help="Ray cluster to join, e.g. auto or 10.0.0.1:6379 (default: find or start one)")
     r.add_argument("--gpus-per-worker", type=float, help="GPUs each Ray task reserves (default 0: CPU only)")
+    r.add_argument("--reevaluate-changed", action="store_const", const=True,
+                   help="evaluate again a checkpoint whose weights or family changed since its stored cells "
+                        "were made, replacing them (default: refuse)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
 
@@ -188,8 +191,11 @@ def cmd_run(args) -> int:
         backend_allow_pickle=args.allow_pickle, backend_trust_remote_code=args.trust_remote_code,
         executor_kind=args.executor, executor_address=args.address,
         executor_gpus_per_worker=args.gpus_per_worker, executor_workers=args.eval_workers,
+        reevaluate_changed=args.reevaluate_changed,
     )
     summary = run(config, progress=not args.no_progress)
+    if summary.changed:
+        print(f"{len(summary.changed)} changed checkpoint(s) evaluated again: {', '.join(summary.changed)}")
     print(f"{summary.evaluated} cells evaluated, {summary.skipped} already done, "
           f"{len(summary.failed)} failed, in {summary.run_dir}")
     for ck, task, error in summary.failed:

@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS samples (
     prompt_hash TEXT, prediction TEXT, gold TEXT, gold_logprob REAL, gold_tokens INTEGER,
     greedy INTEGER, metrics TEXT, PRIMARY KEY (checkpoint, task, example_id));
 """
+# What each checkpoint's cells were computed from (emergence.run.identity). Stores made before it
+# lack the table: their checkpoints read as "not recorded", and the writer adds it when needed.
+IDENTITY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoint_identity (
+    checkpoint TEXT PRIMARY KEY, identity TEXT NOT NULL, recorded_at REAL);
+"""
 
 
 # Columns added to the scores table since version 1: a writer adds them to an older store, and
@@ -161,6 +167,26 @@ class Store:
         values["flops"] = ck.training_flops
         self.db.execute(f"INSERT OR REPLACE INTO checkpoints ({', '.join(cols)}) VALUES "
                         f"({', '.join('?' * len(cols))})", [values[c] for c in cols])
+
+    def identities(self) -> dict[str, dict]:
+        """The recorded identity of each checkpoint; a checkpoint without one is not in it."""
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint_identity'").fetchone():
+            return {}
+        return {name: json.loads(value) for name, value in
+                self.db.execute("SELECT checkpoint, identity FROM checkpoint_identity")}
+
+    def set_identities(self, identities: dict[str, dict], discard=()):
+        """Record what each checkpoint's cells are computed from, in one transaction; the cells of
+        the checkpoints in ``discard`` (made from other weights) go in it too, so none outlives
+        the identity it was computed from."""
+        self.db.executescript(IDENTITY_SCHEMA)
+        with self._transaction():
+            for checkpoint in discard:
+                for table in ("scores", "samples", "cells"):
+                    self.db.execute(f"DELETE FROM {table} WHERE checkpoint = ?", (checkpoint,))
+            self.db.executemany("INSERT OR REPLACE INTO checkpoint_identity VALUES (?, ?, ?)",
+                                [(name, json.dumps(identity, sort_keys=True), time.time())
+                                 for name, identity in identities.items()])
 
     def done_cells(self) -> set[tuple[str, str]]:
         return set(self.db.execute("SELECT checkpoint, task FROM cells WHERE status = 'done'"))

@@ -33,6 +33,13 @@ def test_toml_overrides_defaults(tmp_path):
     ('[backend]\nmax_memory = {cpu = "1GiB"}\n', r'max_memory only applies with device_map = "auto"'),
     ('[backend]\ndevice_map = "auto"\nmax_memory = "1GiB"\n', r"max_memory must be a table of device = size"),
     ('[backend]\ndevice_map = "auto"\nmax_memory = {gpu0 = "1GiB"}\n', r"'gpu0' = '1GiB' is not a device"),
+    ('family = "x"\nlimit = 0\n', r"line 2.*limit must be a positive number"),
+    ('limit = -1\n', r"line 1.*limit must be a positive number"),
+    ('num_fewshot = -2\n', r"line 1.*num_fewshot must be 0 or more"),
+    ('tasks = ["copy", "add_2d", "copy"]\n', r"line 1.*tasks lists 'copy' more than once"),
+    ('[backend]\ndevice = "cpu"\ndtype = "float33"\n', r"line 3.*Unknown dtype 'float33'.*Did you mean 'float32'"),
+    ('[backend]\nmax_length = -5\n', r"line 2.*max_length must be a positive"),
+    ('[backend]\nmax_batch_size = 0\n', r"line 2.*max_batch_size must be a positive"),
 ])
 def test_bad_config_is_rejected_with_location(tmp_path, text, match):
     path = tmp_path / "bad.toml"
@@ -79,3 +86,24 @@ def test_toml_is_read_without_tomllib_as_on_python_3_10(tmp_path, monkeypatch):
     path.write_text("family = \n")
     with pytest.raises(ConfigError, match="malformed TOML"):
         load_config(path)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--limit", "0"], "limit must be a positive number"),
+    (["--limit", "-1"], "limit must be a positive number"),
+    (["--dtype", "float33"], "Unknown dtype 'float33'. Did you mean 'float32'"),
+    (["--max-length", "-5"], "max_length must be a positive"),
+    (["--tasks", "mc_arith,mc_arith"], "tasks lists 'mc_arith' more than once"),
+])
+def test_bad_settings_are_refused_before_anything_is_written_and_the_fixed_rerun_works(
+        flags, message, tiny_family_dir, tmp_path, capsys):
+    from emergence.cli import main
+
+    out = tmp_path / "run"
+    argv = ["run", "--family", str(tiny_family_dir), "--sizes", "tiny-h32-l2", "--steps", "200",
+            "--tasks", "mc_arith", "--limit", "2", "--batch-size", "4", "--out", str(out), "--no-progress"]
+    assert main(argv + flags) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()   # nothing created, so nothing pinned
+    assert main(argv) == 0
+    assert "1 cells evaluated" in capsys.readouterr().out

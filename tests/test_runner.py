@@ -111,6 +111,15 @@ def test_a_model_with_nan_weights_fails_its_cells_and_stores_no_scores(tiny_mode
     ('[[checkpoint]]\npath = "m"\nrepo = "org/m"\n', r"exactly one of 'path' or 'repo'"),
     ('[[checkpoint]]\nrepo = "org/m"\nname = "a"\n[[checkpoint]]\nrepo = "org/n"\nname = "a"\n', r"'a' twice"),
     ('name = \n', r"malformed TOML"),
+    ('[[checkpoint]]\npath = "m"\ntokens = "4.2e9"\n', r"line 3\): checkpoint #1: 'tokens' must be a number"),
+    ('[[checkpoint]]\npath = "m"\nstep = "abc"\n', r"line 3\): checkpoint #1: 'step' must be a whole number"),
+    ('[[checkpoint]]\npath = 5\n', r"line 2\): checkpoint #1: 'path' must be a non-empty string, got 5"),
+    ('[[checkpoint]]\nrepo = "org/m"\nmodel = 5\n', r"line 3\): checkpoint #1: 'model' must be a non-empty string"),
+    ('[[checkpoint]]\nrepo = "a"\nstep = 1\n\n[[checkpoint]]\nrepo = "b"\nstep = 2.5\n',
+     r"line 7\): checkpoint #2: 'step' must be a whole number"),
+    ('[checkpoint]\npath = "m"\n', r"line 1\): \[checkpoint\] is one table.*\[\[checkpoint\]\]"),
+    ('name = 5\n[[checkpoint]]\npath = "m"\n', r"line 1\): 'name' must be a string"),
+    ('[[checkpoint]]\nrepo = "a"\ntokens = nan\n', r"line 3\): checkpoint #1: 'tokens' must be a number"),
 ])
 def test_bad_family_file_is_refused_with_location(text, match, tmp_path):
     family = tmp_path / "family.toml"
@@ -164,3 +173,44 @@ def test_provenance_is_recorded(tiny_family_dir, tmp_path):
     con = sqlite3.connect(tmp_path / "run" / "results.sqlite")
     versions = con.execute("SELECT DISTINCT task_version FROM cells").fetchall()
     assert versions == [("1",)]
+
+
+def test_a_symlink_loop_in_a_family_folder_is_not_followed_twice(tmp_path):
+    from emergence_plugins.local_families import family_from_folder
+
+    root = tmp_path / "fam"
+    for folder in ("m@step1", "big/step1", "big/step2"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "config.json").write_text("{}")
+    (root / "loop").symlink_to(".")                # fam/loop/m@step1 is fam/m@step1
+    (root / "alias").symlink_to("big")             # fam/alias/step1 is fam/big/step1, found first
+    (root / "big" / "up").symlink_to("..")
+    (root / "self").symlink_to("self")             # a link to itself: nothing to find, no error
+    (root / "outside").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "config.json").write_text("{}")   # a linked-in checkpoint still counts
+    family = family_from_folder(root)
+    assert sorted(ck.name for ck in family.checkpoints) == ["big@step1", "big@step2", "m@step1", "outside"]
+    assert {ck.repo for ck in family.checkpoints if ck.model == "big"} == {str(root / "big/step1"),
+                                                                          str(root / "big/step2")}
+
+
+def test_settings_pinned_by_a_run_that_finished_no_cell_can_be_corrected(tiny_family_dir, tmp_path):
+    cfg = _config(tiny_family_dir, tmp_path / "run", tasks=("t_pick",), select=Selection(glob="*h32*"))
+    with Store(cfg.out) as store:   # as older versions left it after `--limit 0`: every cell failed
+        store.set_meta("results_settings", {**cfg.results_settings(), "limit": 0})
+        store.write_failure("tiny-h32-l2@step100", "t_pick", "1", "test_tasks", "no examples")
+    summary = run(cfg, pm=manager(), progress=False)
+    assert summary.ok and summary.evaluated == 2
+    with pytest.raises(SettingsMismatch, match="limit: stored 6, now 5"):   # once there are numbers, never
+        run(RunConfig(**{**cfg.__dict__, "limit": 5}), pm=manager(), progress=False)
+
+
+def test_family_file_counts_may_be_written_as_whole_floats(tmp_path):
+    from emergence_plugins.local_families import family_from_toml
+
+    path = tmp_path / "family.toml"
+    path.write_text('[[checkpoint]]\nrepo = "org/m"\nstep = 2000\nparams = 1.4e9\ntokens = 4.2e9\n')
+    (ck,) = family_from_toml(path).checkpoints
+    assert (ck.params, ck.step, ck.tokens, ck.name) == (1_400_000_000, 2000, 4.2e9, "m@step2000")
+    assert isinstance(ck.params, int)

@@ -12,7 +12,7 @@ import pytest
 
 from emergence import schema as S
 from emergence.cli import main
-from emergence.run.config import BackendOptions, RunConfig, load_config
+from emergence.run.config import BackendOptions, ConfigError, RunConfig, load_config
 from emergence.hookspecs import hookimpl
 from emergence.names import file_name
 from emergence.run.runner import run
@@ -32,9 +32,9 @@ def test_config_values_are_plain_data_never_code_or_shell(tiny_family_dir, tmp_p
     shell, python = "$(touch pwned-shell); `touch pwned-tick`", "__import__('os').system('touch pwned-python')"
     path = tmp_path / "run.toml"
     path.write_text(f'family = {json.dumps(str(tiny_family_dir))}\ntasks = [{json.dumps(shell)}, {json.dumps(python)}]\n'
-                    f'out = "run"\n[select]\nglob = {json.dumps(shell)}\n[backend]\ndtype = {json.dumps(python)}\n')
+                    f'out = "run"\n[select]\nglob = {json.dumps(shell)}\n')
     config = load_config(path)
-    assert config.tasks == (shell, python) and config.backend.dtype == python and config.select.glob == shell
+    assert config.tasks == (shell, python) and config.select.glob == shell
 
     assert main(["run", "--config", str(path)]) == 1
     assert f"No checkpoint of family 'tinyfam' matches Selection(sizes=(), steps=None, glob={shell!r})" in \
@@ -43,10 +43,13 @@ def test_config_values_are_plain_data_never_code_or_shell(tiny_family_dir, tmp_p
     assert f"Unknown task {shell!r}" in capsys.readouterr().err
     assert main(["run", "--family", shell, "--tasks", "t_pick", "--out", "run"]) == 1
     assert "Unknown family" in capsys.readouterr().err
-    # A value that reaches the model loader is still only compared with known names.
-    summary = run(RunConfig(family=str(tiny_family_dir), tasks=("t_pick",), out="run", limit=2,
-                            backend=BackendOptions(dtype=python)), pm=manager(), progress=False)
-    assert len(summary.failed) == 6 and all("Unknown dtype" in error for *_, error in summary.failed)
+    # A value meant for the model loader is only compared with known names, before any run starts.
+    path.write_text(f'[backend]\ndtype = {json.dumps(python)}\n')
+    with pytest.raises(ConfigError, match="line 2.*Unknown dtype"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="Unknown dtype"):
+        RunConfig(family=str(tiny_family_dir), tasks=("t_pick",), out="run", backend=BackendOptions(dtype=python))
+    assert not (tmp_path / "run").exists()
     assert not list(tmp_path.rglob("pwned*"))
 
 

@@ -111,9 +111,11 @@ def evaluate_family(family, tasks, out, *, limit, workers=1, progress=True):
     from emergence.run.runner import run
 
     executor = ExecutorOptions(kind="pool", workers=workers) if workers > 1 else ExecutorOptions()
-    # Zero-shot: the lab's corpus teaches each probe's format.
+    # Zero-shot: the lab's corpus teaches each probe's format. The demo's run directory shows the
+    # family just trained: checkpoints retrained under the same names (another lab config) are
+    # evaluated again rather than refused.
     config = RunConfig(family=str(family), tasks=tuple(tasks), out=str(Path(out) / "run"), limit=limit,
-                       num_fewshot=0, executor=executor)
+                       num_fewshot=0, executor=executor, reevaluate_changed=True)
     summary = run(config, progress=progress)
     return write_table(tidy_table(config.out), Path(out) / "results.csv"), list(summary.failed)
 

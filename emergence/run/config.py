@@ -13,10 +13,16 @@ from emergence.families import Selection
 from emergence.names import at_line, read_toml, unknown_message
 
 EXECUTORS = ("local", "pool", "ray")
+# What resolve_dtype (run/devices.py) accepts, listed here so a typo is refused before torch loads.
+DTYPES = ("auto", "float32", "bfloat16", "float16", "float64", "float", "half", "double")
 
 
 class ConfigError(ValueError):
-    pass
+    """A bad setting; ``key`` names it, so that a TOML file's error can give its line."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,12 @@ class BackendOptions:
     max_memory: dict | None = None
 
     def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"[backend] {unknown_message('dtype', self.dtype, DTYPES)}", key="dtype")
+        for key in ("max_length", "max_batch_size"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"[backend] {key} must be a positive number of tokens/rows, got {value!r}", key=key)
         if self.max_memory is None:
             return
         if not isinstance(self.max_memory, dict):
@@ -94,6 +106,21 @@ class RunConfig:
     loss_task: str = "heldout_loss"  # its nats/token fill the tidy table's `loss` column
     backend: BackendOptions = field(default_factory=BackendOptions)
     executor: ExecutorOptions = field(default_factory=ExecutorOptions)
+    # A checkpoint whose weights (or family) are not the ones its stored cells were made from is
+    # refused; true evaluates it again instead, replacing those cells. Never changes the numbers.
+    reevaluate_changed: bool = False
+
+    def __post_init__(self):
+        # Checked here, before any run directory exists: a bad value must not be pinned by a run.
+        if self.limit is not None and (not isinstance(self.limit, int) or isinstance(self.limit, bool)
+                                       or self.limit < 1):
+            raise ConfigError(f"limit must be a positive number of examples per task (leave it unset for "
+                              f"all of them), got {self.limit!r}", key="limit")
+        if self.num_fewshot is not None and (not isinstance(self.num_fewshot, int) or self.num_fewshot < 0):
+            raise ConfigError(f"num_fewshot must be 0 or more, got {self.num_fewshot!r}", key="num_fewshot")
+        twice = sorted({t for t in self.tasks if self.tasks.count(t) > 1})
+        if twice:
+            raise ConfigError(f"tasks lists {', '.join(map(repr, twice))} more than once", key="tasks")
 
     def results_settings(self) -> dict:
         """Settings that change the numbers; a run directory keeps one value of each.
@@ -149,7 +176,8 @@ def _build(cls, values: dict, where: str, source, text: str):
     try:
         return cls(**kwargs)
     except ConfigError as e:  # a value check in __post_init__; say where the values came from
-        raise ConfigError(f"{source}: {e}") from None
+        line = at_line(text, e.key) if e.key in values else ""
+        raise ConfigError(f"{source}{line}: {e}", key=e.key) from None
 
 
 def _coerce(key, value, annotation, source, text):

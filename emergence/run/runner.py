@@ -7,6 +7,10 @@ the sweep goes on; a rerun retries failed cells and skips finished ones.
 
 An executor (:mod:`emergence.run.executors`: here, a process pool, or Ray) evaluates the
 checkpoints and yields their cells; this process alone writes them to the store.
+
+Cells are keyed by checkpoint name, so each checkpoint's identity (:mod:`emergence.run.identity`)
+is recorded with them: a checkpoint whose weights are not the ones its stored cells were made
+from is refused, naming both, or with ``reevaluate_changed`` evaluated again; never reused.
 """
 
 import contextlib
@@ -22,12 +26,17 @@ from pathlib import Path
 
 from emergence.run.config import RunConfig
 from emergence.run.executors import CellResult, LocalExecutor, PoolExecutor
+from emergence.run.identity import cached_commit, checkpoint_identity, describe, differences, merge
 from emergence.families import Family, select
 from emergence.plugins import collect, plugin_info, plugin_manager
 from emergence.store import Store
 
 PACKAGES = ("emergence", "torch", "transformers", "accelerate", "lm_eval", "tokenizers", "pandas",
             "pluggy", "numpy", "scipy", "ray")
+
+
+class CheckpointChanged(ValueError):
+    """A checkpoint's stored cells were made from other weights (or another family) than it has now."""
 
 
 @dataclass
@@ -37,6 +46,7 @@ class RunSummary:
     evaluated: int = 0
     skipped: int = 0
     failed: list = field(default_factory=list)   # (checkpoint, task, error)
+    changed: list = field(default_factory=list)  # checkpoints whose old cells were dropped (reevaluate_changed)
 
     @property
     def ok(self) -> bool:
@@ -78,7 +88,11 @@ def run(config: RunConfig, pm=None, progress: bool = True) -> RunSummary:
 
     summary = RunSummary(Path(config.out))
     with Store(config.out) as store:
+        identities = _check_identities(store, checkpoints, config.reevaluate_changed)
+        if not store.done_cells():  # no numbers yet to agree with, e.g. a bad value pinned by an older version
+            store.set_meta("results_settings", config.results_settings())
         store.check_settings(config.results_settings())
+        summary.changed = _record_identities(store, identities)
         done = store.done_cells()
         plan = [(ck, [t for t in tasks if (ck.name, t.name) not in done]) for ck in checkpoints]
         summary.cells = len(checkpoints) * len(tasks)
@@ -91,6 +105,7 @@ def run(config: RunConfig, pm=None, progress: bool = True) -> RunSummary:
             for cell in executor.results(plan, pm, progress):
                 if cell.checkpoint != stored:
                     store.put_checkpoint(cell.checkpoint)
+                    _add_resolved_commit(store, cell.checkpoint.name, identities)
                     stored = cell.checkpoint
                 _record(store, summary, registry, by_name[cell.task], cell)
     return summary
@@ -105,6 +120,50 @@ def make_executor(config: RunConfig):
     if config.executor.kind == "pool":
         return PoolExecutor(config)
     return LocalExecutor(config)
+
+
+def _check_identities(store: Store, checkpoints, reevaluate: bool) -> dict:
+    """{name: (identity to record, whether its stored cells are another checkpoint's, stored
+    identity)}; refuses, naming both identities, a checkpoint with finished cells whose identity
+    changed, unless ``reevaluate``."""
+    stored = store.identities()
+    with_cells = {ck for ck, _ in store.done_cells()}
+    out, changed = {}, []
+    for ck in checkpoints:
+        old = stored.get(ck.name)
+        current = checkpoint_identity(ck, previous=old)
+        diff = differences(old, current) if old and ck.name in with_cells else []
+        if diff:
+            changed.append(f"  {ck.name!r} ({', '.join(diff)} differ): stored cells from {describe(old)}; "
+                           f"now {describe(current)}")
+        # Unchanged: keep what only the stored identity knew. Changed, or no cells: the current one.
+        out[ck.name] = (current if diff or ck.name not in with_cells else merge(old, current), bool(diff), old)
+    if changed and not reevaluate:
+        raise CheckpointChanged(
+            f"Run directory {store.run_dir} holds cells of {len(changed)} checkpoint(s) that are not the ones "
+            "now given under the same name:\n" + "\n".join(changed[:10]) + ("\n  ..." if len(changed) > 10 else "")
+            + "\nUse another --out, or pass --reevaluate-changed to evaluate them again (their stored cells "
+            "are replaced).")
+    return out
+
+
+def _record_identities(store: Store, identities: dict) -> list[str]:
+    """Write the identities that are new or changed; drop the cells of changed checkpoints."""
+    new = {name: identity for name, (identity, changed, old) in identities.items() if changed or identity != old}
+    discard = [name for name, (_, changed, _) in identities.items() if changed]
+    if new:
+        store.set_identities(new, discard=discard)
+    return discard
+
+
+def _add_resolved_commit(store: Store, name: str, identities: dict):
+    """A hub checkpoint evaluated for the first time is in the cache now: record its commit."""
+    identity = identities[name][0]
+    if identity.get("kind") == "hub" and identity.get("sha") is None:
+        sha = cached_commit(identity["repo"], identity.get("revision"))
+        if sha:
+            identities[name] = ({**identity, "sha": sha}, False, identity)
+            store.set_identities({name: identities[name][0]})
 
 
 def _record(store, summary, registry, task, cell: CellResult):
