@@ -98,7 +98,11 @@ def _check_causal(config, label):
 
     saved = list(getattr(config, "architectures", None) or [])
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    # Repository code names its own classes; these suffixes are the convention for causal ones.
+    # Repository code names its causal class in auto_map ("module.Class", maybe "repo--module.Class").
+    remote = (getattr(config, "auto_map", None) or {}).get("AutoModelForCausalLM")
+    if isinstance(remote, str):
+        causal.add(remote.rsplit(".", 1)[-1])
+    # Names ending so are causal by convention (old spellings such as LLaMAForCausalLM).
     if saved and not any(a in causal or a.endswith(CAUSAL_SUFFIXES) for a in saved):
         raise CheckpointError(f"{label}: architecture {', '.join(saved)} is not a causal language model; "
                               "only decoder-only (causal) models with their LM head can be evaluated")
