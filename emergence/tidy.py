@@ -1,10 +1,10 @@
 """Reading tidy tables from any CSV / CSV.GZ / Parquet file, and the checks every analysis relies on.
 
-Owns: required and optional columns, numeric coercion (errors name file, column and rows),
-the metric metadata columns (``metric_kind``, ``higher_is_better``: checked, one value per
-metric), duplicate keys, dropping non-finite values (counted, warned, recorded in
-``df.attrs["notes"]``), the accuracy-range check, the chance-level fill, and a plain list of
-what a table cannot support.
+Owns: required and optional columns, numeric coercion (errors name file, column and rows; a file
+with a header and no rows is an error naming it), the metric metadata columns (``metric_kind``,
+``higher_is_better``: checked, one value per metric), duplicate keys, dropping non-finite values
+(counted, warned, recorded in ``df.attrs["notes"]``), the accuracy-range check, the chance-level
+fill, and a plain list of what a table cannot support.
 Row numbers in messages are 1-based data rows (the header is not counted).
 """
 
@@ -56,9 +56,11 @@ def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, 
         if not path.exists():
             raise TidyError(f"{path}: no such file")
         frame = _read_one(path).assign(_file=str(path))
+        if frame.empty:  # an export that wrote its header and then failed, say
+            raise TidyError(f"{path}: no data rows (only a header)")
         frames.append(frame[np.asarray(where(frame), dtype=bool)] if where is not None else frame)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return check_tidy(df, duplicates=duplicates, check_accuracy=check_accuracy)
+    return check_tidy(df, source=", ".join(map(str, paths)), duplicates=duplicates, check_accuracy=check_accuracy)
 
 
 def check_tidy(df: pd.DataFrame, *, source: str = "<DataFrame>", duplicates: str = "error",

@@ -1,10 +1,12 @@
 """Built-in model loader: any Hugging Face causal LM, from the hub or a local folder.
 
 Safe by default: safetensors only (pickle weights can run code when unpickled) and no
-repository code unless the user opts in. When the hub cannot be reached, loading switches to
-offline mode at once instead of waiting on network retries. A model too big for one device is
-split by accelerate (``device_map``, ``max_memory``); what fits nowhere is offloaded to disk in
-the run directory and deleted with the model.
+repository code unless the user opts in. Strict: only causal-LM architectures, and every weight
+of the model comes from the checkpoint (transformers would fill missing ones, a head included,
+with random numbers and carry on). When the hub cannot be reached, loading switches to offline
+mode at once instead of waiting on network retries. A model too big for one device is split by
+accelerate (``device_map``, ``max_memory``); what fits nowhere is offloaded to disk in the run
+directory and deleted with the model.
 """
 
 import os
@@ -19,6 +21,7 @@ from emergence.names import file_name
 from emergence.run.devices import resolve_device, resolve_dtype
 
 HUB_HOST = ("huggingface.co", 443)
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
 class CheckpointError(RuntimeError):
@@ -49,6 +52,7 @@ def load(checkpoint, options, run_dir=None):
             raise CheckpointError(f"{label}: ships its own Python code, which is never run unless you "
                                   "trust it: set trust_remote_code = true in [backend] (--trust-remote-code)") from e
         raise CheckpointError(f"{label}: cannot read its config: {_short(e)}") from e
+    _check_causal(config, label)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except Exception as e:
@@ -64,11 +68,17 @@ def load(checkpoint, options, run_dir=None):
         kwargs.update(device_map=options.device_map, max_memory=_max_memory(options.max_memory),
                       offload_folder=str(offload))
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(source, output_loading_info=True, **kwargs)
     except Exception as e:
         if offload:
             shutil.rmtree(offload, ignore_errors=True)
         raise CheckpointError(f"{label}: {_weights_error(e, config, options)}") from e
+    problem = _loading_problem(info, type(model).__name__)
+    if problem:
+        del model
+        if offload:
+            shutil.rmtree(offload, ignore_errors=True)
+        raise CheckpointError(f"{label}: {problem}")
     if offload:
         weakref.finalize(model, shutil.rmtree, offload, ignore_errors=True)  # gone with the model
         # The engine feeds inputs to the device of the input embeddings, which must hold real weights.
@@ -79,6 +89,42 @@ def load(checkpoint, options, run_dir=None):
         model = model.to(device)
     return HFEngine(model, tokenizer, batch_size=options.batch_size,
                     max_batch_size=options.max_batch_size, max_length=options.max_length)
+
+
+def _check_causal(config, label):
+    """Refuse a checkpoint saved as anything but a causal LM: AutoModelForCausalLM would load a
+    ``BertModel`` as ``BertLMHeadModel`` (bidirectional attention, random head) and score it."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    saved = list(getattr(config, "architectures", None) or [])
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    # Repository code names its causal class in auto_map ("module.Class", maybe "repo--module.Class").
+    remote = (getattr(config, "auto_map", None) or {}).get("AutoModelForCausalLM")
+    if isinstance(remote, str):
+        causal.add(remote.rsplit(".", 1)[-1])
+    # Names ending so are causal by convention (old spellings such as LLaMAForCausalLM).
+    if saved and not any(a in causal or a.endswith(CAUSAL_SUFFIXES) for a in saved):
+        raise CheckpointError(f"{label}: architecture {', '.join(saved)} is not a causal language model; "
+                              "only decoder-only (causal) models with their LM head can be evaluated")
+
+
+def _loading_problem(info: dict, model_class: str) -> str | None:
+    """What transformers' loading report says is wrong, or None. The report has already set aside
+    the model's own tied weights and the buffers it knows old checkpoints carry; weights of the
+    wrong shape make from_pretrained raise."""
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    if missing:
+        return (f"{len(missing)} weight(s) of {model_class} are not in the checkpoint and would be "
+                f"randomly initialised: {_first(missing)}")
+    if unexpected:
+        return (f"{len(unexpected)} weight(s) in the checkpoint have no place in {model_class} "
+                f"(saved from a different architecture?): {_first(unexpected)}")
+    return None
+
+
+def _first(items: list, shown: int = 5) -> str:
+    more = len(items) - shown
+    return ", ".join(map(str, items[:shown])) + (f" (and {more} more)" if more > 0 else "")
 
 
 def _weights_error(error, config, options) -> str:

@@ -359,3 +359,93 @@ def test_import_real_pythia_files_equals_the_reference_table(shots, folder, n_re
     for col in (S.VALUE, S.STDERR, S.PARAMS, S.PARAMS_NONEMBED, S.TOKENS, S.FAMILY):
         assert (both[col] == both[f"{col}_ref"]).all(), col
     assert df[S.CHANCE].notna().sum() == len(df) - (df[S.METRIC] == "ppl").sum()
+
+
+def _results_file(tmp_path, name="r.json", **fields):
+    data = {"results": {"arc_easy": {"acc,none": 0.5, "acc_stderr,none": 0.01}},
+            "config": {"model_args": "pretrained=org/m,revision=step10"}}
+    data.update(fields)
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_cyclic_group_subtasks_are_an_error_naming_file_and_cycle(tmp_path):
+    import subprocess
+    import sys
+
+    path = _results_file(tmp_path, results={"a": {"acc,none": 0.5}, "b": {"acc,none": 0.6}},
+                         group_subtasks={"a": ["b"], "b": ["a"]})
+    # The import used to follow the cycle for ever: a child process with a deadline keeps a
+    # regression from hanging the suite (a thread could not be stopped).
+    code = ("import sys, types\nfrom emergence.run.importers import import_lmeval\n"
+            "try:\n    import_lmeval([sys.argv[1]], types.SimpleNamespace(families={}))\n"
+            "except ValueError as e:\n    print(e)\n    sys.exit(3)")
+    child = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 3, child.stderr
+    assert re.search(r"r\.json: 'group_subtasks' has a cycle: (a -> b -> a|b -> a -> b)", child.stdout)
+
+
+def test_nested_groups_still_import_under_their_outermost_group(tmp_path):
+    path = _results_file(tmp_path, results={"mmlu_stem_algebra": {"acc,none": 0.3}, "mmlu_stem": {"acc,none": 0.4}},
+                         group_subtasks={"mmlu": ["mmlu_stem"], "mmlu_stem": ["mmlu_stem_algebra"]})
+    df = import_lmeval([path])
+    assert set(zip(df[S.TASK], df[S.SUBTASK])) == {("mmlu", "stem"), ("mmlu", "stem_algebra")}
+
+
+@pytest.mark.parametrize("value", ["0.5", True, [0.5], {"v": 0.5}])
+def test_a_metric_that_is_not_a_number_is_an_error_naming_file_and_key(tmp_path, value):
+    path = _results_file(tmp_path, results={"arc_easy": {"acc,none": value, "acc_norm,none": 0.4}})
+    with pytest.raises(ValueError, match=r"r\.json: 'results\.arc_easy\.acc,none' is .*expected a number"):
+        import_lmeval([path])
+
+
+def test_a_stderr_that_is_not_a_number_is_an_error_naming_file_and_key(tmp_path):
+    path = _results_file(tmp_path, results={"arc_easy": {"acc,none": 0.5, "acc_stderr,none": "0.01"}})
+    with pytest.raises(ValueError, match=r"r\.json: 'results\.arc_easy\.acc_stderr,none' is '0\.01'"):
+        import_lmeval([path])
+
+
+def test_metrics_without_a_finite_value_are_counted_and_reported(tmp_path, caplog):
+    path = tmp_path / "r.json"
+    # Python's json writes NaN and Infinity, as lm-eval's files can hold them.
+    path.write_text(json.dumps({"results": {"arc_easy": {"acc,none": float("nan"), "acc_norm,none": 0.4,
+                                                         "acc_norm_stderr,none": float("nan")},
+                                            "lambada": {"ppl,none": float("inf"), "acc,none": None}},
+                                "config": {"model_args": "pretrained=org/m"}}))
+    with caplog.at_level("WARNING", logger="emergence.run.importers"):
+        df = import_lmeval([path])
+    assert list(df[S.METRIC]) == ["acc_norm"] and pd.isna(df[S.STDERR].item())
+    notes = df.attrs["notes"]
+    assert len(notes) == 1 and notes[0].startswith("skipped 3 metric(s) with no finite value")
+    for key in ("results.arc_easy.acc,none = nan", "results.lambada.ppl,none = inf", "results.lambada.acc,none = None"):
+        assert f"r.json: {key}" in notes[0]
+    assert notes[0] in caplog.text
+
+
+@pytest.mark.parametrize("fields,key", [
+    ({"config": "hf"}, r"'config' is 'hf' \(str\)"),
+    ({"config": {"model_args": 12345}}, r"'config\.model_args' is 12345 \(int\)"),
+    ({"config": {"model_args": {"pretrained": "org/m", "revision": ["step1"]}}}, r"'config\.model_args\.revision'"),
+    ({"group_subtasks": ["arc_easy"]}, r"'group_subtasks' is \['arc_easy'\]"),
+    ({"group_subtasks": {"arc": "arc_easy"}}, r"'group_subtasks\.arc' is 'arc_easy'"),
+    ({"n-samples": {"arc_easy": {"effective": "8"}}}, r"'n-samples\.arc_easy\.effective' is '8'"),
+    ({"results": {"arc_easy": 0.5}}, r"'results\.arc_easy' is 0\.5 \(float\)"),
+    ({"higher_is_better": ["acc"]}, r"'higher_is_better' is \['acc'\] \(list\)"),
+])
+def test_malformed_fields_are_errors_naming_file_and_key(tmp_path, fields, key):
+    with pytest.raises(ValueError, match=r"r\.json: " + key):
+        import_lmeval([_results_file(tmp_path, **fields)])
+
+
+def test_a_binary_file_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "weights.json"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"weights\.json: not a text file"):
+        import_lmeval([path])
+
+
+def test_lm_evals_fixed_keys_are_not_metrics(tmp_path):
+    path = _results_file(tmp_path, results={"arc_easy": {"name": "arc_easy", "alias": "ARC", "sample_len": 16,
+                                                         "acc,none": 0.5, "acc_stderr,none": "N/A"}})
+    assert list(import_lmeval([path])[S.METRIC]) == ["acc"]   # sample_len was imported as a score

@@ -140,3 +140,82 @@ def test_dtype_resolution():
     assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="float64x"):
         resolve_dtype("float64x", "cpu")
+
+
+def _rewrite_weights(folder, change):
+    """Apply ``change(state_dict)`` to the folder's safetensors file in place."""
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "model.safetensors"
+    state = load_file(weights)
+    change(state)
+    save_file(state, weights, metadata={"format": "pt"})
+
+
+def test_a_checkpoint_missing_a_tensor_is_refused_naming_checkpoint_and_key(tiny_model_dir, tmp_path):
+    holed = _copy(tiny_model_dir, tmp_path / "holed")
+    _rewrite_weights(holed, lambda state: state.pop("gpt_neox.layers.1.mlp.dense_4h_to_h.weight"))
+    with pytest.raises(CheckpointError, match=r"t@x.*holed.*1 weight\(s\).*not in the checkpoint.*"
+                                              r"gpt_neox\.layers\.1\.mlp\.dense_4h_to_h\.weight"):
+        load(_ck(holed), OPTIONS)
+
+
+def test_a_checkpoint_missing_a_tensor_is_refused_when_split_over_devices_too(tiny_model_dir, tmp_path):
+    holed = _copy(tiny_model_dir, tmp_path / "holed")
+    _rewrite_weights(holed, lambda state: state.pop("embed_out.weight"))
+    capped = BackendOptions(device_map="auto", max_memory={"cpu": "600KB"})
+    # transformers names the output layer lm_head (the file calls it embed_out)
+    with pytest.raises(CheckpointError, match=r"t@x.*not in the checkpoint.*lm_head\.weight"):
+        load(_ck(holed), capped, tmp_path)
+    assert not (tmp_path / "offload" / "t@x").exists()  # nothing left behind on disk
+
+
+def test_a_checkpoint_with_tensors_the_model_has_no_place_for_is_refused(tiny_model_dir, tmp_path):
+    extra = _copy(tiny_model_dir, tmp_path / "extra")
+    _rewrite_weights(extra, lambda state: state.update({"gpt_neox.adapter.weight": torch.zeros(2, 2)}))
+    with pytest.raises(CheckpointError, match=r"t@x.*no place in GPTNeoXForCausalLM.*gpt_neox\.adapter\.weight"):
+        load(_ck(extra), OPTIONS)
+
+
+def test_a_bert_encoder_is_refused_naming_its_architecture(tmp_path, tokenizer):
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    with pytest.raises(CheckpointError, match="t@x.*architecture BertModel is not a causal language model"):
+        load(_ck(path), OPTIONS)
+
+
+def test_a_checkpoint_without_its_head_is_refused_even_when_its_config_says_causal(tmp_path, tokenizer):
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path / "bert"
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    # A config that claims a causal head the weights do not hold: the missing head is what fails.
+    (path / "config.json").write_text((path / "config.json").read_text().replace('"BertModel"', '"BertLMHeadModel"'))
+    with pytest.raises(CheckpointError, match=r"t@x.*not in the checkpoint.*cls\.predictions"):
+        load(_ck(path), OPTIONS)
+
+
+def test_tied_embeddings_and_lab_models_still_load(tmp_path, tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from emergence.lab.training import LabConfig, build_model as build_lab_model
+
+    gpt2 = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2,
+                               bos_token_id=0, eos_token_id=0)).save_pretrained(gpt2)
+    neox = tmp_path / "neox-tied"
+    GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=32, bos_token_id=0, eos_token_id=0,
+                                     tie_word_embeddings=True)).save_pretrained(neox)
+    lab = tmp_path / "lab"
+    build_lab_model(LabConfig(), d_model=32, layers=1, vocab=len(tokenizer)).save_pretrained(lab)
+    for folder in (gpt2, neox, lab):
+        tokenizer.save_pretrained(folder)
+        assert load(_ck(folder), OPTIONS).score_pairs([("the cat", " sat")])[0].total < 0, folder.name

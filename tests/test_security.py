@@ -130,6 +130,13 @@ def remote_code_family(tiny_model_dir, tmp_path, monkeypatch):
                   auto_map={"AutoConfig": "custom_model.CustomConfig",
                             "AutoModelForCausalLM": "custom_model.CustomModel"})
     (folder / "config.json").write_text(json.dumps(config))
+    # transformers renames the file's embed_out to lm_head for GPTNeoXForCausalLM only, not for a
+    # subclass: without this the custom model's head would be missing (and refused).
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    state["lm_head.weight"] = state.pop("embed_out.weight")
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     return folder.parent, marker
 
 

@@ -189,3 +189,18 @@ def test_any_table_reads_or_fails_clearly(values, steps, metric):
     assert np.isfinite(out[S.VALUE]).all()
     assert all(isinstance(c, str) and c for c in out[S.CHECKPOINT])
 
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.parquet"])
+def test_a_table_with_a_header_and_no_rows_names_the_file(tmp_path, name):
+    empty = write(ref_rows(0), tmp_path, name)
+    with pytest.raises(TidyError, match=rf"{name}: no data rows \(only a header\)"):
+        read_tidy(empty)
+    with pytest.raises(TidyError, match=rf"{name}: no data rows"):  # among good files too
+        read_tidy([write(ref_rows(), tmp_path, "good.csv"), empty])
+
+
+def test_a_where_that_keeps_no_rows_names_the_file(tmp_path):
+    path = write(ref_rows(), tmp_path)
+    with pytest.raises(TidyError, match=r"t\.csv: no rows with a finite value"):
+        read_tidy(path, where=lambda df: df["task"] == "nope")

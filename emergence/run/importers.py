@@ -1,5 +1,10 @@
 """Import lm-eval result JSON files as the tidy table, with family metadata, chance levels and
-each metric's kind and direction where lm-eval says them."""
+each metric's kind and direction where lm-eval says them.
+
+Total over its input: every file gives rows, a clear error naming the file and the key, or (for
+a metric with no finite number: NaN, Infinity, null, "N/A") a skip that is counted, logged and
+kept in ``df.attrs["notes"]``. Nothing is dropped without a word.
+"""
 
 import json
 import logging
@@ -13,6 +18,9 @@ from emergence.metric_rules import task_chance
 from emergence.run.lmeval import ACCURACY_METRICS, DISCRETE_METRICS, short_name
 
 log = logging.getLogger(__name__)
+
+# What lm-eval writes beside the metrics of a task (its _TaskMetrics): not scores.
+FIXED_KEYS = ("name", "alias", "sample_len", "sample_count")
 
 # Hub names in old result files that are the same weights as a registered checkpoint's repo.
 REPO_ALIASES = ((re.compile(r"^EleutherAI/pythia-v1\.1-", re.I), "EleutherAI/pythia-"),
@@ -41,18 +49,13 @@ def import_lmeval(paths, registry=None):
 
         registry = collect(plugin_manager())
     index = {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
-    rows, seen, unknown = [], {}, set()
+    rows, seen, unknown, skipped = [], {}, set(), []
     for path in _json_files(paths):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not JSON: {e}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-            raise ValueError(f"{path}: not an lm-eval results file (no 'results' table)")
+        data = _read_results(path)
         ck = _checkpoint(data, index, path)
         if not ck.family:
             unknown.add(ck.repo)
-        for task, subtask, metric, value, stderr, n, better in _result_rows(data):
+        for task, subtask, metric, value, stderr, n, better in _result_rows(data, path, skipped):
             key = (ck.name, task, subtask, metric)
             if key in seen:
                 raise ValueError(f"{path} and {seen[key]} both hold {ck.name} / {task} / {subtask or '-'} / "
@@ -74,8 +77,12 @@ def import_lmeval(paths, registry=None):
     for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
         df[col] = pd.to_numeric(df[col]).astype("float64")
     df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
-    return df.sort_values([S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC], kind="stable",
-                          ignore_index=True)
+    df = df.sort_values([S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC], kind="stable",
+                        ignore_index=True)
+    df.attrs["notes"] = _skip_notes(skipped)
+    for note in df.attrs["notes"]:
+        log.warning("%s", note)
+    return df
 
 
 def _json_files(paths) -> list[Path]:
@@ -92,17 +99,41 @@ def _json_files(paths) -> list[Path]:
     return files
 
 
+def _read_results(path: Path) -> dict:
+    """The file's JSON object, checked to be an lm-eval results file."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (binary?); expected lm-eval results JSON") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read: {e.strerror or e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise ValueError(f"{path}: not an lm-eval results file (no 'results' table)")
+    return data
+
+
 def _checkpoint(data, index, path):
     from emergence.families import Checkpoint
 
     config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: 'config' is {_shown(config)}; expected a table with model_args")
     args = config.get("model_args") or {}
     if isinstance(args, str):
         args = dict(kv.split("=", 1) for kv in args.split(",") if "=" in kv)
+    elif not isinstance(args, dict):
+        raise ValueError(f"{path}: 'config.model_args' is {_shown(args)}; expected text such as "
+                         "'pretrained=org/name,revision=step3000' or a table")
     repo = args.get("pretrained") or data.get("model_name")
     if not isinstance(repo, str) or not repo:
         raise ValueError(f"{path}: no model in config.model_args (expected pretrained=...)")
     revision = args.get("revision")
+    if revision is not None and (isinstance(revision, bool) or not isinstance(revision, (str, int))):
+        raise ValueError(f"{path}: 'config.model_args.revision' is {_shown(revision)}; expected text")
     revision = None if revision in (None, "", "main") else str(revision)
     for pattern, repl in REPO_ALIASES:
         repo = pattern.sub(repl, repo)
@@ -115,35 +146,99 @@ def _checkpoint(data, index, path):
                       revision=revision, model=model, step=int(step.group(1)) if step else None)
 
 
-def _result_rows(data):
-    """(task, subtask, metric, value, stderr, n, higher_is_better) for every number in ``results``."""
-    parent = {c: g for g, children in (data.get("group_subtasks") or {}).items() for c in children if c != g}
+def _result_rows(data, path, skipped: list):
+    """(task, subtask, metric, value, stderr, n, higher_is_better) for every number in ``results``;
+    metrics with no finite number are appended to ``skipped``, anything else that is not a number
+    is an error."""
+    roots = _group_roots(data.get("group_subtasks"), path)
     samples = data.get("n-samples") or {}
+    if not isinstance(samples, dict):
+        raise ValueError(f"{path}: 'n-samples' is {_shown(samples)}; expected a table per task")
     directions = data.get("higher_is_better") or {}
+    if not isinstance(directions, dict):
+        raise ValueError(f"{path}: 'higher_is_better' is {_shown(directions)}; expected a table per task")
     for name, metrics in data["results"].items():
         if not isinstance(metrics, dict):
-            continue
-        task, subtask = _task_subtask(name, parent)
-        n = (samples.get(name) or {}).get("effective") if isinstance(samples.get(name), dict) else None
+            raise ValueError(f"{path}: 'results.{name}' is {_shown(metrics)}; expected a table of metrics")
+        task, subtask = _task_subtask(name, roots)
+        counts = samples.get(name) or {}
+        n = counts.get("effective") if isinstance(counts, dict) else counts
+        if n is not None and not _is_count(n):
+            where = f"n-samples.{name}" + (".effective" if isinstance(counts, dict) else "")
+            raise ValueError(f"{path}: '{where}' is {_shown(n)}; expected a count")
         for key, value in metrics.items():
             metric, _, fkey = key.partition(",")
-            if metric.endswith("_stderr") or not _is_number(value):
+            if metric.endswith("_stderr") or key in FIXED_KEYS:
                 continue
-            stderr = metrics.get(f"{metric}_stderr,{fkey}" if fkey else f"{metric}_stderr")
+            if _no_number(value):
+                skipped.append(f"{path}: results.{name}.{key} = {value!r}")
+                continue
+            if not _is_number(value):
+                raise ValueError(f"{path}: 'results.{name}.{key}' is {_shown(value)}; expected a number")
+            stderr_key = f"{metric}_stderr,{fkey}" if fkey else f"{metric}_stderr"
+            stderr = metrics.get(stderr_key)
+            if not (_no_number(stderr) or _is_number(stderr)):
+                raise ValueError(f"{path}: 'results.{name}.{stderr_key}' is {_shown(stderr)}; expected a number")
             name_out = metric if fkey in ("", "none") else f"{metric},{fkey}"
             better = (directions.get(name) or {}).get(metric) if isinstance(directions.get(name), dict) else None
             yield (task, subtask, name_out, float(value), float(stderr) if _is_number(stderr) else None, n,
                    better if isinstance(better, bool) else None)
 
 
-def _task_subtask(name, parent):
+def _group_roots(groups, path) -> dict:
+    """Each grouped task's outermost group, from ``group_subtasks`` ({group: [child, ...]}).
+    Every walk up the tree stops at a group seen before, so a cycle is found, not followed."""
+    if not groups:
+        return {}
+    if not isinstance(groups, dict):
+        raise ValueError(f"{path}: 'group_subtasks' is {_shown(groups)}; expected {{group: [task, ...]}}")
+    parent = {}
+    for group, children in groups.items():
+        if not isinstance(children, list) or not all(isinstance(c, str) for c in children):
+            raise ValueError(f"{path}: 'group_subtasks.{group}' is {_shown(children)}; expected a list of names")
+        parent.update((c, group) for c in children if c != group)
+    roots = {}
+    for name in parent:
+        chain = [name]
+        while chain[-1] in parent:
+            up = parent[chain[-1]]
+            if up in chain:
+                loop = " -> ".join(chain[chain.index(up):] + [up])
+                raise ValueError(f"{path}: 'group_subtasks' has a cycle: {loop}")
+            chain.append(up)
+        roots[name] = chain[-1]
+    return roots
+
+
+def _task_subtask(name, roots):
     if name.startswith("hendrycksTest-"):
         return "mmlu", name[len("hendrycksTest-"):]
-    root = name
-    while root in parent:
-        root = parent[root]
+    root = roots.get(name, name)
     return (name, "") if root == name else (root, short_name(name, root))
+
+
+def _skip_notes(skipped: list) -> list[str]:
+    if not skipped:
+        return []
+    shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    return [f"skipped {len(skipped)} metric(s) with no finite value: {shown}"]
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value) -> bool:
+    return _is_number(value) and value >= 0 and float(value).is_integer()
+
+
+def _no_number(value) -> bool:
+    """lm-eval's ways of writing "no number here": NaN, Infinity, null and "N/A"."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return value is None or value == "N/A"
+
+
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return f"{text[:limit]}{'...' if len(text) > limit else ''} ({type(value).__name__})"
