@@ -68,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help="Ray cluster to join, e.g. auto or 10.0.0.1:6379 (default: find or start one)")
     r.add_argument("--gpus-per-worker", type=float, help="GPUs each Ray task reserves (default 0: CPU only)")
     r.add_argument("--reevaluate-changed", action="store_const", const=True,
-                   help="evaluate again a checkpoint whose weights or family changed since its stored cells "
-                        "were made, replacing them (default: refuse)")
+                   help="evaluate again the cells of a checkpoint whose weights or family changed, or of a "
+                        "task whose version changed, since they were stored, replacing them (default: refuse)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
 

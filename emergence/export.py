@@ -29,7 +29,8 @@ def tidy_table(run_dir, loss_task: str | None = None) -> pd.DataFrame:
         df = pd.read_sql_query(
             f"""SELECT c.family, c.model, s.checkpoint, c.params, c.params_nonembed, c.tokens, c.step,
                       c.flops, s.task, s.subtask, s.metric, s.value, s.stderr, s.n, s.chance,
-                      {kind} AS {S.METRIC_KIND}, {better} AS {S.HIGHER_IS_BETTER}
+                      {kind} AS {S.METRIC_KIND}, {better} AS {S.HIGHER_IS_BETTER},
+                      k.task_version AS {S.TASK_VERSION}
                FROM scores s
                JOIN cells k ON k.checkpoint = s.checkpoint AND k.task = s.task AND k.status = 'done'
                JOIN checkpoints c ON c.name = s.checkpoint

@@ -18,6 +18,7 @@ N = "n"
 CHANCE = "chance"
 METRIC_KIND = "metric_kind"            # "discontinuous" | "continuous"; empty = unknown
 HIGHER_IS_BETTER = "higher_is_better"  # True | False; empty = unknown
+TASK_VERSION = "task_version"          # the task's declared version; a curve never mixes two
 
 TIDY_COLUMNS = (FAMILY, MODEL, CHECKPOINT, PARAMS, PARAMS_NONEMBED, TOKENS, STEP, FLOPS, LOSS,
-                TASK, SUBTASK, METRIC, VALUE, STDERR, N, CHANCE, METRIC_KIND, HIGHER_IS_BETTER)
+                TASK, SUBTASK, METRIC, VALUE, STDERR, N, CHANCE, METRIC_KIND, HIGHER_IS_BETTER, TASK_VERSION)

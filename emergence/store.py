@@ -191,6 +191,17 @@ class Store:
     def done_cells(self) -> set[tuple[str, str]]:
         return set(self.db.execute("SELECT checkpoint, task FROM cells WHERE status = 'done'"))
 
+    def done_versions(self) -> dict[tuple[str, str], str | None]:
+        """{(checkpoint, task): the task version its finished cell was computed with}."""
+        return {(ck, task): version for ck, task, version in
+                self.db.execute("SELECT checkpoint, task, task_version FROM cells WHERE status = 'done'")}
+
+    def discard_cells(self, cells):
+        """Delete the rows of these (checkpoint, task) cells, all in one transaction."""
+        with self._transaction():
+            for checkpoint, task in cells:
+                self._clear(checkpoint, task)
+
     def write_cell(self, checkpoint: str, task: str, task_version: str, plugin: str,
                    scores: list[Score], samples: list[Sample], seconds: float):
         """Replace the cell's rows with these, atomically."""

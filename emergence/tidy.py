@@ -24,7 +24,7 @@ REQUIRED = (S.FAMILY, S.MODEL, S.TASK, S.METRIC, S.VALUE)
 NUMERIC = (S.PARAMS, S.PARAMS_NONEMBED, S.TOKENS, S.STEP, S.FLOPS, S.LOSS, S.VALUE, S.STDERR, S.N,
            S.CHANCE, N_SHOT)
 _TEXT = (S.FAMILY, S.MODEL, S.CHECKPOINT, S.TASK, S.SUBTASK, S.METRIC, LOSS_NAME, SETTING, S.METRIC_KIND,
-         S.HIGHER_IS_BETTER)
+         S.HIGHER_IS_BETTER, S.TASK_VERSION)
 _NA_TEXT = {"", "nan", "na", "n/a", "null", "none", "<na>"}
 _MAX_LISTED = 5
 _DIRECTIONS = {"true": True, "1": True, "1.0": True, "yes": True, "false": False, "0": False, "0.0": False,
@@ -93,6 +93,8 @@ def check_tidy(df: pd.DataFrame, *, source: str = "<DataFrame>", duplicates: str
     df[S.METRIC_KIND] = _coerce_kind(df)
     df[S.HIGHER_IS_BETTER] = _coerce_direction(df)
     _check_one_per_metric(df)
+    df[S.TASK_VERSION] = _coerce_version(df[S.TASK_VERSION])
+    _check_one_version(df)
     df = _drop_nonfinite(df, notes)
     if df.empty:
         raise TidyError(f"{src}: no rows with a finite value")
@@ -342,6 +344,40 @@ def _per_distinct(df, col, fn, what, fix) -> pd.Series:
         examples = ", ".join(repr(values[i]) for i in bad[:3])
         raise TidyError(f"column {col!r} has {what} {examples} at {_where(df, rows)}; {fix}")
     return pd.Series(out[codes], index=df.index)
+
+
+def _coerce_version(col: pd.Series) -> pd.Series:
+    """Versions as text ("1", not 1.0 as a CSV reader may make of it); empty = not recorded."""
+    def text(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        s = str(v).strip()
+        return None if s.lower() in _NA_TEXT else s
+
+    values = col.astype(object)
+    known = values.notna()
+    out = pd.Series(None, index=col.index, dtype=object)
+    if known.any():   # once per distinct value: tables have a handful of versions in 10^5 rows
+        out[known] = values[known].map({v: text(v) for v in values[known].unique()})
+    return out
+
+
+def _check_one_version(df):
+    """A curve never mixes task versions: a new version may measure something else."""
+    have = df[S.TASK_VERSION].notna().to_numpy(bool)
+    if not have.any():
+        return
+    pairs = df.loc[have, [S.FAMILY, S.TASK, S.TASK_VERSION]].drop_duplicates()
+    twice = pairs.duplicated([S.FAMILY, S.TASK], keep=False)
+    if twice.any():
+        family, task = pairs[twice].iloc[0][[S.FAMILY, S.TASK]]
+        versions = sorted(pairs.loc[twice & (pairs[S.FAMILY] == family) & (pairs[S.TASK] == task), S.TASK_VERSION])
+        rows = (df[S.FAMILY] == family) & (df[S.TASK] == task) & have
+        raise TidyError(f"task {task!r} of family {family!r} has rows of versions {', '.join(versions)} at "
+                        f"{_where(df, rows)}: a curve never mixes task versions; analyse each version on its own "
+                        "(filter the table) or re-evaluate the old cells")
 
 
 def _check_one_per_metric(df):

@@ -143,6 +143,10 @@ def provenance(sources, df: pd.DataFrame, analysis_origin: str, command: str, co
                      "params": _range(ck[S.PARAMS]), "tokens": _range(ck[S.TOKENS]),
                      "steps": f"{steps.nunique()} ({_range(steps)})" if len(steps) else "not recorded"})
     versions = {t: v for r in runs for t, v in (r.get("tasks") or {}).items()}
+    if S.TASK_VERSION in df.columns:   # the table's own column: what was actually evaluated
+        recorded = df.dropna(subset=[S.TASK_VERSION]).groupby(S.TASK)[S.TASK_VERSION].agg(
+            lambda v: ", ".join(sorted(set(map(str, v)))))
+        versions.update(recorded.to_dict())
     tasks = []
     for task, g in df.groupby(S.TASK, sort=True):
         extra = []

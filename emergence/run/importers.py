@@ -55,7 +55,7 @@ def import_lmeval(paths, registry=None):
         ck = _checkpoint(data, index, path)
         if not ck.family:
             unknown.add(ck.repo)
-        for task, subtask, metric, value, stderr, n, better in _result_rows(data, path, skipped):
+        for task, subtask, metric, value, stderr, n, better, version in _result_rows(data, path, skipped):
             key = (ck.name, task, subtask, metric)
             if key in seen:
                 raise ValueError(f"{path} and {seen[key]} both hold {ck.name} / {task} / {subtask or '-'} / "
@@ -68,7 +68,7 @@ def import_lmeval(paths, registry=None):
                          S.FLOPS: ck.training_flops, S.LOSS: None, S.TASK: task, S.SUBTASK: subtask,
                          S.METRIC: metric, S.VALUE: value, S.STDERR: stderr, S.N: n, S.CHANCE: chance,
                          S.METRIC_KIND: T.DISCONTINUOUS if base in DISCRETE_METRICS else None,
-                         S.HIGHER_IS_BETTER: better})
+                         S.HIGHER_IS_BETTER: better, S.TASK_VERSION: version})
     if unknown:
         log.warning("No registered family has %s; imported with empty params and tokens", ", ".join(sorted(unknown)))
     df = pd.DataFrame(rows, columns=list(S.TIDY_COLUMNS))
@@ -154,6 +154,9 @@ def _result_rows(data, path, skipped: list):
     samples = data.get("n-samples") or {}
     if not isinstance(samples, dict):
         raise ValueError(f"{path}: 'n-samples' is {_shown(samples)}; expected a table per task")
+    versions = data.get("versions") or {}
+    if not isinstance(versions, dict):
+        raise ValueError(f"{path}: 'versions' is {_shown(versions)}; expected a table per task")
     directions = data.get("higher_is_better") or {}
     if not isinstance(directions, dict):
         raise ValueError(f"{path}: 'higher_is_better' is {_shown(directions)}; expected a table per task")
@@ -181,8 +184,16 @@ def _result_rows(data, path, skipped: list):
                 raise ValueError(f"{path}: 'results.{name}.{stderr_key}' is {_shown(stderr)}; expected a number")
             name_out = metric if fkey in ("", "none") else f"{metric},{fkey}"
             better = (directions.get(name) or {}).get(metric) if isinstance(directions.get(name), dict) else None
+            version = versions.get(name)
             yield (task, subtask, name_out, float(value), float(stderr) if _is_number(stderr) else None, n,
-                   better if isinstance(better, bool) else None)
+                   better if isinstance(better, bool) else None, None if version is None else _version(version))
+
+
+def _version(value) -> str:
+    """lm-eval writes versions as numbers (0, 1.0) or strings ("2"); 1.0 and 1 are one version."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _group_roots(groups, path) -> dict:

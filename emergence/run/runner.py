@@ -47,6 +47,7 @@ class RunSummary:
     skipped: int = 0
     failed: list = field(default_factory=list)   # (checkpoint, task, error)
     changed: list = field(default_factory=list)  # checkpoints whose old cells were dropped (reevaluate_changed)
+    changed_versions: list = field(default_factory=list)  # (checkpoint, task) cells of an older task version, dropped
 
     @property
     def ok(self) -> bool:
@@ -93,6 +94,7 @@ def run(config: RunConfig, pm=None, progress: bool = True) -> RunSummary:
             store.set_meta("results_settings", config.results_settings())
         store.check_settings(config.results_settings())
         summary.changed = _record_identities(store, identities)
+        summary.changed_versions = _check_task_versions(store, tasks, config.reevaluate_changed)
         done = store.done_cells()
         plan = [(ck, [t for t in tasks if (ck.name, t.name) not in done]) for ck in checkpoints]
         summary.cells = len(checkpoints) * len(tasks)
@@ -120,6 +122,33 @@ def make_executor(config: RunConfig):
     if config.executor.kind == "pool":
         return PoolExecutor(config)
     return LocalExecutor(config)
+
+
+class TaskVersionChanged(ValueError):
+    """Finished cells of a task were computed by another version of it."""
+
+
+def _check_task_versions(store: Store, tasks, reevaluate: bool) -> list:
+    """A task's version says what it measures: finished cells of another version are never
+    reused. Refused, naming the versions, unless ``reevaluate``: then they are dropped (in one
+    transaction) and evaluated again. Returns the dropped cells."""
+    current = {t.name: str(t.version) for t in tasks}
+    stale = {cell: v for cell, v in store.done_versions().items()
+             if cell[1] in current and v is not None and v != current[cell[1]]}
+    if stale and not reevaluate:
+        lines = []
+        for task in sorted({task for _, task in stale}):
+            old = sorted({v for (_, t), v in stale.items() if t == task})
+            n = sum(1 for _, t in stale if t == task)
+            lines.append(f"  task {task!r} is version {current[task]} now; {n} finished cell(s) hold version(s) "
+                         f"{', '.join(old)}")
+        raise TaskVersionChanged(
+            f"{store.run_dir} holds results of other versions of its tasks:\n" + "\n".join(lines)
+            + "\nA new version may measure something else, so they are not reused. Use another --out, or "
+              "pass --reevaluate-changed to evaluate those cells again (their stored rows are replaced).")
+    if stale:
+        store.discard_cells(sorted(stale))
+    return sorted(stale)
 
 
 def _check_identities(store: Store, checkpoints, reevaluate: bool) -> dict:
