@@ -109,3 +109,55 @@ def sensitivity(labels: pd.DataFrame, tables: dict, factors=(0.5, 2.0), workers:
             rows.append(dict(threshold=name, factor=f, value=value, accuracy=r["accuracy"],
                              false_emergent=r["false_emergent"], emergent_recall=r["emergent_recall"]))
     return pd.DataFrame(rows)
+
+
+def report(labels: pd.DataFrame, found: pd.DataFrame, sens: pd.DataFrame) -> str:
+    """The markdown of the 'Real curves with published labels' section."""
+    from emergence.analysis.verdicts import ClassifyConfig
+
+    r, base = score(found), ClassifyConfig()
+    counts = labels["label"].value_counts()
+    by_source = found[found["label"].isin(SCORED)].groupby("data").apply(
+        lambda g: f"{(g['label'] == g['verdict']).mean():.0%} of {len(g)}", include_groups=False)
+
+    def pct(v):
+        return "" if pd.isna(v) else f"{v:.0%}"
+
+    lines = [
+        f"{len(labels)} curves of the reference data, each with the label a published judgement implies and the "
+        "source cited (`emergence/analysis/data/labelled_curves.csv`: " + ", ".join(
+            f"{counts.get(k, 0)} {k}" for k in LABELS) + "). The labels were written from the sources before the "
+        "detector was run on them and are never taken from its output; the detector runs with the current "
+        "`ClassifyConfig` defaults, not tuned on this set. `ambiguous` (the literature disagrees, or the mapping "
+        "to the reference curve is loose) and `out_of_scope` rows are reported, not scored.", "",
+        "| measure | value |", "|---|---:|",
+        f"| accuracy ({r['n']} scored curves) | {pct(r['accuracy'])} |",
+        f"| false `emergent` (of {r['n_non_emergent']} curves labelled non-emergent) | {pct(r['false_emergent'])} |",
+        f"| emergent recall (of {r['n_emergent']} curves labelled emergent) | {pct(r['emergent_recall'])} |",
+        "| accuracy by reference table | " + "; ".join(f"{k}: {v}" for k, v in by_source.items()) + " |",
+        "", "Confusion matrix (rows: published label, columns: verdict):", "", "```",
+        r["confusion"].to_string() if len(r["confusion"]) else "(none)", "```", "",
+        "Sensitivity: each threshold of `ClassifyConfig` halved and doubled, the others at their defaults "
+        f"(emergent_margin {base.emergent_margin:g}, jump_se {base.jump_se:g}, trend_margin {base.trend_margin:g}).", "",
+        "| threshold | value | accuracy | false emergent | emergent recall |", "|---|---:|---:|---:|---:|",
+        f"| (defaults) | | {pct(r['accuracy'])} | {pct(r['false_emergent'])} | {pct(r['emergent_recall'])} |"]
+    for s in sens.itertuples():
+        lines.append(f"| {s.threshold} x{s.factor:g} | {s.value:g} | {pct(s.accuracy)} | {pct(s.false_emergent)} | "
+                     f"{pct(s.emergent_recall)} |")
+    wrong = found[found["label"].isin(SCORED) & (found["label"] != found["verdict"])]
+    lines += ["", "Disagreements (label, verdict, the detector's reason):", ""]
+    lines += [f"- {_name(w)}: {w['label']} -> **{w['verdict']}** ({w['reason']}); source: {w['source']}"
+              for _, w in wrong.iterrows()] or ["- none"]
+    amb = found[~found["label"].isin(SCORED)]
+    lines += ["", "Not scored: the detector's verdicts on the ambiguous and out-of-scope curves:", "",
+              "| label | " + " | ".join(sorted(set(amb["verdict"]))) + " |",
+              "|---|" + "---:|" * len(set(amb["verdict"]))]
+    for label, g in amb.groupby("label"):
+        vc = g["verdict"].value_counts()
+        lines.append(f"| {label} | " + " | ".join(str(vc.get(v, 0)) for v in sorted(set(amb["verdict"]))) + " |")
+    return "\n".join(lines)
+
+
+def _name(r) -> str:
+    sub = f"/{r['subtask']}" if r["subtask"] else ""
+    return f"{r['family']} {r['task']}{sub} {r['metric']} vs {r['axis']}"
