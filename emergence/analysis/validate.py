@@ -3,7 +3,7 @@
 Sections: verdicts on synthetic curves with known answers; where a task emerges, predicted from
 small models (synthetic families with a known threshold, and the Gadre et al. over-training
 ladder); the Chinchilla refit; the OLMo ladder backtest against the paper's own predictions;
-verdicts on the Pythia suite. Sections
+verdicts on the Pythia suite; the detector scored on real curves with published labels. Sections
 that need the public reference data are skipped, and say so, when it is absent.
 """
 
@@ -40,7 +40,8 @@ def validate(reference_dir: Path | None = None, *, n_curves: int = 600, n_famili
             ("Chinchilla refit", "chinchilla refit", lambda: chinchilla_section(reference_dir)),
             ("OLMo ladder: predicting OLMo-2 13B from the 190M-1B rungs", "olmo ladder",
              lambda: olmo_section(reference_dir)),
-            ("Pythia: verdicts across sizes and training", "pythia", lambda: pythia_section(reference_dir))):
+            ("Pythia: verdicts across sizes and training", "pythia", lambda: pythia_section(reference_dir)),
+            ("Real curves with published labels", "labelled curves", lambda: labelled_section(reference_dir))):
         start = time.perf_counter()
         body = fn()
         timings.append((short, time.perf_counter() - start))
@@ -266,6 +267,25 @@ def pythia_section(reference_dir) -> str:
         counts = ", ".join(f"{n} {label}" for label, n in t["label"].value_counts().items())
         lines.append(f"| {fam} | {task} | {metric} | {g['label'].iloc[0]} | {counts} |")
     return "\n".join(lines)
+
+
+def labelled_section(reference_dir, labels=None) -> str:
+    """The detector on the curves of ``analysis/data/labelled_curves.csv`` (or ``labels``):
+    accuracy, false emergent, confusion matrix and threshold sensitivity (``analysis.labelled``)."""
+    from emergence.analysis import labelled as L
+    from emergence.tidy import fill_chance, read_tidy
+
+    labels = L.load_labels() if labels is None else labels
+    files = sorted(set(labels["data"]))
+    missing = [f for f in files if not reference_dir or not (Path(reference_dir) / "tidy" / f).exists()]
+    if missing:
+        return f"Skipped: {', '.join(f'`tidy/{f}`' for f in missing)} not found."
+    tables = {}
+    for f, g in labels.groupby("data"):
+        keep = set(g[S.TASK])
+        tables[f] = fill_chance(read_tidy([Path(reference_dir) / "tidy" / f], where=lambda d, k=keep: d[S.TASK].isin(k)))
+    found = L.detector_verdicts(labels, tables, workers=1)
+    return L.report(labels, found, L.sensitivity(labels, tables, workers=1))
 
 
 def _shown(path: Path) -> str:
