@@ -58,11 +58,11 @@ def _synthetic_table(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "tidy" / "tiny.csv", index=False)
     labels = pd.DataFrame([
         dict(data="tiny.csv", family="fam", task="jumpy", subtask="", n_shot="", metric="acc", axis="loss",
-             label="emergent", source="test", where="here", note="synthetic"),
+             label="emergent", source="test", where="here", note="synthetic", where_checked="yes"),
         dict(data="tiny.csv", family="fam", task="steady", subtask="", n_shot="", metric="acc", axis="loss",
-             label="smooth", source="test", where="here", note="synthetic"),
+             label="smooth", source="test", where="here", note="synthetic", where_checked="no"),
         dict(data="tiny.csv", family="fam", task="steady", subtask="", n_shot="", metric="acc", axis="params",
-             label="ambiguous", source="test", where="here", note="synthetic")])
+             label="ambiguous", source="test", where="here", note="synthetic", where_checked="yes")])
     return labels
 
 
@@ -70,7 +70,8 @@ def test_section_headings_on_a_synthetic_stand_in(tmp_path):
     labels = _synthetic_table(tmp_path)
     md = labelled_section(tmp_path, labels=labels)
     for heading in ("| accuracy (2 scored curves) |", "false `emergent`", "Confusion matrix", "Sensitivity",
-                    "emergent_margin x0.5", "jump_se x2", "trend_margin x2", "Not scored"):
+                    "emergent_margin x0.5", "jump_se x2", "trend_margin x2", "Not scored",
+                    "rows with a checked citation / with a recalled one", "1 rows cite a figure"):
         assert heading in md, heading
 
 

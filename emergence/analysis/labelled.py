@@ -22,7 +22,8 @@ from emergence import schema as S
 
 LABELS = ("emergent", "smooth", "flat", "inverse", "ambiguous", "out_of_scope")
 SCORED = ("emergent", "smooth", "flat", "inverse")
-COLUMNS = ("data", "family", "task", "subtask", "n_shot", "metric", "axis", "label", "source", "where", "note")
+COLUMNS = ("data", "family", "task", "subtask", "n_shot", "metric", "axis", "label", "source", "where", "note",
+           "where_checked")   # "yes": the location was checked in the source's own files; "no": recalled
 POOLED = "*"
 SENSITIVITY = ("emergent_margin", "jump_se", "trend_margin")
 
@@ -129,12 +130,16 @@ def report(labels: pd.DataFrame, found: pd.DataFrame, sens: pd.DataFrame) -> str
             f"{counts.get(k, 0)} {k}" for k in LABELS) + "). The labels were written from the sources before the "
         "detector was run on them and are never taken from its output; the detector runs with the current "
         "`ClassifyConfig` defaults, not tuned on this set. `ambiguous` (the literature disagrees, or the mapping "
-        "to the reference curve is loose) and `out_of_scope` rows are reported, not scored.", "",
+        "to the reference curve is loose) and `out_of_scope` rows are reported, not scored. "
+        f"{(labels['where_checked'] == 'no').sum()} rows cite a figure or section not yet checked against the "
+        "source's full text (`where_checked = no`); their scores are shown apart below.", "",
         "| measure | value |", "|---|---:|",
         f"| accuracy ({r['n']} scored curves) | {pct(r['accuracy'])} |",
         f"| false `emergent` (of {r['n_non_emergent']} curves labelled non-emergent) | {pct(r['false_emergent'])} |",
         f"| emergent recall (of {r['n_emergent']} curves labelled emergent) | {pct(r['emergent_recall'])} |",
         "| accuracy by reference table | " + "; ".join(f"{k}: {v}" for k, v in by_source.items()) + " |",
+        "| accuracy, rows with a checked citation / with a recalled one | " + " / ".join(
+            pct(score(found[found["where_checked"] == c])["accuracy"]) or "-" for c in ("yes", "no")) + " |",
         "", "Confusion matrix (rows: published label, columns: verdict):", "", "```",
         r["confusion"].to_string() if len(r["confusion"]) else "(none)", "```", "",
         "Sensitivity: each threshold of `ClassifyConfig` halved and doubled, the others at their defaults "
