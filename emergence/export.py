@@ -1,11 +1,11 @@
 """Export a run directory as one tidy long table (schema in schema.py and the README)."""
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from emergence import schema as S
+from emergence.files import write_atomic
 from emergence.store import DB_NAME, Store
 
 LOSS_METRIC = "nats_per_token"
@@ -48,13 +48,15 @@ def write_table(df: pd.DataFrame, path, fmt: str | None = None) -> Path:
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"Unknown format {fmt!r}: use csv or parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "csv":
-        df.to_csv(tmp, index=False)
-    else:
+
+    def write(tmp):
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+            return
         try:
             df.to_parquet(tmp, index=False)
         except ImportError as e:
             raise ImportError("Parquet needs pyarrow: pip install 'emergence[parquet]'") from e
-    os.replace(tmp, path)
+
+    write_atomic(path, write)
     return path

@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emergence.files import write_atomic
 from emergence.report import figures as F
 from emergence.report.config import ReportConfig
 
@@ -44,10 +45,10 @@ def render_figures(jobs, fig_dir=None, config: ReportConfig = ReportConfig()) ->
         rec = {"id": name, "title": job.title, "caption": job.caption, "png": None, "svg": None,
                "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
         if fig_dir is not None:
-            (Path(fig_dir) / f"{name}.png").write_bytes(png)
+            write_atomic(Path(fig_dir) / f"{name}.png", png)
             rec["png"] = f"figures/{name}.png"
             if svg is not None:
-                (Path(fig_dir) / f"{name}.svg").write_bytes(svg)
+                write_atomic(Path(fig_dir) / f"{name}.svg", svg)
                 rec["svg"] = f"figures/{name}.svg"
         records.append(rec)
     return records
