@@ -75,6 +75,12 @@ def test_export_that_fails_mid_write_keeps_the_old_table(tmp_path, disk_full):
     assert path.read_bytes() == old and _leftovers(tmp_path) == []
 
 
+def test_a_compressed_export_is_compressed(tmp_path):
+    path = write_table(_table(), tmp_path / "results.csv.gz")
+    assert path.read_bytes()[:2] == b"\x1f\x8b"   # gzip, as the name says (the .tmp name hid it)
+    pd.testing.assert_frame_equal(pd.read_csv(path), pd.read_csv(write_table(_table(), tmp_path / "r.csv")))
+
+
 def _write_many(path, values, start, errors):
     start.wait()
     try:
