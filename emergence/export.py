@@ -1,14 +1,19 @@
 """Export a run directory as one tidy long table (schema in schema.py and the README)."""
 
-import os
+import bz2
+import gzip
+import lzma
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from emergence import schema as S
+from emergence.files import write_atomic
 from emergence.store import DB_NAME, Store
 
 LOSS_METRIC = "nats_per_token"
+_COMPRESS = {".gz": partial(gzip.compress, mtime=0), ".bz2": bz2.compress, ".xz": lzma.compress}  # by suffix
 
 
 def tidy_table(run_dir, loss_task: str | None = None) -> pd.DataFrame:
@@ -55,13 +60,16 @@ def write_table(df: pd.DataFrame, path, fmt: str | None = None) -> Path:
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"Unknown format {fmt!r}: use csv or parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     if fmt == "csv":
-        df.to_csv(tmp, index=False)
-    else:
+        # Compressed here: pandas would infer none from the temporary name (or put it in a gzip header).
+        write_atomic(path, _COMPRESS.get(path.suffix, bytes)(df.to_csv(index=False).encode("utf-8")))
+        return path
+
+    def write_parquet(tmp):
         try:
             df.to_parquet(tmp, index=False)
         except ImportError as e:
             raise ImportError("Parquet needs pyarrow: pip install 'emergence[parquet]'") from e
-    os.replace(tmp, path)
+
+    write_atomic(path, write_parquet)
     return path

@@ -115,3 +115,26 @@ def test_analysis_does_not_depend_on_the_workers(tmp_path):
     one, many = analyze(df, workers=1, n_boot=10), analyze(df, workers=0, n_boot=10)
     for name, table in one.tables().items():
         pd.testing.assert_frame_equal(table, many.tables()[name], check_dtype=False)
+
+
+def test_table_hash_is_the_content_not_the_file(tmp_path):
+    """The hash the analysis/ manifest keeps: the same whichever way the table was stored and
+    read back, in any row or column order; another value anywhere, another hash."""
+    import importlib.util
+
+    from emergence.analysis.analyze import table_hash
+    from emergence.export import write_table
+
+    df = read_tidy([FIXTURES / "pythia_small.csv.gz"])
+    h = table_hash(df)
+    again = [read_tidy([write_table(df, tmp_path / "t.csv")]), df.sample(frac=1, random_state=0)[df.columns[::-1]]]
+    if importlib.util.find_spec("pyarrow"):
+        again.append(read_tidy([write_table(df, tmp_path / "t.parquet")]))
+    assert [table_hash(d) for d in again] == [h] * len(again)
+    assert table_hash(df.assign(subtask=df[S.SUBTASK].replace("", None))) == h   # missing text is ""
+    changed = df.copy()
+    changed.loc[changed.index[7], S.VALUE] += 1e-9
+    assert table_hash(changed) != h
+    assert table_hash(df.iloc[1:]) != h
+    small = df[df[S.TASK] == df[S.TASK].iloc[0]].head(40)
+    assert analyze(small, n_boot=2, workers=1).table_sha256 == table_hash(small)   # what analyze saw

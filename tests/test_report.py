@@ -111,9 +111,49 @@ def test_cli_reuses_analysis_and_refuses_a_foreign_one(tmp_path, capsys):
     assert f"emergence report {table} -o {tmp_path / 'r1'} --max-tasks 1" in html
     # the analysis/ folder beside other.csv belongs to t.csv: not used, and the report says why
     assert main(["report", str(other), "-o", str(tmp_path / "r2"), "--max-tasks", "0"]) == 0
-    assert "curves differ" in capsys.readouterr().out
+    assert "computed from another table" in capsys.readouterr().out
     assert main(["report", str(other), "-o", str(tmp_path / "r3"), "--analysis", str(tmp_path / "analysis")]) == 1
-    assert "does not belong to this table" in capsys.readouterr().err
+    assert "cannot be used for this table" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """A table with loss (so scaling laws are fitted) and the analysis/ folder `emergence analyze` wrote."""
+    root = tmp_path_factory.mktemp("analysed")
+    _table(sizes=6).to_csv(root / "t.csv", index=False)
+    assert main(["analyze", str(root / "t.csv"), "--n-boot", "5", "--workers", "1"]) == 0
+    assert "ok" in set(pd.read_csv(root / "analysis" / "fits.csv")["status"])
+    return root
+
+
+@pytest.mark.parametrize("damage, why", [
+    ("killed or older", "has no manifest.json"),   # analyze killed before its manifest (and fits.csv), or an old version
+    ("missing csv", "its fits.csv is missing"),
+    ("changed csv", "its fits.csv is not the one its manifest lists"),
+    ("changed table", "computed from another table"),   # same curves, other numbers: stale fits
+])
+def test_an_analysis_folder_is_reused_only_whole_and_for_its_table(analysed, tmp_path, capsys, damage, why):
+    shutil.copytree(analysed, tmp_path, dirs_exist_ok=True)
+    table, folder = tmp_path / "t.csv", tmp_path / "analysis"
+    if damage == "killed or older":
+        (folder / "manifest.json").unlink(missing_ok=True)
+        (folder / "fits.csv").unlink()
+    elif damage == "missing csv":
+        (folder / "fits.csv").unlink()
+    elif damage == "changed csv":
+        (folder / "fits.csv").write_text((folder / "fits.csv").read_text().replace("ok", "failed"))
+    else:
+        before = os.stat(folder / "verdicts.csv").st_mtime - 60
+        df = pd.read_csv(table)
+        df.assign(value=df[S.VALUE] * 0.9, loss=df[S.LOSS] * 1.1).to_csv(table, index=False)
+        os.utime(table, (before, before))   # copied with its times kept: not newer than the analysis
+    capsys.readouterr()
+    assert main(["report", str(table), "-o", str(tmp_path / "r"), "--max-tasks", "0", "--n-boot", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "not used" in out and why in out and "re-used" not in out
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert why in (tmp_path / "r" / "summary.md").read_text() and why in html   # the provenance says why
+    assert "No scaling law was fitted" not in html
 
 
 def test_report_from_a_run_directory(tiny_family_dir, tmp_path):

@@ -3,15 +3,25 @@ scaling-law fits out, as DataFrames (Python) or CSV files plus a printed summary
 
 Pure CPU, no plotting. Whatever a table cannot support (no loss, no sizes, no noise) is
 skipped and said in ``Analysis.notes`` rather than guessed.
+
+The ``analysis/`` folder is valid only as a whole: each file is written atomically and
+``manifest.json`` (the analysed table's content hash, each file's hash, the versions) last;
+``read_analysis`` refuses a folder whose manifest is missing or does not match, so that a
+killed ``analyze`` or a changed table never passes for a finished analysis of this table.
 """
 
+import hashlib
+import io
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from emergence import schema as S
+from emergence.files import write_atomic
 from emergence.analysis.decompose import decompose, metric_audit
 from emergence.analysis.onset import onset_backtest
 from emergence.analysis.parallel import Background
@@ -22,6 +32,12 @@ from emergence.analysis.verdicts import verdicts_by_axis
 
 AXES = (S.PARAMS, S.TOKENS, S.FLOPS, S.LOSS)
 ANALYSIS_DIR = "analysis"  # the folder `emergence analyze` writes beside its input
+MANIFEST = "manifest.json"  # written last: the folder is valid only with it
+TABLES = ("verdicts", "audit", "composites", "fits", "backtest", "onset")  # the CSVs it may hold
+
+
+class UnusableAnalysis(ValueError):
+    """An analysis folder that is not a complete analysis of the table at hand; says why."""
 
 
 @dataclass
@@ -34,6 +50,7 @@ class Analysis:
     seconds: dict = field(default_factory=dict)   # wall-clock time of each stage
     backtest: pd.DataFrame = field(default_factory=pd.DataFrame)  # with a cutoff: loss law, held-out models
     onset: pd.DataFrame = field(default_factory=pd.DataFrame)     # with a cutoff: where tasks emerge
+    table_sha256: str = ""          # table_hash of the table analysed: the manifest ties the folder to it
 
     def tables(self) -> dict:
         backtests = {"backtest": self.backtest, "onset": self.onset} if not self.onset.empty else {}
@@ -67,6 +84,7 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     ``workers``: processes fitting curves and bootstrap draws (0: one per CPU, 1: none); the
     result does not depend on it. ``cutoff``: also backtest, fitting on models with fewer
     parameters and predicting the rest: their loss (``backtest``) and where tasks emerge (``onset``)."""
+    sha256 = table_hash(df)
     df = fill_chance(df)
     notes = list(dict.fromkeys(list(df.attrs.get("notes", [])) + limitations(df)))
     estimated = int((df.get("chance_source") == "estimated").sum())
@@ -113,20 +131,86 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
             fit_notes += [f"backtest for {r[S.FAMILY]}: {r['reason']}" for r in onset.to_dict("records")
                           if r.get("status") == "undetermined"]
         seconds["backtest"] = lap()
-    return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds, backtest, onset)
+    return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds, backtest, onset, sha256)
 
 
 def write_analysis(analysis: Analysis, out_dir) -> list[Path]:
+    """The tables as CSV files, notes.txt and, last, manifest.json into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, table in analysis.tables().items():
-        path = out_dir / f"{name}.csv"
-        table.to_csv(path, index=False)
-        written.append(path)
-    notes = out_dir / "notes.txt"
-    notes.write_text("\n".join(analysis.notes) + ("\n" if analysis.notes else ""))
-    return written + [notes]
+    manifest = out_dir / MANIFEST
+    manifest.unlink(missing_ok=True)  # from here until the new one is written, the folder is invalid
+    files = {f"{name}.csv": table.to_csv(index=False).encode("utf-8") for name, table in analysis.tables().items()}
+    files["notes.txt"] = ("\n".join(analysis.notes) + ("\n" if analysis.notes else "")).encode("utf-8")
+    written = [write_atomic(out_dir / name, data) for name, data in files.items()]
+    for name in TABLES:  # an earlier analysis' tables that this one has not (a backtest)
+        if f"{name}.csv" not in files:
+            (out_dir / f"{name}.csv").unlink(missing_ok=True)
+    record = {"table_sha256": analysis.table_sha256, "versions": _versions(),
+              "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
+    return written + [write_atomic(manifest, json.dumps(record, indent=2) + "\n")]
+
+
+def read_analysis(folder, table_sha256: str | None = None) -> Analysis:
+    """The files of ``write_analysis`` back as an ``Analysis``. Raises ``UnusableAnalysis`` when
+    the folder has no manifest, a file is missing or differs from the manifest, another version
+    of emergence wrote it, or (given ``table_sha256``) it was computed from another table."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise UnusableAnalysis(f"it has no {MANIFEST}: written by an older emergence, or its "
+                               "analysis did not finish") from None
+    except ValueError as e:
+        raise UnusableAnalysis(f"its {MANIFEST} is unreadable ({e})") from None
+    written_by, ours = manifest.get("versions", {}).get("emergence"), _versions()["emergence"]
+    if written_by != ours:
+        raise UnusableAnalysis(f"emergence {written_by} wrote it, this is emergence {ours}")
+    if table_sha256 is not None and manifest.get("table_sha256") != table_sha256:
+        raise UnusableAnalysis(f"it was computed from another table (sha256 {str(manifest.get('table_sha256'))[:12]}, "
+                               f"this table's {table_sha256[:12]})")
+    data = {}
+    for name, digest in manifest.get("files", {}).items():
+        try:
+            data[name] = (folder / name).read_bytes()
+        except FileNotFoundError:
+            raise UnusableAnalysis(f"its {name} is missing") from None
+        if hashlib.sha256(data[name]).hexdigest() != digest:
+            raise UnusableAnalysis(f"its {name} is not the one its manifest lists (changed since)")
+    tables = {name: _read_csv(data.get(f"{name}.csv")) for name in TABLES}
+    notes = [n for n in data.get("notes.txt", b"").decode("utf-8").splitlines() if n]
+    return Analysis(tables["verdicts"], tables["audit"], tables["composites"], tables["fits"], notes,
+                    backtest=tables["backtest"], onset=tables["onset"], table_sha256=manifest.get("table_sha256", ""))
+
+
+def find_analysis(sources) -> Path | None:
+    """The analysis/ folder `emergence analyze` writes for these sources, if there is one
+    (finished or not: ``read_analysis`` says whether it can be used)."""
+    first = Path(next(iter(sources)))
+    folder = (first if first.is_dir() else first.parent) / ANALYSIS_DIR
+    names = [MANIFEST, "notes.txt"] + [f"{name}.csv" for name in TABLES]
+    return folder if any((folder / name).exists() for name in names) else None
+
+
+def table_hash(df: pd.DataFrame) -> str:
+    """sha256 of a table's content, the same however it was read (CSV, parquet, a run
+    directory) and in whatever order: columns by name, rows sorted, a column whose values are
+    all numbers as float64, other values as text, missing values and "" alike."""
+    cols = sorted(map(str, df.columns))
+    canon = {c: _canonical(df[c]) for c in cols}
+    keys = [c for c in (S.FAMILY, S.CHECKPOINT, S.MODEL, S.TASK, S.SUBTASK, S.METRIC) if c in cols]
+    by = keys + [c for c in cols if c not in keys]
+    order = np.lexsort([canon[c][0] for c in reversed(by)]) if by else np.arange(len(df))
+    h = hashlib.sha256(f"{len(df)} rows\0".encode())
+    for c in cols:
+        key, words = canon[c]
+        h.update(c.encode("utf-8") + b"\0")
+        if words is None:
+            h.update(b"f" + key[order].tobytes())
+        else:  # the distinct texts in order, then each row's place among them
+            h.update(b"s" + "\0".join(words).encode("utf-8", "surrogatepass") + b"\0")
+            h.update(key[order].astype(np.int64).tobytes())
+    return h.hexdigest()
 
 
 def summary(analysis: Analysis) -> str:
@@ -169,33 +253,6 @@ def summary(analysis: Analysis) -> str:
     return "\n".join(lines)
 
 
-def find_analysis(sources) -> Path | None:
-    """The analysis/ folder `emergence analyze` writes for these sources, if there is one."""
-    first = Path(next(iter(sources)))
-    folder = (first if first.is_dir() else first.parent) / ANALYSIS_DIR
-    return folder if (folder / "verdicts.csv").exists() else None
-
-def read_analysis(folder) -> Analysis:
-    """The CSVs of ``write_analysis`` back as an ``Analysis``."""
-    folder = Path(folder)
-    tables = {}
-    for name in ("verdicts", "audit", "composites", "fits", "backtest", "onset"):
-        path = folder / f"{name}.csv"
-        text = (S.FAMILY, S.MODEL, S.TASK, S.SUBTASK, S.METRIC, "reason", "note", "label", "axis")
-        try:
-            t = pd.read_csv(path, dtype={c: str for c in text})
-        except (FileNotFoundError, pd.errors.EmptyDataError):
-            t = pd.DataFrame()
-        for col in (S.SUBTASK, S.MODEL, "reason", "note"):
-            if col in t.columns:
-                t[col] = t[col].fillna("")
-        tables[name] = t
-    notes_file = folder / "notes.txt"
-    notes = [n for n in notes_file.read_text().splitlines() if n] if notes_file.exists() else []
-    return Analysis(tables["verdicts"], tables["audit"], tables["composites"], tables["fits"], notes,
-                    backtest=tables["backtest"], onset=tables["onset"])
-
-
 def _fits(df, n_boot, seed, workers):
     """Scaling-law fits and the notes on those that could not be made."""
     if not (_has(df, S.LOSS) and _has(df, S.PARAMS)):
@@ -206,6 +263,53 @@ def _fits(df, n_boot, seed, workers):
     fits = _concat(frames)
     return fits, [f"{form} law for {fam} not fitted: {g['reason'].iloc[0]}"
                   for (fam, form), g in fits[fits["status"] != "ok"].groupby([S.FAMILY, "form"])]
+
+
+def _read_csv(data) -> pd.DataFrame:
+    if not data:
+        return pd.DataFrame()
+    text = (S.FAMILY, S.MODEL, S.TASK, S.SUBTASK, S.METRIC, "reason", "note", "label", "axis")
+    try:
+        t = pd.read_csv(io.BytesIO(data), dtype={c: str for c in text})
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    for col in (S.SUBTASK, S.MODEL, "reason", "note"):
+        if col in t.columns:
+            t[col] = t[col].fillna("")
+    return t
+
+
+def _canonical(col: pd.Series):
+    """(sort key, distinct texts) of a column: its values as float64 (-0.0 as 0.0, one NaN) and
+    None if every value present is a number, else each value's rank among the sorted distinct
+    texts and those texts. Parsed per distinct value: a table has few of them per column."""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        num = col.to_numpy("float64", na_value=np.nan)
+    else:
+        codes, uniques = pd.factorize(col)   # missing: -1, the "" appended below
+        text = np.array([str(u) for u in uniques] + [""], dtype=object)
+        present = text != ""
+        parsed = pd.to_numeric(pd.Series(np.where(present, text, None), dtype=object),
+                               errors="coerce").to_numpy("float64", na_value=np.nan)
+        if (np.isnan(parsed) & present).any():
+            words, rank = np.unique(text, return_inverse=True)
+            return rank[codes], list(words)
+        num = parsed[codes]
+    num = num + 0.0
+    num[np.isnan(num)] = np.nan
+    return num, None
+
+
+def _versions() -> dict:
+    import platform
+
+    import numpy
+    import scipy
+
+    import emergence
+
+    return {"emergence": emergence.__version__, "python": platform.python_version(),
+            "numpy": numpy.__version__, "pandas": pd.__version__, "scipy": scipy.__version__}
 
 
 def _has(df, col) -> bool:

@@ -2,13 +2,15 @@
 
 One function, ``map_chunks``: results come back in input order and depend only on the items,
 never on how many workers computed them, so seeds belong to the items (a curve's own seed, a
-bootstrap draw's indices drawn up front), not to the workers.
+bootstrap draw's indices drawn up front), not to the workers. The workers (and ``Background``'s
+process) exit when this process dies, killed or not (``emergence.workers``).
 """
 
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
 from functools import partial
+
+from emergence.workers import die_with_parent, process_pool
 
 
 def cpus() -> int:
@@ -34,7 +36,7 @@ def map_chunks(fn, items, *, workers: int = 0, chunk: int = 64, min_items: int =
     global _FORKED_ITEMS
     outer, _FORKED_ITEMS = _FORKED_ITEMS, items
     try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        with process_pool(workers, "fork") as pool:
             done = list(pool.map(partial(_run_part, fn), [range(i, len(items), n) for i in range(n)]))
     finally:
         _FORKED_ITEMS = outer
@@ -63,7 +65,7 @@ class Background:
         if "fork" in mp.get_all_start_methods() and not mp.current_process().daemon:
             ctx = mp.get_context("fork")
             self._conn, child = ctx.Pipe(duplex=False)
-            self._proc = ctx.Process(target=_send_result, args=(child, fn, args), daemon=True)
+            self._proc = ctx.Process(target=_send_result, args=(os.getpid(), child, fn, args), daemon=True)
             self._proc.start()
             child.close()
 
@@ -84,7 +86,8 @@ class Background:
         return value
 
 
-def _send_result(conn, fn, args):
+def _send_result(parent, conn, fn, args):
+    die_with_parent(parent)
     try:
         conn.send((True, fn(*args)))
     except BaseException as e:   # the parent re-raises it

@@ -195,10 +195,9 @@ def train_family(config: LabConfig, out=None, *, progress: bool = True, log=prin
     workers = _workers(config, len(sizes))
     jobs = [(dataclasses.asdict(config), d, n, str(out), i % workers, progress) for i, (d, n) in enumerate(sizes)]
     if workers > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from emergence.workers import process_pool
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        with process_pool(workers, "spawn") as pool:
             results = list(pool.map(_train_size, jobs))
     else:
         results = [_train_size(job) for job in jobs]

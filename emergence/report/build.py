@@ -3,7 +3,8 @@ inlined, no network resources), a short Markdown summary and the figures as PNG 
 small) out.
 
 Re-uses the CSVs ``emergence analyze`` wrote (an ``analysis/`` folder next to the table or inside
-the run directory) when they match the table and are newer than it; runs the analysis otherwise.
+the run directory) when its manifest says they are a finished analysis of this very table (its
+content hash); runs the analysis otherwise. Every file is written atomically.
 The context (``report.context``) picks the tasks and figures (``report.figures``), ``report.render``
 draws them and renders the Jinja2 templates. Only the ``max_tasks`` most informative tasks get full
 figures, so that a 100k-row table renders in seconds; every curve is in the verdict table.
@@ -17,7 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from emergence import schema as S
-from emergence.analysis.analyze import ANALYSIS_DIR, analyze, find_analysis, load_tables, read_analysis, write_analysis
+from emergence.analysis.analyze import (ANALYSIS_DIR, UnusableAnalysis, analyze, find_analysis, load_tables,
+                                        read_analysis, table_hash, write_analysis)
+from emergence.files import write_atomic
 from emergence.report.config import ReportConfig
 from emergence.report.context import provenance, report_context
 from emergence.report.render import render
@@ -54,14 +57,16 @@ def build_report(sources, out_dir, *, predictions=None, analysis_dir=None, reana
                                            analysis_dir=analysis_dir, reanalyze=reanalyze)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    for old in list(fig_dir.glob("*.png")) + list(fig_dir.glob("*.svg")):
-        old.unlink()  # figures of an earlier build that this one may not make
+    earlier = set(fig_dir.glob("*.png")) | set(fig_dir.glob("*.svg"))
     context = report_context(df, analysis, fig_dir=fig_dir, predictions=pred, config=config,
                              provenance=provenance(sources, df, origin, command, config))
     clock["figures"] = time.perf_counter()
     html, summary_md = out_dir / "report.html", out_dir / "summary.md"
-    html.write_text(render("report.html", context), encoding="utf-8")
-    summary_md.write_text(render("summary.md", context), encoding="utf-8")
+    write_atomic(html, render("report.html", context))
+    write_atomic(summary_md, render("summary.md", context))
+    made = {out_dir / f[k] for f in context["figure_files"] for k in ("png", "svg") if f.get(k)}
+    for old in earlier - made:  # an earlier build's figures that this one did not make, kept until now
+        old.unlink()
     clock["render"] = time.perf_counter()
     steps = ["load", "analysis", "figures", "render"]
     prev = ["start"] + steps[:-1]
@@ -125,18 +130,16 @@ def _analysis(df, sources, analysis_dir, reanalyze, config, out_dir):
     if analysis_dir is not None and not (folder / "verdicts.csv").exists():
         raise FileNotFoundError(f"{folder} has no verdicts.csv (write one with `emergence analyze`)")
     if folder is not None:
-        result = read_analysis(folder)
-        problem = _mismatch(df, result.verdicts)
-        if analysis_dir is None:
-            newest = max(_mtime(s) for s in sources)
-            if (folder / "verdicts.csv").stat().st_mtime < newest:
-                problem = problem or "it is older than the table"
-            if config.cutoff is not None and result.onset.empty:
-                problem = problem or "it has no backtest (onset.csv) for --cutoff"
+        try:
+            result, problem = read_analysis(folder, table_hash(df)), ""
+        except UnusableAnalysis as e:
+            problem = str(e)
+        if not problem and analysis_dir is None and config.cutoff is not None and result.onset.empty:
+            problem = "it has no backtest (onset.csv) for --cutoff"
         if not problem:
             return result, f"re-used from {folder} (written by `emergence analyze`)"
         if analysis_dir is not None:
-            raise ValueError(f"{folder} does not belong to this table: {problem}")
+            raise ValueError(f"{folder} cannot be used for this table: {problem}")
         note = f"{folder} not used ({problem}): analysis run here"
     else:
         note = "run here" + (" (--reanalyze)" if reanalyze else ": no analysis/ folder beside the input")
@@ -144,18 +147,3 @@ def _analysis(df, sources, analysis_dir, reanalyze, config, out_dir):
     write_analysis(result, out_dir / ANALYSIS_DIR)  # the full tables, beside the report
     return result, (f"{note}, n_boot={config.n_boot}, seed={config.seed}; its CSV files are in "
                     f"{out_dir / ANALYSIS_DIR}")
-
-def _mismatch(df, verdicts):
-    if verdicts.empty:
-        return "it has no verdicts"
-    cols = [S.FAMILY, S.TASK, S.SUBTASK, S.METRIC]
-    have = set(df[cols].drop_duplicates().fillna("").astype(str).itertuples(index=False, name=None))
-    got = set(verdicts[cols].fillna("").astype(str).itertuples(index=False, name=None))
-    if have != got:
-        return f"its curves differ from the table's ({len(got - have)} unknown, {len(have - got)} missing)"
-    return ""
-
-def _mtime(path):
-    path = Path(path)
-    files = [path / "results.sqlite"] if path.is_dir() else [path]
-    return max(f.stat().st_mtime for f in files if f.exists()) if any(f.exists() for f in files) else 0.0

@@ -6,12 +6,13 @@ import io
 import multiprocessing as mp
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emergence.files import write_atomic
 from emergence.report import figures as F
 from emergence.report.config import ReportConfig
+from emergence.workers import process_pool
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def render_figures(jobs, fig_dir=None, config: ReportConfig = ReportConfig()) ->
     args = [(j, config.dpi, config.svg_max_kb) for j in jobs]
     if workers > 1 and len(jobs) >= 6 and "fork" in mp.get_all_start_methods():
         # fork: workers inherit the imported modules (no re-import of the caller's __main__)
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("fork")) as pool:
+        with process_pool(min(workers, len(jobs)), "fork") as pool:
             drawn = list(pool.map(_draw, args))
     else:
         drawn = [_draw(a) for a in args]
@@ -44,10 +45,10 @@ def render_figures(jobs, fig_dir=None, config: ReportConfig = ReportConfig()) ->
         rec = {"id": name, "title": job.title, "caption": job.caption, "png": None, "svg": None,
                "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
         if fig_dir is not None:
-            (Path(fig_dir) / f"{name}.png").write_bytes(png)
+            write_atomic(Path(fig_dir) / f"{name}.png", png)
             rec["png"] = f"figures/{name}.png"
             if svg is not None:
-                (Path(fig_dir) / f"{name}.svg").write_bytes(svg)
+                write_atomic(Path(fig_dir) / f"{name}.svg", svg)
                 rec["svg"] = f"figures/{name}.svg"
         records.append(rec)
     return records

@@ -7,13 +7,12 @@ machine, :class:`~emergence.run.ray_executor.RayExecutor` on Ray workers; the ru
 (``runner.make_executor``) and alone writes the cells to the store.
 """
 
-import multiprocessing as mp
 import os
 import platform
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from emergence.families import Checkpoint
 from emergence.run.config import RunConfig
 from emergence.run.evaluate import evaluate
+from emergence.workers import process_pool
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ class PoolExecutor:
     """Evaluates checkpoints in ``workers`` spawned processes on this machine, one checkpoint per
     job, each worker with ``cpu_count // workers`` torch threads (many tiny models: one thread
     each is fastest). A worker builds its own plugin manager from the installed entry points
-    (honouring EMERGENCE_DISABLE_PLUGINS): plugins registered in code stay in this process."""
+    (honouring EMERGENCE_DISABLE_PLUGINS): plugins registered in code stay in this process.
+    The workers exit when this process dies, even by ``kill -9`` (``emergence.workers``)."""
 
     def __init__(self, config: RunConfig):
         self.config = config
@@ -119,8 +120,7 @@ class PoolExecutor:
         workers = min(self.workers, len(plan))
         threads = max(1, (os.cpu_count() or 1) // workers)
         # spawn, not fork: a forked child of a process that has run torch can deadlock in OpenMP.
-        self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                         initializer=_start_worker, initargs=(threads,))
+        self._pool = process_pool(workers, "spawn", initializer=_start_worker, initargs=(threads,))
         pending = {self._pool.submit(_evaluate_in_worker, self.config, ck, todo): (ck, todo) for ck, todo in plan}
         with tqdm(total=len(pending), desc="checkpoints", unit="ckpt", disable=not progress) as bar:
             while pending:
