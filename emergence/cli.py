@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from emergence.files import write_atomic
 from emergence.names import unknown_message
 
 COMMANDS = ("run", "export", "analyze", "report", "validate", "import", "plugins", "families", "tasks", "demo",
@@ -248,7 +249,7 @@ def cmd_validate(args) -> int:
     if args.reference_data and not (ref / "tidy").is_dir():
         raise FileNotFoundError(f"{ref} has no tidy/ folder of reference tables")
     text = validate(ref, n_curves=args.curves, n_families=args.families)
-    Path(args.output).write_text(text)
+    write_atomic(args.output, text)
     print(text)
     return 0
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from emergence.files import write_atomic
 from emergence.names import at_line, read_toml, unknown_message
 
 FAMILY_FILE = "family.toml"
@@ -374,8 +375,9 @@ def _write_family(out: Path, config: LabConfig, records, stats, timing, skill_ve
         lines += [f"{k} = {json.dumps(r[k])}" for k in ("path", "model", "size", "step", "tokens", "params",
                                                          "params_nonembed", "flops")]
         lines.append("")
-    (out / FAMILY_FILE).write_text("\n".join(lines))
-    (out / RECORD_FILE).write_text(json.dumps(
+    # The record last: a family counts as trained only once both files are whole (``trained``).
+    write_atomic(out / FAMILY_FILE, "\n".join(lines))
+    write_atomic(out / RECORD_FILE, json.dumps(
         {"digest": config.digest(), "config": dataclasses.asdict(config), "skill_versions": skill_versions,
          "timing": timing,
          "sizes": sorted(stats, key=lambda s: s["params"]), "checkpoints": records}, indent=2))

@@ -15,7 +15,6 @@ from is refused, naming both, or with ``reevaluate_changed`` evaluated again; ne
 
 import contextlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from emergence.run.executors import CellResult, LocalExecutor, PoolExecutor
 from emergence.run.identity import cached_commit, checkpoint_identity, describe, differences, merge
 from emergence.families import Family, select
 from emergence.plugins import collect, plugin_info, plugin_manager
+from emergence.files import write_atomic
 from emergence.store import Store
 
 PACKAGES = ("emergence", "torch", "transformers", "accelerate", "lm_eval", "tokenizers", "pandas",
@@ -227,9 +227,7 @@ def _write_provenance(store: Store, config: RunConfig, pm, tasks, family: Family
     history.append(record)
     store.set_meta("invocations", history)
     store.set_meta("provenance", record)
-    tmp = store.run_dir / "run.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, store.run_dir / "run.json")
+    write_atomic(store.run_dir / "run.json", json.dumps(record, indent=2, default=str))
 
 
 def package_versions() -> dict:
