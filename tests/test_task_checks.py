@@ -123,3 +123,49 @@ def test_check_task_command(capsys):
     assert "unscramble" in out and "0 error(s), 1 warning(s)" in out and "'char_acc' is an accuracy" in out
     assert main(["check-task", "add_2dd"]) == 1
     assert "Did you mean 'add_2d'" in capsys.readouterr().err
+
+
+def _run_dir_with_a_bad_metric(path):
+    """A run directory as an older emergence left it: task 'chain' stored step_acc = 3."""
+    from emergence.families import Checkpoint
+    from emergence.store import Score, Store
+
+    with Store(path) as store:
+        for i, params in enumerate((1e6, 3e6, 1e7, 3e7, 1e8, 3e8)):
+            ck = Checkpoint(family="fam", name=f"m{i}", repo=f"/m{i}", model=f"m{i}", size=str(i), params=int(params))
+            store.put_checkpoint(ck)
+            acc = min(1.0, 0.1 + 0.15 * i)
+            store.write_cell(ck.name, "chain", "1", "bad_tasks", [
+                Score("", "exact_match", acc, 0.01, 100, chance=0.0, kind=DISCONTINUOUS, higher_is_better=True),
+                Score("", "step_acc", 3.0 if i == 2 else acc, 0.01, 100, chance=0.05, kind=CONTINUOUS,
+                      higher_is_better=True)], [], 1.0)
+            store.write_cell(ck.name, "copy", "1", "probes", [
+                Score("", "exact_match", acc / 2, 0.01, 100, chance=0.0, kind=DISCONTINUOUS, higher_is_better=True)],
+                [], 1.0)
+    return path
+
+
+def test_one_bad_metric_does_not_sink_analyze_or_report(tmp_path):
+    import sqlite3
+
+    import pandas as pd
+
+    from emergence.report.build import ReportConfig, build_report
+
+    run = _run_dir_with_a_bad_metric(tmp_path / "run")
+    with pytest.warns(UserWarning, match="metric 'step_acc' of task 'chain' skipped"):
+        assert main(["analyze", str(run), "--n-boot", "0", "--workers", "1"]) == 0
+    notes = (run / "analysis" / "notes.txt").read_text()
+    assert "metric 'step_acc' of task 'chain' skipped: 1 value(s) outside [0, 1] (e.g. 3 at row" in notes
+    assert "`emergence check-task chain`" in notes
+    verdicts = pd.read_csv(run / "analysis" / "verdicts.csv")
+    curves = set(zip(verdicts["task"], verdicts["metric"]))
+    assert ("chain", "exact_match") in curves and ("copy", "exact_match") in curves
+    assert ("chain", "step_acc") not in curves
+    with pytest.warns(UserWarning):
+        report = build_report([run], tmp_path / "report", config=ReportConfig(n_boot=0, workers=1))
+    assert "metric &#39;step_acc&#39; of task &#39;chain&#39; skipped" in report.html.read_text()
+    assert "metric 'step_acc' of task 'chain' skipped" in report.summary.read_text()
+    db = sqlite3.connect(run / "results.sqlite")  # nothing stored is lost
+    assert db.execute("SELECT COUNT(*) FROM scores WHERE metric = 'step_acc'").fetchone() == (6,)
+    db.close()
