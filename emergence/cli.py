@@ -281,13 +281,20 @@ def cmd_plugins(args) -> int:
 def cmd_families(args) -> int:
     from emergence.plugins import collect, plugin_manager
 
-    registry = collect(plugin_manager())
+    pm = plugin_manager()
+    registry = collect(pm)
     for name, fam in sorted(registry.families.items()):
         steps = fam.steps
         span = f", steps {steps[0]}..{steps[-1]} ({len(steps)})" if len(steps) > 1 else ""
         print(f"{name:16} {len(fam.checkpoints):5} checkpoints, sizes {', '.join(fam.sizes)}{span}")
         if args.verbose and fam.description:
             print(f"{'':16} {fam.description}")
+    if "lab" not in registry.families and pm.has_plugin("lab_family"):
+        from emergence.lab.training import LabConfig, family_dir
+
+        # The lab family exists only once trained: say so rather than leave it out silently.
+        print(f"{'lab':16}     - not trained yet in {family_dir(LabConfig())}: run `emergence lab train` or "
+              "`emergence demo` (or set EMERGENCE_LAB_CACHE) to use --family lab")
     return 0
 
 

@@ -101,8 +101,15 @@ def test_installed_plugin_is_listed_with_its_distribution(example_site):
     assert "emergence-example-plugin 0.1.0" in line and "register_tasks, resolve_task" in line
     tasks = emergence(example_site, "tasks")
     assert tasks.returncode == 0, tasks.stderr
-    assert "example_parity  (v1, multiple_choice, plugin example)" in tasks.stdout
+    assert "example_parity  (v2, multiple_choice, plugin example)" in tasks.stdout
     assert "acc [discontinuous, chance 0.5]" in tasks.stdout
+
+
+def test_installed_plugin_passes_check_task(example_site):
+    res = emergence(example_site, "check-task", "example_parity", "example_parity:3")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "example_parity (v2, plugin example from emergence-example-plugin 0.1.0): ok" in res.stdout
+    assert "example_parity:3 (v1, resolved from its spec): ok" in res.stdout
 
 
 RESOLVE = """\
@@ -151,6 +158,9 @@ def test_installed_task_runs_on_a_tiny_model(example_site, tiny_model_dir, tmp_p
     value, n, chance = db.execute("SELECT value, n, chance FROM scores WHERE task = 'example_parity' "
                                   "AND subtask = '' AND metric = 'acc'").fetchone()
     assert n == 12 and chance == 0.5 and 0.0 <= value <= 1.0
+    sub_n = db.execute("SELECT SUM(n) FROM scores WHERE task = 'example_parity' AND metric = 'acc' "
+                       "AND subtask IN ('one_digit', 'more_digits')").fetchone()[0]
+    assert sub_n == 12  # every example counts in its declared sub-task
     db.close()
 
 

@@ -1,5 +1,6 @@
 """The task checker (`emergence check-task`) and the checks the harness repeats on every cell."""
 
+import json
 import random
 from dataclasses import dataclass
 
@@ -142,6 +143,9 @@ def _run_dir_with_a_bad_metric(path):
             store.write_cell(ck.name, "copy", "1", "probes", [
                 Score("", "exact_match", acc / 2, 0.01, 100, chance=0.0, kind=DISCONTINUOUS, higher_is_better=True)],
                 [], 1.0)
+    (path / "run.json").write_text(json.dumps({"tasks": {"chain": "1", "copy": "1"}, "plugins": [
+        {"name": "bad_tasks", "distribution": "emergence-bad-tasks", "version": "0.3.0"},
+        {"name": "probes", "distribution": "emergence", "version": "0.1.0"}]}))
     return path
 
 
@@ -166,6 +170,10 @@ def test_one_bad_metric_does_not_sink_analyze_or_report(tmp_path):
         report = build_report([run], tmp_path / "report", config=ReportConfig(n_boot=0, workers=1))
     assert "metric &#39;step_acc&#39; of task &#39;chain&#39; skipped" in report.html.read_text()
     assert "metric 'step_acc' of task 'chain' skipped" in report.summary.read_text()
+    # the provenance names the third-party plugin that made the task, not emergence's own
+    html = report.html.read_text()
+    assert "<td>bad_tasks</td><td>emergence-bad-tasks</td><td>0.3.0</td>" in html and "<td>probes</td>" not in html
+    assert "Third-party plugins: bad_tasks (emergence-bad-tasks 0.3.0)." in report.summary.read_text()
     db = sqlite3.connect(run / "results.sqlite")  # nothing stored is lost
     assert db.execute("SELECT COUNT(*) FROM scores WHERE metric = 'step_acc'").fetchone() == (6,)
     db.close()
