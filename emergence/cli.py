@@ -9,8 +9,8 @@ from pathlib import Path
 from emergence.files import write_atomic
 from emergence.names import unknown_message
 
-COMMANDS = ("run", "export", "analyze", "report", "validate", "import", "plugins", "families", "tasks", "demo",
-            "lab")
+COMMANDS = ("run", "export", "analyze", "report", "validate", "import", "plugins", "families", "tasks",
+            "check-task", "demo", "lab")
 
 
 def main(argv=None) -> int:
@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--verbose", "-v", action="store_true")
         s.set_defaults(func=func)
+
+    c = sub.add_parser("check-task", help="check tasks against the task contract, without a model (docs/tasks.md)")
+    c.add_argument("names", nargs="+", metavar="NAME", help="registered task names or task specs")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--limit", type=int, default=200, help="examples checked per task")
+    c.set_defaults(func=cmd_check_task)
 
     d = sub.add_parser("demo", help="train (or reuse) the lab family, evaluate it, analyse it, write the report")
     d.add_argument("--out", "-o", default="runs/demo")
@@ -282,13 +288,20 @@ def cmd_plugins(args) -> int:
 def cmd_families(args) -> int:
     from emergence.plugins import collect, plugin_manager
 
-    registry = collect(plugin_manager())
+    pm = plugin_manager()
+    registry = collect(pm)
     for name, fam in sorted(registry.families.items()):
         steps = fam.steps
         span = f", steps {steps[0]}..{steps[-1]} ({len(steps)})" if len(steps) > 1 else ""
         print(f"{name:16} {len(fam.checkpoints):5} checkpoints, sizes {', '.join(fam.sizes)}{span}")
         if args.verbose and fam.description:
             print(f"{'':16} {fam.description}")
+    if "lab" not in registry.families and pm.has_plugin("lab_family"):
+        from emergence.lab.training import LabConfig, family_dir
+
+        # The lab family exists only once trained: say so rather than leave it out silently.
+        print(f"{'lab':16}     - not trained yet in {family_dir(LabConfig())}: run `emergence lab train` or "
+              "`emergence demo` (or set EMERGENCE_LAB_CACHE) to use --family lab")
     return 0
 
 
@@ -306,6 +319,29 @@ def cmd_tasks(args) -> int:
                    for m in task.metrics]
         print(f"    metrics: {', '.join(metrics)}")
     return 0
+
+
+def cmd_check_task(args) -> int:
+    from emergence.plugins import collect, plugin_info, plugin_manager
+    from emergence.run.runner import resolve_task
+    from emergence.task_checks import ERROR, check_task
+
+    pm = plugin_manager()
+    registry = collect(pm)
+    origins = {p.name: f"{p.distribution} {p.version}" if p.distribution else p.module for p in plugin_info(pm)}
+    failed = 0
+    for name in args.names:
+        task = resolve_task(name, pm, registry)
+        plugin = registry.owner.get(("task", task.name))
+        source = f"plugin {plugin} from {origins.get(plugin, '?')}" if plugin else "resolved from its spec"
+        problems = check_task(task, seed=args.seed, limit=args.limit)
+        errors = sum(p.level == ERROR for p in problems)
+        verdict = "ok" if not problems else f"{errors} error(s), {len(problems) - errors} warning(s)"
+        print(f"{task.name} (v{task.version}, {source}): {verdict}")
+        for problem in problems:
+            print(f"  {problem}")
+        failed += bool(errors)
+    return 1 if failed else 0
 
 
 def cmd_demo(args) -> int:

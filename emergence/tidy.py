@@ -2,9 +2,10 @@
 
 Owns: required and optional columns, numeric coercion (errors name file, column and rows; a file
 with a header and no rows is an error naming it), the metric metadata columns (``metric_kind``,
-``higher_is_better``: checked, one value per metric), duplicate keys, dropping non-finite values
-(counted, warned, recorded in ``df.attrs["notes"]``), the accuracy-range check, the chance-level
-fill, and a plain list of what a table cannot support.
+``higher_is_better``: checked, one value per metric), task versions (one per task and family),
+duplicate keys, dropping non-finite values (counted, warned, recorded in ``df.attrs["notes"]``),
+the accuracy-range check (an error, or the metric skipped with a note), the chance-level fill,
+and a plain list of what a table cannot support.
 Row numbers in messages are 1-based data rows (the header is not counted).
 """
 
@@ -40,12 +41,15 @@ class TidyWarning(UserWarning):
     """Rows were changed or dropped; the same text is kept in ``df.attrs["notes"]``."""
 
 
-def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, where=None) -> pd.DataFrame:
+def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, invalid: str = "error",
+              where=None) -> pd.DataFrame:
     """Read and check one or more tidy files (.csv, .csv.gz, .parquet) into one DataFrame.
 
     Requires family, model, task, metric, value; adds missing optional schema columns as empty;
     keeps extra columns (loss_name, n_shot, setting, ...). ``duplicates="first"`` keeps the first
-    of rows sharing a key instead of raising. ``where(df) -> bool mask`` keeps only some rows
+    of rows sharing a key instead of raising. ``invalid="skip"`` drops every row of a task's
+    metric that has an accuracy outside [0, 1], with a note, instead of raising (one bad metric
+    does not sink the rest of a run). ``where(df) -> bool mask`` keeps only some rows
     before the checks (large files); row numbers in messages still count from the file's top.
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -60,12 +64,15 @@ def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, 
             raise TidyError(f"{path}: no data rows (only a header)")
         frames.append(frame[np.asarray(where(frame), dtype=bool)] if where is not None else frame)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return check_tidy(df, source=", ".join(map(str, paths)), duplicates=duplicates, check_accuracy=check_accuracy)
+    return check_tidy(df, source=", ".join(map(str, paths)), duplicates=duplicates, check_accuracy=check_accuracy,
+                      invalid=invalid)
 
 
 def check_tidy(df: pd.DataFrame, *, source: str = "<DataFrame>", duplicates: str = "error",
-               check_accuracy: bool = True) -> pd.DataFrame:
+               check_accuracy: bool = True, invalid: str = "error") -> pd.DataFrame:
     """The checks of read_tidy for a table already in memory; returns a cleaned copy."""
+    if invalid not in ("error", "skip"):
+        raise ValueError("invalid must be 'error' or 'skip'")
     df = df.copy()
     if "_file" not in df.columns:
         df["_file"] = source
@@ -100,7 +107,9 @@ def check_tidy(df: pd.DataFrame, *, source: str = "<DataFrame>", duplicates: str
         raise TidyError(f"{src}: no rows with a finite value")
     _derive_checkpoint(df)
     df = _drop_duplicates(df, duplicates, notes)
-    if check_accuracy:
+    if check_accuracy and invalid == "skip":
+        df = _skip_invalid_metrics(df, notes)
+    elif check_accuracy:
         bad = validate_accuracy(df)
         if len(bad):
             metrics = sorted(bad[S.METRIC].unique())
@@ -250,6 +259,27 @@ def _drop_duplicates(df, how, notes):
     notes.append("dropped duplicates: " + msg)
     warnings.warn(notes[-1], TidyWarning, stacklevel=3)
     return _keep_rows(df, ~extra.to_numpy())
+
+
+def _skip_invalid_metrics(df, notes):
+    """Drop each (task, metric) with an accuracy outside [0, 1]: its curves would be nonsense,
+    the other metrics are fine. Each one skipped gets a note naming it and the fix."""
+    bad = validate_accuracy(df)
+    if bad.empty:
+        return df
+    drop = np.zeros(len(df), dtype=bool)
+    for (task, metric), rows in bad.groupby([S.TASK, S.METRIC], sort=True):
+        mask = ((df[S.TASK] == task) & (df[S.METRIC] == metric)).to_numpy()
+        drop |= mask
+        notes.append(f"metric {metric!r} of task {task!r} skipped: {len(rows)} value(s) outside [0, 1] (e.g. "
+                     f"{rows[S.VALUE].iloc[0]:g} at {_where(df, df.index.isin(rows.index[:1]))}), though it looks "
+                     f"like an accuracy; its {int(mask.sum())} row(s) are left out and the rest is analysed. Fix "
+                     f"the task's score() (`emergence check-task {task}`) and rerun it, or divide percentages by 100")
+        warnings.warn(notes[-1], TidyWarning, stacklevel=3)
+    out = _keep_rows(df, ~drop)
+    if out.empty:
+        raise TidyError("every metric was skipped: " + "; ".join(notes[-3:]))
+    return out
 
 
 def _keep_rows(df, keep):

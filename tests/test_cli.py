@@ -93,3 +93,10 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys, monkeypatch):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "Reusing the lab family" in out
+
+
+def test_families_says_when_the_lab_family_is_not_trained(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("EMERGENCE_LAB_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["families"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("lab "))
+    assert "not trained yet" in line and "emergence lab train" in line and str(tmp_path) in line

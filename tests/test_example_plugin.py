@@ -101,8 +101,15 @@ def test_installed_plugin_is_listed_with_its_distribution(example_site):
     assert "emergence-example-plugin 0.1.0" in line and "register_tasks, resolve_task" in line
     tasks = emergence(example_site, "tasks")
     assert tasks.returncode == 0, tasks.stderr
-    assert "example_parity  (v1, multiple_choice, plugin example)" in tasks.stdout
+    assert "example_parity  (v2, multiple_choice, plugin example)" in tasks.stdout
     assert "acc [discontinuous, chance 0.5]" in tasks.stdout
+
+
+def test_installed_plugin_passes_check_task(example_site):
+    res = emergence(example_site, "check-task", "example_parity", "example_parity:3")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "example_parity (v2, plugin example from emergence-example-plugin 0.1.0): ok" in res.stdout
+    assert "example_parity:3 (v1, resolved from its spec): ok" in res.stdout
 
 
 RESOLVE = """\
@@ -151,6 +158,9 @@ def test_installed_task_runs_on_a_tiny_model(example_site, tiny_model_dir, tmp_p
     value, n, chance = db.execute("SELECT value, n, chance FROM scores WHERE task = 'example_parity' "
                                   "AND subtask = '' AND metric = 'acc'").fetchone()
     assert n == 12 and chance == 0.5 and 0.0 <= value <= 1.0
+    sub_n = db.execute("SELECT SUM(n) FROM scores WHERE task = 'example_parity' AND metric = 'acc' "
+                       "AND subtask IN ('one_digit', 'more_digits')").fetchone()[0]
+    assert sub_n == 12  # every example counts in its declared sub-task
     db.close()
 
 
@@ -190,3 +200,130 @@ def test_plugin_without_hookimpls_is_warned_about(broken_site):
             "hooks (register_tasks is not marked @hookimpl)") in res.stderr
     assert "EMERGENCE_DISABLE_PLUGINS=forgot" in res.stderr
     assert "forgot" not in emergence(broken_site, "plugins", disable="broken_import,typo,forgot").stderr
+
+
+# A plugin author's first task package, with each mistake the checks are there for.
+MISTAKES_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "emergence-mistakes-plugin"
+version = "0.1.0"
+
+[project.entry-points.emergence]
+mistakes = "emergence_mistakes.tasks"
+
+[tool.setuptools]
+packages = ["emergence_mistakes"]
+"""
+MISTAKES = '''\
+import random
+from dataclasses import dataclass
+
+from emergence.hookspecs import hookimpl
+from emergence.tasks import CONTINUOUS, DISCONTINUOUS, GENERATE_METRICS, Example, Metric, TaskBase
+
+STEP_ACC = Metric("step_acc", CONTINUOUS, 0.1)
+
+
+@dataclass(frozen=True)
+class Sums(TaskBase):
+    mistake: str = ""
+
+    def examples(self, seed):
+        rng = random if self.mistake == "noisy" else random.Random(f"{self.name}:{seed}")
+        for i in range(30):
+            a = rng.randint(0, 9)
+            yield Example(id="x" if self.mistake == "dup" else str(i), prompt=f"{a} + 1 =", target=f" {a + 1}",
+                          subtask="small" if a < 5 else "large")
+
+    def score(self, example, output):
+        s = super().score(example, output)
+        if self.mistake == "undeclared":
+            s[("", "steps_right")] = 1.0
+        if self.mistake == "range":
+            s[("", "step_acc")] = 3.0  # a count, not a share
+        return s
+
+
+NO_CHANCE = tuple(m for m in GENERATE_METRICS if m.name != "exact_match") + (Metric("exact_match", DISCONTINUOUS),)
+
+
+@hookimpl
+def register_tasks(register):
+    register(Sums(name="m_ok", metrics=GENERATE_METRICS))
+    register(Sums(name="m_noisy", metrics=GENERATE_METRICS, mistake="noisy"))
+    register(Sums(name="m_dup", metrics=GENERATE_METRICS, mistake="dup"))
+    register(Sums(name="m_undeclared", metrics=GENERATE_METRICS, mistake="undeclared"))
+    register(Sums(name="m_unscored", metrics=GENERATE_METRICS + (STEP_ACC,)))
+    register(Sums(name="m_subtasks", metrics=GENERATE_METRICS, subtasks=("small", "large")))
+    register(Sums(name="m_range", metrics=GENERATE_METRICS + (STEP_ACC,), mistake="range"))
+    register(Sums(name="m_nochance", metrics=NO_CHANCE))
+'''
+
+
+@pytest.fixture(scope="module")
+def mistakes_site(tmp_path_factory):
+    pkg = tmp_path_factory.mktemp("mistakes") / "emergence-mistakes-plugin"
+    (pkg / "emergence_mistakes").mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(MISTAKES_PYPROJECT)
+    (pkg / "emergence_mistakes" / "__init__.py").write_text("")
+    (pkg / "emergence_mistakes" / "tasks.py").write_text(MISTAKES)
+    return _pip_install(pkg, pkg.parent / "site")
+
+
+MISTAKE_TASKS = {  # task: (verdict, what the message says)
+    "m_ok": ("ok", None),
+    "m_noisy": ("1 error(s)", "examples(0) gives different examples each time it is called (example "),
+    "m_dup": ("1 error(s)", "example id(s) 'x' occur more than once; ids must be unique within a seed"),
+    "m_undeclared": ("1 error(s)", "scores metric(s) 'steps_right' that it does not declare, so their kind, "
+                                   "direction and chance would be guessed from the name; add a Metric"),
+    "m_unscored": ("1 error(s)", "declares metric(s) 'step_acc' that score() never returns"),
+    "m_subtasks": ("1 error(s)", "declares sub-task(s) 'small', 'large' but score() returns no (subtask, metric) "
+                                 "key for them; Example.subtask alone creates no rows"),
+    "m_range": ("1 error(s)", "metric 'step_acc' is a proportion but scored 3 for example '0' (60 value(s) "
+                              "outside [0, 1]); return a share"),
+    "m_nochance": ("0 error(s), 1 warning(s)", "metric 'exact_match' is an accuracy without a chance level"),
+}
+
+
+@pytest.fixture(scope="module")
+def mistakes_checked(mistakes_site):
+    """One check-task over every task of the package: {task: its lines of output}, and the exit status."""
+    res = emergence(mistakes_site, "check-task", *MISTAKE_TASKS)
+    sections, current = {}, None
+    for line in res.stdout.splitlines():
+        if not line.startswith(" "):
+            current = line.split(" ")[0]
+        sections.setdefault(current, []).append(line)
+    return {task: "\n".join(lines) for task, lines in sections.items()}, res.returncode
+
+
+@pytest.mark.parametrize("task", MISTAKE_TASKS)
+def test_check_task_names_the_plugin_the_mistake_and_the_fix(mistakes_checked, task):
+    sections, returncode = mistakes_checked
+    assert returncode == 1
+    status, message = MISTAKE_TASKS[task]
+    assert sections[task].startswith(f"{task} (v1, plugin mistakes from emergence-mistakes-plugin 0.1.0): {status}")
+    if message:
+        assert f"task {task!r}" in sections[task] and message in sections[task]
+
+
+@pytest.mark.slow
+def test_a_run_refuses_the_mistakes_and_keeps_what_is_stored(mistakes_site, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ("run", "--family", str(tiny_model_dir), "--limit", "6", "--seed", "3", "--out", str(out), "--no-progress")
+    first = emergence(mistakes_site, *args, "--tasks", "m_ok")
+    assert first.returncode == 0, first.stderr
+    res = emergence(mistakes_site, *args, "--tasks", "m_ok,m_noisy,m_range")
+    assert res.returncode == 1 and "2 cells evaluated" not in res.stdout
+    assert "0 cells evaluated, 1 already done, 2 failed" in res.stdout
+    assert "m_noisy: " in res.stderr and "examples(3) gives different examples each time" in res.stderr
+    assert "m_range: " in res.stderr and "Task 'm_range' scored metric 'step_acc' = 3 for example '0'" in res.stderr
+    db = sqlite3.connect(out / "results.sqlite")
+    assert db.execute("SELECT status FROM cells WHERE task = 'm_ok'").fetchone() == ("done",)
+    assert db.execute("SELECT COUNT(*) FROM samples WHERE task = 'm_ok'").fetchone()[0] == 6
+    assert db.execute("SELECT COUNT(*) FROM scores WHERE task != 'm_ok'").fetchone()[0] == 0
+    db.close()

@@ -243,3 +243,13 @@ def test_every_hook_has_one_doc_heading_and_no_more():
                    if callable(obj) and hasattr(obj, "emergence_spec"))
     assert sorted(headings) == specs
     assert len(headings) == len(set(headings))
+
+
+def test_hooks_doc_lists_every_built_in_plugin_with_its_module():
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    doc = (root / "docs" / "hooks.md").read_text()
+    built_in = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]["emergence"]
+    listed = dict(re.findall(r"^\| `(\w+)` \| `([\w.]+)` \|", doc, flags=re.M))
+    assert listed == built_in

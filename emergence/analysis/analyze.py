@@ -60,18 +60,19 @@ class Analysis:
 
 def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
     """Tidy files, or run directories (exported on the fly), as one checked table.
-    ``duplicates="first"`` keeps the first of rows sharing a key (``read_tidy``)."""
+    ``duplicates="first"`` keeps the first of rows sharing a key (``read_tidy``); a task's metric
+    with accuracies outside [0, 1] is skipped with a note, so the rest can be analysed."""
     from emergence.export import tidy_table
     from emergence.tidy import check_tidy
 
     files, frames = [], []
     for src in map(Path, sources):
         if src.is_dir():
-            frames.append(check_tidy(tidy_table(src), source=str(src), duplicates=duplicates))
+            frames.append(check_tidy(tidy_table(src), source=str(src), duplicates=duplicates, invalid="skip"))
         else:
             files.append(src)
     if files:
-        frames.append(read_tidy(files, duplicates=duplicates))
+        frames.append(read_tidy(files, duplicates=duplicates, invalid="skip"))
     notes = [n for f in frames for n in f.attrs.get("notes", [])]
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     df.attrs["notes"] = notes

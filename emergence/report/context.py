@@ -131,7 +131,8 @@ def law_curves(df: pd.DataFrame, fits: pd.DataFrame, *, extrapolate: float = 10.
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 def provenance(sources, df: pd.DataFrame, analysis_origin: str, command: str, config: ReportConfig) -> dict:
-    """Families and checkpoints, task versions, inputs, package versions, how to rebuild."""
+    """Families and checkpoints, task versions, inputs, package and third-party plugin versions,
+    how to rebuild."""
     runs = [json.loads((s / "run.json").read_text()) for s in sources if s.is_dir() and (s / "run.json").exists()]
     fams = []
     for fam, g in df.groupby(S.FAMILY, sort=False):
@@ -162,8 +163,13 @@ def provenance(sources, df: pd.DataFrame, analysis_origin: str, command: str, co
     packages = {p: _version(p) for p in PACKAGES}
     packages["python"] = platform.python_version()
     evaluated = {f"{k} (evaluation)": v for r in runs[:1] for k, v in (r.get("packages") or {}).items() if v}
+    # Third-party plugins made the tasks and loaded the models: their versions are part of the result.
+    plugins = list({(p.get("name"), p.get("distribution") or p.get("module") or "not installed as a package",
+                     p.get("version") or ""): None
+                    for r in runs for p in (r.get("plugins") or []) if p.get("distribution") != "emergence"})
     return {"command": command, "analysis": analysis_origin, "families": fams, "tasks": tasks,
             "inputs": [_input(s) for s in sources], "packages": {**packages, **evaluated},
+            "plugins": [{"name": n, "distribution": d, "version": v} for n, d, v in plugins],
             "runs": [{"git_sha": r.get("git_sha"), "started_at": r.get("started_at"),
                       "command": " ".join(map(str, r.get("command") or []))} for r in runs],
             "config": {k: getattr(config, k) for k in ("max_tasks", "dpi", "n_boot", "seed")}}

@@ -12,6 +12,7 @@ import math
 from emergence import tasks as T
 from emergence.metrics import mean_stderr
 from emergence.store import Sample, Score
+from emergence.task_checks import nondeterminism, out_of_range
 
 
 class TaskError(RuntimeError):
@@ -30,8 +31,12 @@ def evaluate(task, lm, *, seed: int, limit: int | None = None, num_fewshot: int 
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
         raise TaskError(f"Task {task.name!r} yielded duplicate example ids")
+    # A task that draws other examples on each call would give each checkpoint other questions.
+    if (problem := nondeterminism(task, examples, list(itertools.islice(task.examples(seed), limit)), seed)):
+        raise TaskError(problem.message)
     shots = num_fewshot if num_fewshot is not None else task.num_fewshot
     contexts = build_contexts(task, examples, seed, shots)
+    check_context_window(task, lm, examples, contexts, shots)
     outputs = _query(task, lm, examples, contexts)
     _check_finite(task, outputs)
     samples, per_key = [], {}
@@ -42,6 +47,12 @@ def evaluate(task, lm, *, seed: int, limit: int | None = None, num_fewshot: int 
             raise TaskError(f"Task {task.name!r} returned malformed scores for example {ex.id!r}: "
                             "expected {(subtask, metric): number}")
         for key, value in scores.items():
+            if out_of_range(task, key[1], float(value)):  # analyze would refuse the whole table
+                raise TaskError(f"Task {task.name!r} scored metric {key[1]!r}"
+                                f"{f' (sub-task {key[0]!r})' if key[0] else ''} = {float(value):g} for example "
+                                f"{ex.id!r}, outside [0, 1] where proportions live; return a share from score() "
+                                "(divide by the count), or rename the metric if it is not one "
+                                f"(`emergence check-task {task.name}`)")
             per_key.setdefault(key, []).append(float(value))
         samples.append(_sample(task, ex, ctx, out, scores))
     aggregates = []
@@ -72,6 +83,31 @@ def build_contexts(task, examples, seed, shots) -> list[str]:
         prefix = "".join(s.prompt + _answer(s) + sep for s in chosen)
         out.append(prefix + ex.prompt)
     return out
+
+
+def check_context_window(task, lm, examples, contexts, shots):
+    """Refuse an example whose context (prompt and few-shot examples) and answer do not fit the
+    model's window: the backend would silently cut the start of the context off. Needs a backend
+    with ``tokenizer`` and ``max_length`` (the built-in engine, lm-eval's HFLM); rolling texts
+    are scored in windows by design."""
+    tokenizer, window = getattr(lm, "tokenizer", None), getattr(lm, "max_length", None)
+    if task.kind == T.ROLLING or tokenizer is None or not isinstance(window, int):
+        return
+    ids = tokenizer(list(contexts))["input_ids"]
+    choices = [c for ex in examples for c in ex.choices] if task.kind == T.MULTIPLE_CHOICE else []
+    choice_lengths = iter(len(c) for c in tokenizer(choices)["input_ids"]) if choices else iter(())
+    for ex, ctx_ids in zip(examples, ids):
+        if task.kind == T.GENERATE:
+            need, room = len(ctx_ids) + task.max_gen_toks, window
+            answer = f"max_gen_toks {task.max_gen_toks}"
+        else:
+            longest = max((next(choice_lengths) for _ in ex.choices), default=0)
+            need, room, answer = len(ctx_ids) + longest, window + 1, "the longest choice"
+        if need > room:
+            raise TaskError(f"Task {task.name!r}: example {ex.id!r} needs {need} tokens (prompt with {shots} "
+                            f"few-shot example(s) and {answer}) but the model's context window is {window} tokens, "
+                            "so the start of its prompt would be cut off; use fewer shots (--num-fewshot), a "
+                            "larger --max-length if the model allows it, or shorter prompts")
 
 
 def _answer(ex):

@@ -1,17 +1,20 @@
 """The ``example`` plugin: registers ``example_parity``, is a number even or odd?
 
 A complete third-party task in a few lines: a frozen dataclass on ``TaskBase`` that yields
-seeded examples; scoring, chance levels and few-shot prompts come from the harness. It also
-resolves specs: ``example_parity:<digits>`` is the same task on numbers with that many digits.
+seeded examples and scores each sub-task it declares; the standard metrics, their chance levels
+and few-shot prompts come from the harness. It also resolves specs: ``example_parity:<digits>``
+is the same task on numbers with that many digits. Check it with
+``emergence check-task example_parity example_parity:3``.
 """
 
 import random
 from dataclasses import dataclass
 
 from emergence.hookspecs import hookimpl
-from emergence.tasks import MULTIPLE_CHOICE, Example, TaskBase, mc_metrics
+from emergence.tasks import MULTIPLE_CHOICE, Example, TaskBase, mc_metrics, standard_scores
 
 PREFIX = "example_parity:"
+SUBTASK_METRICS = ("acc", "prob_correct", "brier")  # repeated per sub-task; chance is the same
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,20 @@ class Parity(TaskBase):
             yield Example(id=str(i), prompt=f"Q: Is {x} even or odd?\nA:", choices=(" even", " odd"),
                           gold=x % 2, subtask=sub)
 
+    def score(self, example, output):
+        # Example.subtask is only recorded with each sample: the sub-task's rows come from
+        # the (subtask, metric) keys returned here.
+        s = standard_scores(self.kind, example, output)
+        if example.subtask:
+            s.update({(example.subtask, m): s[("", m)] for m in SUBTASK_METRICS})
+        return s
+
 
 @hookimpl
 def register_tasks(register):
-    register(Parity(name="example_parity", kind=MULTIPLE_CHOICE, metrics=mc_metrics(2), num_fewshot=2,
-                    subtasks=("one_digit", "more_digits"),
+    # Version 2: the sub-tasks are scored (version 1 declared them but stored no rows for them).
+    register(Parity(name="example_parity", version="2", kind=MULTIPLE_CHOICE, metrics=mc_metrics(2),
+                    num_fewshot=2, subtasks=("one_digit", "more_digits"),
                     description="is a number even or odd (example plugin)"))
 
 
