@@ -27,6 +27,7 @@ from emergence.analysis.onset import onset_backtest
 from emergence.analysis.parallel import Background
 from emergence.analysis.predict import backtest_loss
 from emergence.analysis.scaling import fit_scaling_laws
+from emergence.analysis.significance import SignificanceConfig, add_significance
 from emergence.tidy import fill_chance, limitations, read_tidy
 from emergence.analysis.verdicts import verdicts_by_axis
 
@@ -80,7 +81,8 @@ def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
 
 def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, workers: int = 0,
             cutoff: float | None = None) -> Analysis:
-    """Every analysis the table supports, on each usable axis (default: all of them).
+    """Every analysis the table supports, on each usable axis (default: all of them). Emergent
+    verdicts carry p_emergent, p_value and q_value (``significance``) and need q < 0.05.
     ``workers``: processes fitting curves and bootstrap draws (0: one per CPU, 1: none); the
     result does not depend on it. ``cutoff``: also backtest, fitting on models with fewer
     parameters and predicting the rest: their loss (``backtest``) and where tasks emerge (``onset``)."""
@@ -110,8 +112,14 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     # every CPU busy; their process is one more than the workers asked for.
     fits_job = Background(_fits, df, n_boot, seed, 1) if workers != 1 else None
     per_axis = verdicts_by_axis(df, axes, workers=workers)
-    verdict_table = _concat(per_axis.values())
     seconds = {"verdicts": lap()}
+    # P(emergent), p-value and q-value of the emergent curves; q >= 0.05 turns emergent into smooth
+    verdict_table = add_significance(_concat(per_axis.values()), df, config=SignificanceConfig(seed=seed),
+                                     workers=workers)
+    if not verdict_table.empty:
+        per_axis = {a: verdict_table[verdict_table["axis"] == a].reset_index(drop=True) if not t.empty else t
+                    for a, t in per_axis.items()}
+    seconds["significance"] = lap()
     audit = _concat(metric_audit(df, axis=a, verdict_table=per_axis[a]).assign(axis=a) for a in axes
                     if not per_axis[a].empty)
     seconds["audit"] = lap()

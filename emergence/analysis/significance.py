@@ -27,6 +27,7 @@ elsewhere the three columns are NaN. A curve of one run (the tokens axis) has no
 its points are the clusters there, which the ``significance_note`` column says.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,21 +68,23 @@ def curve_significance(x, y, runs=None, *, stderr=None, n=None, higher_is_better
     sigma, _ = noise_model(t, y, se, nn, bounded)
     note = ""
     if len(np.unique(runs)) < 2:
+        if len(t) > classify_config.max_points:
+            t, yo, sigma = bin_curve(t, yo, sigma, classify_config.max_points)
         runs, note = np.arange(len(t)), "one run: its points are the clusters"
     t, yo, sigma, cl = _run_bins(t, yo, sigma, runs, classify_config.max_points)
     n_cl = int(cl.max()) + 1
     rng = np.random.default_rng(config.seed)
-    shapes = _shapes(np.unique(t), classify_config)
-    f = {name: _columns(kind, t, grid) for name, (kind, grid, k, rising) in shapes.items()}
+    d = _Design.of(t, _shapes(np.unique(t), classify_config))
 
     # (1) runs resampled: multiplicity of each run in each draw, as weights on its bins
     counts = rng.multinomial(n_cl, np.full(n_cl, 1.0 / n_cl), size=config.run_draws).T    # (clusters, B)
     W = counts[cl].astype(float)
-    T_run, onset = _statistic(shapes, f, yo[:, None], W, sigma)
-    # (2) curves simulated from the best smooth model, its run offsets and its dispersion
-    T_obs, _ = _statistic(shapes, f, yo[:, None], np.ones((len(t), 1)), sigma)
-    Y0 = _null_draws(shapes, f, t, yo, sigma, cl, config.null_draws, rng)
-    T_null, _ = _statistic(shapes, f, Y0, np.ones((len(t), 1)), sigma)
+    T_run, onset = _statistic(d, yo[:, None], W, sigma)
+    # (2) curves simulated from the best smooth model, its run offsets and its dispersion;
+    # column 0 is the curve itself
+    Y = np.column_stack([yo, _null_draws(d, t, yo, sigma, cl, config.null_draws, rng)])
+    T, _ = _statistic(d, Y, np.ones((len(t), 1)), sigma)
+    T_obs, T_null = T[:1], T[1:]
     t_on = onset[np.isfinite(onset)]
     eta = np.sort(ax.to_x(np.percentile(t_on, [2.5, 97.5]))) if len(t_on) else (np.nan, np.nan)
     return dict(p_emergent=float(np.mean(T_run >= classify_config.emergent_margin)),
@@ -115,46 +118,56 @@ def add_significance(table: pd.DataFrame, df: pd.DataFrame, *, config=Significan
         return out
     jobs, where = [], []
     for axis, rows in out[out["label"] == "emergent"].groupby("axis", sort=False):
-        for i, curve in _curve_rows(df, rows, axis):
+        for i, curve in curve_arrays(df, rows, axis):
             jobs.append(curve)
             where.append(i)
-    results = map_chunks(lambda chunk: _significance_chunk(chunk, config, classify_config), jobs,
-                         workers=workers, chunk=16, min_items=32)
+    results = map_chunks(functools.partial(_significance_chunk, config=config, classify_config=classify_config),
+                         jobs, workers=workers, chunk=16, min_items=32)
     for i, r in zip(where, results):
         out.loc[i, ["p_emergent", "p_value", "significance_note"]] = r["p_emergent"], r["p_value"], r["note"]
     out["q_value"] = bh_qvalues(out["p_value"].to_numpy(float))
     weak = (out["label"] == "emergent") & ~(out["q_value"] < config.level)
-    out.loc[weak, "reason"] = out.loc[weak, "reason"].astype(str) + [
-        f"; not significant after resampling (q={q:.2g} >= {config.level}): smooth" for q in out.loc[weak, "q_value"]]
-    out.loc[weak, "label"] = "smooth"
+    if weak.any():
+        out["reason"] = out["reason"].astype(object)
+        out.loc[weak, "reason"] = [f"{r}; not significant after resampling over runs (q={q:.2g} >= {config.level})"
+                                   for r, q in zip(out.loc[weak, "reason"], out.loc[weak, "q_value"])]
+        out.loc[weak, "label"] = "smooth"
     return out
 
 
-# ---- helpers ----------------------------------------------------------------------------------
-
-def _curve_rows(df, rows, axis):
-    """(index in the verdict table, curve arguments) of each verdict row, from df's rows, chosen
-    as ``verdicts`` chooses them (the final step of each model on the params axes)."""
+def curve_arrays(df, rows, axis):
+    """(index in the verdict table, (x, y, runs, stderr, n, higher_is_better, axis, bounded)) of
+    each verdict row (``rows``, one axis), from df's rows, chosen as ``verdicts`` chooses them
+    (the final step of each model on the params axes)."""
     keys = [k for k in (S.FAMILY, S.TASK, S.SUBTASK, S.METRIC, "n_shot") if k in rows and k in df]
     if axis == S.TOKENS and S.MODEL in rows and S.MODEL in df:
         keys.append(S.MODEL)
     used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, axis, S.VALUE, S.STDERR, S.N]) if c in df]
-    data = pd.DataFrame({c: df[c] for c in used})
+    near = np.ones(len(df), bool)                  # first the rows of these families, tasks and metrics
+    for k in (S.FAMILY, S.TASK, S.METRIC):
+        near &= df[k].isin(rows[k].unique()).to_numpy()
+    data = df.loc[near, used].reset_index(drop=True)
     data[S.SUBTASK] = data[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in data else ""
     if axis in (S.PARAMS, S.PARAMS_NONEMBED) and S.STEP in data and S.MODEL in data and data[S.STEP].notna().any():
         last = data.groupby([S.FAMILY, S.MODEL], dropna=False)[S.STEP].transform("max")
         data = data[(data[S.STEP] == last) | last.isna()]
     want = rows[keys].copy()
     want[S.SUBTASK] = want[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in want else ""
-    want["_row"] = rows.index
-    data = data.merge(want, on=keys, how="inner")
-    for i, g in data.groupby("_row", sort=False):
-        metric = str(g[S.METRIC].iloc[0])
-        col = lambda c: g[c].to_numpy(float) if c in g and g[c].notna().any() else None   # noqa: E731
-        yield i, (g[axis].to_numpy(float), g[S.VALUE].to_numpy(float),
-                  g[S.MODEL].to_numpy() if S.MODEL in g else None, col(S.STDERR), col(S.N),
-                  metric_higher_is_better(metric), axis, metric_is_proportion(metric))
+    want["_row"] = np.arange(len(rows))
+    data = data.merge(want, on=keys, how="inner").sort_values("_row", kind="stable")
+    which = data["_row"].to_numpy()
+    cut = np.flatnonzero(np.diff(which)) + 1
+    split = {c: np.split(data[c].to_numpy(float), cut) for c in (axis, S.VALUE, S.STDERR, S.N) if c in data}
+    runs = np.split(pd.factorize(data[S.MODEL])[0], cut) if S.MODEL in data else [None] * (len(cut) + 1)
+    metrics = rows[S.METRIC].astype(str).to_numpy()
+    for j, r in enumerate(which[np.r_[0, cut]] if len(which) else []):
+        metric = metrics[r]
+        col = lambda c: split[c][j] if c in split and np.isfinite(split[c][j]).any() else None   # noqa: E731
+        yield rows.index[r], (split[axis][j], split[S.VALUE][j], runs[j], col(S.STDERR), col(S.N),
+                              metric_higher_is_better(metric), axis, metric_is_proportion(metric))
 
+
+# ---- helpers ----------------------------------------------------------------------------------
 
 def _significance_chunk(curves, config, classify_config):
     with one_blas_thread():
@@ -212,15 +225,43 @@ def _columns(kind, t, grid):
     return 1.0 / (1.0 + np.exp(-grid[:, :1] * (t[None] - grid[:, 1:2])))
 
 
-def _fits(f, Y, W, sigma, rising):
+@dataclass(frozen=True, eq=False)
+class _Design:
+    """Every shape's grid rows of one curve stacked: centred columns (G, n), their squares, the
+    first row of each shape, and per shape its parameter count, whether it is a rising
+    threshold and the onset (t) of each of its rows (thresholds)."""
+
+    fc: np.ndarray
+    fc2: np.ndarray
+    fbar: np.ndarray
+    f: np.ndarray
+    starts: np.ndarray
+    k: np.ndarray
+    rising: np.ndarray
+    onsets: list
+
+    @classmethod
+    def of(cls, t, shapes):
+        cols = [_columns(kind, t, grid) for kind, grid, _, _ in shapes.values()]
+        f = np.concatenate(cols)
+        fbar = f.mean(axis=1, keepdims=True)
+        fc = f - fbar
+        onsets = [None if not rising else grid[:, 1] - LN9 / grid[:, 0] if kind == "logistic" else grid[:, 0]
+                  for kind, grid, _, rising in shapes.values()]
+        return cls(fc, fc * fc, fbar, f, np.r_[0, np.cumsum([len(c) for c in cols])[:-1]],
+                   np.array([v[2] for v in shapes.values()]), np.array([v[3] for v in shapes.values()]), onsets)
+
+
+def _fits(d, Y, W, sigma):
     """chi2 (G, B), intercept and slope of c + a f for every grid row and every draw: weights
-    W (n, B) times 1/sigma^2, data Y (n, 1) or (n, B). ``rising``: a < 0 is inadmissible."""
+    W (n, B) times 1/sigma^2, data Y (n, 1) or (n, B). A falling rising threshold is inadmissible."""
     w = W / sigma[:, None] ** 2
-    Yc = Y - np.mean(Y)                                    # centred: the intercept absorbs it
-    fc = f - f.mean(axis=1, keepdims=True)
+    ybar = np.mean(Y)
+    Yc = Y - ybar                                          # centred: the intercept absorbs it
     wy = w * Yc
     S0, Sy, Syy = w.sum(0), wy.sum(0), (wy * Yc).sum(0)
-    S1, S2, Sfy = fc @ w, (fc * fc) @ w, fc @ wy
+    S1 = d.fc @ w                                          # (G, B), or (G, 1) for one weighting
+    S2, Sfy = d.fc2 @ w, d.fc @ wy
     with np.errstate(divide="ignore", invalid="ignore"):
         det = S0 * S2 - S1 ** 2
         det = np.where(det > 1e-12 * S0 * np.maximum(S2, 1e-300), det, np.nan)
@@ -228,47 +269,44 @@ def _fits(f, Y, W, sigma, rising):
         c = (S2 * Sy - S1 * Sfy) / det
         chi2 = Syy - c * Sy - a * Sfy
     chi2 = np.where(np.isfinite(chi2), np.maximum(chi2, 0.0), np.inf)
-    if rising:
-        chi2 = np.where(a >= 0, chi2, np.inf)
-    return chi2, c - a * f.mean(axis=1, keepdims=True) + np.mean(Y), a
+    rising = np.repeat(d.rising, np.diff(np.r_[d.starts, len(d.fc)]))
+    chi2[rising[:, None] & ~(a >= 0)] = np.inf
+    return chi2, c - a * d.fbar + ybar, a
 
 
-def _statistic(shapes, f, Y, W, sigma):
+def _statistic(d, Y, W, sigma):
     """Per draw: the quasi-AIC advantage of the best rising threshold over the best smooth model
     (chi2 / dispersion + 2k, the dispersion estimated from the draw itself as the verdicts do),
     and the onset (t) of that threshold (NaN where no threshold fits)."""
-    n = W.sum(0) if W.shape[1] > 1 or Y.shape[1] == 1 else np.full(Y.shape[1], W.sum())
-    best, where = {}, {}
-    for name, (kind, grid, k, rising) in shapes.items():
-        chi2 = _fits(f[name], Y, W, sigma, rising)[0]
-        g = np.argmin(chi2, axis=0)
-        best[name], where[name] = chi2[g, np.arange(chi2.shape[1])], g
-    phi = np.maximum(1.0, np.min([best[m] / np.maximum(n - shapes[m][2], 1) for m in best], axis=0))
-    ic = {m: best[m] / phi + 2 * shapes[m][2] for m in best}
-    thr = [m for m in shapes if shapes[m][3]]
-    smooth = np.min([ic[m] for m in shapes if not shapes[m][3]], axis=0)
-    pick = np.argmin([ic[m] for m in thr], axis=0)
-    ic_thr = np.min([ic[m] for m in thr], axis=0)
-    onset = np.full(len(pick), np.nan)
-    for j, m in enumerate(thr):
+    B = max(Y.shape[1], W.shape[1])
+    n = np.broadcast_to(W.sum(0), (B,))
+    chi2 = _fits(d, Y, W, sigma)[0]
+    best = np.minimum.reduceat(chi2, d.starts, axis=0)                      # (shapes, B)
+    phi = np.maximum(1.0, np.min(best / np.maximum(n[None] - d.k[:, None], 1), axis=0))
+    ic = best / phi + 2 * d.k[:, None]
+    thr = np.flatnonzero(d.rising)
+    smooth = np.min(ic[~d.rising], axis=0)
+    pick = thr[np.argmin(ic[thr], axis=0)]
+    ic_thr = ic[pick, np.arange(B)]
+    onset = np.full(B, np.nan)
+    ends = np.r_[d.starts[1:], len(chi2)]
+    for j in thr:
         sel = (pick == j) & np.isfinite(ic_thr)
-        grid = shapes[m][1][where[m][sel]]
-        onset[sel] = grid[:, 1] - LN9 / grid[:, 0] if m == "sigmoid_steep" else grid[:, 0]
+        if sel.any():
+            rows = np.argmin(chi2[d.starts[j]:ends[j]][:, sel], axis=0)
+            onset[sel] = d.onsets[j][rows]
     return smooth - ic_thr, onset
 
 
-def _null_draws(shapes, f, t, y, sigma, cl, draws, rng):
+def _null_draws(d, t, y, sigma, cl, draws, rng):
     """Curves (n, draws) from the best smooth model of (t, y): its fit, plus a normal offset per
     run with the between-run variance its residuals show (method of moments), plus normal noise
     of sigma times the within-run dispersion (at least 1)."""
-    fits = {}
-    one = np.ones((len(t), 1))
-    for name, (kind, grid, k, rising) in shapes.items():
-        if not rising:
-            chi2, c, a = _fits(f[name], y[:, None], one, sigma, False)
-            g = int(np.argmin(chi2[:, 0]))
-            fits[name] = (chi2[g, 0] + 2 * k, c[g, 0] + a[g, 0] * f[name][g], k)
-    _, yhat, k = min(fits.values(), key=lambda v: v[0])
+    chi2, c, a = _fits(d, y[:, None], np.ones((len(t), 1)), sigma)
+    shape = np.repeat(np.arange(len(d.k)), np.diff(np.r_[d.starts, len(chi2)]))
+    aic = np.where(d.rising[shape], np.inf, chi2[:, 0] + 2 * d.k[shape])   # the smooth models
+    g = int(np.argmin(aic))
+    yhat, k = c[g, 0] + a[g, 0] * d.f[g], d.k[shape[g]]
     z = (y - yhat) / sigma
     runs = np.unique(cl)
     w = 1 / sigma ** 2
