@@ -66,8 +66,8 @@ def test_the_gate_relabels_emergent_curves_that_do_not_survive_resampling():
 
 
 def test_run_offsets_are_shared_by_a_runs_checkpoints_and_leave_the_rest_as_drawn():
-    plain, shifted = synthetic_family(3, "fixed_tokens"), synthetic_family(3, "fixed_tokens", run_sd=0.05)
+    plain, shifted = synthetic_family(3, "fixed_tokens"), synthetic_family(3, "fixed_tokens", run_sd=0.3)
     assert plain.eta == shifted.eta and plain.table[S.LOSS].equals(shifted.table[S.LOSS])
     assert plain.table.equals(synthetic_family(3, "fixed_tokens", run_sd=0.0).table)
     d = (shifted.table[S.VALUE] - plain.table[S.VALUE]).groupby([shifted.table[S.TASK], shifted.table[S.MODEL]])
-    assert d.mean().std() > 0.02   # offsets per run, beyond the binomial resampling
+    assert d.mean().std() > 0.02   # offsets per run (logit scale), beyond the binomial resampling

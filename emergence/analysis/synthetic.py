@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from scipy import special
+
 from emergence import schema as S
 from emergence.analysis.curves import Axis
 from emergence.analysis.verdicts import LN9, ClassifyConfig, classify
@@ -325,9 +327,11 @@ def synthetic_family(seed: int, recipe: str, *, run_sd: float = 0.0) -> Syntheti
     """One family (see SyntheticFamily). Law parameters scatter around Hoffmann et al.'s; sizes
     span ~3 decades from ~10M; the true N_c is drawn across the upper sizes, so that sometimes the
     small models reach eta (over-training reaches losses of ~2-4x larger models) and sometimes not.
-    ``run_sd``: each run (model) gets its own offset of the metric, normal with this standard
-    deviation, shared by all its checkpoints (run-level noise: seed, data order); 0 draws none
-    and leaves the family as it was."""
+    ``run_sd``: each run (model) gets its own offset of the metric on the logit scale, normal
+    with this standard deviation, shared by all its checkpoints (run-level noise: seed, data
+    order; 0.1 moves an accuracy of 0.5 by 0.025 and one at the floor not at all: an offset in
+    probability, clipped at 0, would put a flat floor into a smooth curve); 0 draws none and
+    leaves the family as it was."""
     rng = np.random.default_rng(seed)
     E, A, B = rng.uniform(1.7, 2.0), 406.4 * rng.uniform(0.7, 1.4), 410.7 * rng.uniform(0.7, 1.4)
     alpha, beta = rng.uniform(0.30, 0.38), rng.uniform(0.26, 0.32)
@@ -363,7 +367,8 @@ def synthetic_family(seed: int, recipe: str, *, run_sd: float = 0.0) -> Syntheti
     if run_sd > 0:   # a stream of its own: the family is otherwise the one drawn without offsets
         codes, uniq = pd.factorize(pd.Series(models))
         offsets = np.random.default_rng([seed, 1]).normal(0, run_sd, (len(curves), len(uniq)))
-        curves = {task: p + offsets[i][codes] for i, (task, p) in enumerate(curves.items())}
+        curves = {task: special.expit(special.logit(np.clip(p, 1e-9, 1 - 1e-9)) + offsets[i][codes])
+                  for i, (task, p) in enumerate(curves.items())}
     for task, p in curves.items():
         y = rng.binomial(n_examples, np.clip(p, 0, 1)) / n_examples
         for (size, tokens, final, name), l_obs, v in zip(runs, observed, y):
