@@ -71,3 +71,28 @@ def test_run_offsets_are_shared_by_a_runs_checkpoints_and_leave_the_rest_as_draw
     assert plain.table.equals(synthetic_family(3, "fixed_tokens", run_sd=0.0).table)
     d = (shifted.table[S.VALUE] - plain.table[S.VALUE]).groupby([shifted.table[S.TASK], shifted.table[S.MODEL]])
     assert d.mean().std() > 0.02   # offsets per run (logit scale), beyond the binomial resampling
+
+
+def test_onset_intervals_contain_the_verdicts_and_carry_the_run_resampling():
+    from emergence.analysis.onset import onset_backtest
+
+    fam = synthetic_family(5, "fixed_tokens", run_sd=0.1)
+    rows = onset_backtest(fam.table, fam.cutoff, n_boot=5, include_all=True)
+    located = rows[rows["eta_pred"].notna()]
+    assert len(located)
+    for r in located.to_dict("records"):
+        assert r["eta_pred_lo"] <= min(r["eta_verdict_lo"], r["eta_verdict_hi"])
+        assert r["eta_pred_hi"] >= max(r["eta_verdict_lo"], r["eta_verdict_hi"])
+        assert 0 <= r["p_emergent_small"] <= 1 and r["runs_small"] == 5
+
+
+def test_analyze_puts_the_significance_columns_in_the_verdict_table():
+    from emergence.analysis.analyze import analyze
+
+    x = np.geomspace(7e7, 1.2e10, 10)
+    t = Axis.over("params", x).to_t(x)
+    df = pd.DataFrame({S.FAMILY: "f", S.MODEL: [f"m{i}" for i in range(10)], S.CHECKPOINT: [f"m{i}" for i in range(10)],
+                       S.TASK: "jump", S.SUBTASK: "", S.METRIC: "acc", S.PARAMS: x, S.N: 1000, S.CHANCE: 0.25,
+                       S.VALUE: np.random.default_rng(0).binomial(1000, np.where(t < 0.45, 0.25, 0.25 + 1.1 * (t - 0.45))) / 1000})
+    v = analyze(df, axes=[S.PARAMS], workers=1).verdicts
+    assert v["label"].tolist() == ["emergent"] and v["q_value"].iloc[0] < 0.05 and v["p_emergent"].iloc[0] > 0.5

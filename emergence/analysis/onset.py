@@ -8,6 +8,10 @@ reaches eta: the critical size N_c. ``onset_backtest`` makes both predictions be
 scores them against the same estimates from the whole family, against the sizes between which
 the family's own losses actually cross eta, and against the held-out models' measured values.
 
+Checkpoints of one run are correlated, so eta's interval is the verdict's own (pointwise) one
+widened to the 95% interval of a bootstrap over the small models' runs (whole models resampled,
+``significance.curve_significance``); N_c's interval follows from it through the loss law.
+
 When the small models do not reach the threshold the honest answer is a bound, not a location:
 the ability, if it comes, comes below the losses they reached (a threshold shows only with two
 checkpoints past it: below the second-lowest), and so above the size that reaches that loss.
@@ -44,8 +48,8 @@ class LossLaw:
     def critical(self, eta, lo=None, hi=None):
         """N_c at threshold eta, with an interval spanning the law's bootstrap draws at both ends
         of eta's interval [lo, hi] (a higher threshold is reached by a smaller model). The eta
-        interval is a union of bootstrap, profile and grid-gap sets; its bootstrap draws alone
-        undercover, so they are not what is propagated."""
+        interval is a union of bootstrap, profile, grid-gap and run-resampling sets; its
+        bootstrap draws alone undercover, so they are not what is propagated."""
         recipe = {"tokens_per_param": self.tokens_per_param} if self.fit.form == "chinchilla" else {}
         point = critical_size(eta, self.fit, **recipe)
         low, high = point.intervals["n_c"]
