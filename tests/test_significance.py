@@ -96,3 +96,6 @@ def test_analyze_puts_the_significance_columns_in_the_verdict_table():
                        S.VALUE: np.random.default_rng(0).binomial(1000, np.where(t < 0.45, 0.25, 0.25 + 1.1 * (t - 0.45))) / 1000})
     v = analyze(df, axes=[S.PARAMS], workers=1).verdicts
     assert v["label"].tolist() == ["emergent"] and v["q_value"].iloc[0] < 0.05 and v["p_emergent"].iloc[0] > 0.5
+    from emergence.analysis.analyze import summary
+
+    assert "P(emergent)" in summary(analyze(df, axes=[S.PARAMS], workers=1))

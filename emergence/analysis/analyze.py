@@ -233,8 +233,10 @@ def summary(analysis: Analysis) -> str:
         for _, r in emergent.head(15).iterrows():
             where = f"eta {r['eta']:.4g} [{r['eta_lo']:.4g}, {r['eta_hi']:.4g}]" if pd.notna(r["eta"]) else ""
             model = f" ({r[S.MODEL]})" if S.MODEL in r and pd.notna(r[S.MODEL]) else ""
+            sig = (f", P(emergent) {r['p_emergent']:.2f}, q {r['q_value']:.2g}"
+                   if pd.notna(r.get("q_value")) and pd.notna(r.get("p_emergent")) else "")
             lines.append(f"  emergent: {r[S.FAMILY]}{model} / {r[S.TASK]} / {r[S.SUBTASK] or '-'} / "
-                         f"{r[S.METRIC]} vs {r['axis']} {where}")
+                         f"{r[S.METRIC]} vs {r['axis']} {where}{sig}")
         if len(emergent) > 15:
             lines.append(f"  ... and {len(emergent) - 15} more emergent curves (verdicts.csv)")
     if not analysis.audit.empty:
