@@ -123,14 +123,20 @@ def add_significance(table: pd.DataFrame, df: pd.DataFrame, *, config=Significan
             where.append(i)
     results = map_chunks(functools.partial(_significance_chunk, config=config, classify_config=classify_config),
                          jobs, workers=workers, chunk=16, min_items=32)
-    for i, r in zip(where, results):
-        out.loc[i, ["p_emergent", "p_value", "significance_note"]] = r["p_emergent"], r["p_value"], r["note"]
+    if results:
+        where = out.index.get_indexer(where)
+        for col, key in (("p_emergent", "p_emergent"), ("p_value", "p_value"), ("significance_note", "note")):
+            values = out[col].to_numpy(object if col == "significance_note" else float).copy()
+            values[where] = [r[key] for r in results]
+            out[col] = values
     out["q_value"] = bh_qvalues(out["p_value"].to_numpy(float))
     weak = (out["label"] == "emergent") & ~(out["q_value"] < config.level)
     if weak.any():
         out["reason"] = out["reason"].astype(object)
-        out.loc[weak, "reason"] = [f"{r}; not significant after resampling over runs (q={q:.2g} >= {config.level})"
-                                   for r, q in zip(out.loc[weak, "reason"], out.loc[weak, "q_value"])]
+        out.loc[weak, "reason"] = [
+            f"{r}; not significant after resampling over runs (q={q:.2g} >= {config.level})" if np.isfinite(q) else
+            f"{r}; could not be resampled ({note or 'no rows'}), so its significance is unknown"
+            for r, q, note in zip(out.loc[weak, "reason"], out.loc[weak, "q_value"], out.loc[weak, "significance_note"])]
         out.loc[weak, "label"] = "smooth"
     return out
 
