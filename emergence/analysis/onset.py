@@ -27,7 +27,7 @@ from emergence.analysis.scaling import FitError, ScalingFit, critical_size, fit_
 from emergence.tidy import fill_chance
 from emergence.analysis.significance import SignificanceConfig, curve_significance
 from emergence.analysis.verdicts import ClassifyConfig, classify
-from emergence.metric_rules import metric_higher_is_better, metric_is_proportion
+from emergence.metric_rules import directions_of, metric_is_proportion
 
 SMOOTH_MODELS = ("linear", "power_law", "sigmoid_gentle")
 # Statuses, from the small models' verdict (rows) and the whole family's (columns):
@@ -145,7 +145,7 @@ def _run_level(curve, verdict, seed, config) -> dict:
     col = lambda c: curve[c].to_numpy(float) if c in curve and curve[c].notna().any() else None   # noqa: E731
     r = curve_significance(curve[S.LOSS].to_numpy(float), curve[S.VALUE].to_numpy(float),
                            curve[S.MODEL].to_numpy() if S.MODEL in curve else None, stderr=col(S.STDERR),
-                           n=col(S.N), higher_is_better=metric_higher_is_better(metric), axis=S.LOSS,
+                           n=col(S.N), higher_is_better=directions_of(curve)[metric], axis=S.LOSS,
                            bounded=metric_is_proportion(metric), config=SignificanceConfig(seed=seed),
                            classify_config=config)
     return r

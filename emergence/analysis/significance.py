@@ -36,7 +36,8 @@ import pandas as pd
 from emergence import schema as S
 from emergence.analysis.curves import Axis, bin_curve, noise_model, one_blas_thread
 from emergence.analysis.parallel import map_chunks
-from emergence.analysis.verdicts import LN9, ClassifyConfig, metric_higher_is_better, metric_is_proportion
+from emergence.analysis.verdicts import LN9, ClassifyConfig
+from emergence.metric_rules import metric_higher_is_better, metric_is_proportion
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,14 @@ def curve_arrays(df, rows, axis):
     split = {c: np.split(data[c].to_numpy(float), cut) for c in (axis, S.VALUE, S.STDERR, S.N) if c in data}
     runs = np.split(pd.factorize(data[S.MODEL])[0], cut) if S.MODEL in data else [None] * (len(cut) + 1)
     metrics = rows[S.METRIC].astype(str).to_numpy()
+    hibs = (rows[S.HIGHER_IS_BETTER].to_numpy(object) if S.HIGHER_IS_BETTER in rows    # as the verdict had it
+            else [metric_higher_is_better(m) for m in metrics])
     for j, r in enumerate(which[np.r_[0, cut]] if len(which) else []):
-        metric = metrics[r]
+        metric, hib = metrics[r], hibs[r]
+        hib = metric_higher_is_better(metric) if hib is None or hib != hib else bool(hib)
         col = lambda c: split[c][j] if c in split and np.isfinite(split[c][j]).any() else None   # noqa: E731
         yield rows.index[r], (split[axis][j], split[S.VALUE][j], runs[j], col(S.STDERR), col(S.N),
-                              metric_higher_is_better(metric), axis, metric_is_proportion(metric))
+                              hib, axis, metric_is_proportion(metric))
 
 
 # ---- helpers ----------------------------------------------------------------------------------
