@@ -7,7 +7,8 @@ and whether its time grows linearly with the number of curves.
 1. The CLI, timed end to end (imports, reading ~450k rows, analysis with n_boot=100, CSVs):
    `emergence analyze tidy/* --duplicates first` (ukp_on_emergence repeats 12 keys).
 2. Linearity: the analysis (in this process, tables read once) of a random share of the curves
-   (whole (family, task, subtask, metric) groups, seed 0) at each fraction; a least-squares
+   (whole (family, task, subtask, metric) groups, seed 0) at each fraction, with the time of the
+   run-level resampling of the emergent curves (``significance``) beside the verdicts'; a least-squares
    slope of log time on log curves says how time grows (1 = linearly). Reported for the whole
    analysis and for the verdicts alone (scaling-law fits depend on the families, not the curves).
 3. With --report / --validate: `emergence report --reanalyze` on the ~100k-row OLMo-ladder table of
@@ -99,7 +100,9 @@ def scaling(tables, fractions, workers) -> list:
             result = analyze(sub, n_boot=100, seed=0, workers=workers)
         out.append({"fraction": f, "rows": len(sub), "curves": len(result.verdicts),
                     "wall": time.perf_counter() - t0, "cpu": _cpu() - cpu0,
-                    "verdicts": result.seconds["verdicts"], "load": (load, os.getloadavg()[0])})
+                    "verdicts": result.seconds["verdicts"], "significance": result.seconds.get("significance", 0.0),
+                    "emergent": int(result.verdicts["p_value"].notna().sum()) if "p_value" in result.verdicts else 0,
+                    "load": (load, os.getloadavg()[0])})
         print(f"{f:g}: {out[-1]['curves']} curves, {out[-1]['wall']:.1f} s", file=sys.stderr)
     return out
 
@@ -125,10 +128,12 @@ def markdown(cli, steps, args) -> str:
               for k, v in cli.items()]
     lines += ["", "Time against the number of curves (the analysis in one process, tables read once; "
               "a share of the (family, task, subtask, metric) groups, drawn with seed 0):", "",
-              "| share | rows | curves | analysis wall s | of which verdicts s | CPU s | load before / after |",
-              "|---:|---:|---:|---:|---:|---:|---|"]
+              "| share | rows | curves | analysis wall s | of which verdicts s | of which resampling emergent curves s "
+              "(curves) | CPU s | load before / after |",
+              "|---:|---:|---:|---:|---:|---:|---:|---|"]
     lines += [f"| {s['fraction']:g} | {s['rows']:,} | {s['curves']:,} | {s['wall']:.1f} | {s['verdicts']:.1f} | "
-              f"{s['cpu']:.1f} | {s['load'][0]:.1f} / {s['load'][1]:.1f} |" for s in steps]
+              f"{s['significance']:.1f} ({s['emergent']:,}) | {s['cpu']:.1f} | {s['load'][0]:.1f} / {s['load'][1]:.1f} |"
+              for s in steps]
     if len(steps) > 1:
         curves = [s["curves"] for s in steps]
         wall, verdict, cpu = ([s[k] for s in steps] for k in ("wall", "verdicts", "cpu"))

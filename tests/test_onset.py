@@ -129,8 +129,10 @@ def test_validate_writes_every_section_and_skips_missing_reference_data(tmp_path
     assert not out.exists()                      # a wrong folder is an error, not a silent skip
     assert main(["validate", "--curves", "30", "--families", "3", "-o", str(out)]) == 0
     text = out.read_text()
-    assert text.count("Skipped: ") == 5 and "Reference data: `not found`" in text
+    assert text.count("Skipped: ") == 7 and "Reference data: `not found`" in text
     for title in ("Synthetic curves with known verdicts", "Where a task emerges: synthetic families",
+                  "Where a task emerges: synthetic families with run-level offsets",
+                  "False emergent on re-simulated real smooth curves",
                   "Where a task emerges: Gadre", "Where a task emerges: OLMo", "Chinchilla refit", "OLMo ladder", "Pythia"):
         assert f"## {title}" in text
     assert "| overtrained |" in text and "3 generated families" in text

@@ -27,6 +27,7 @@ from emergence.analysis.onset import onset_backtest
 from emergence.analysis.parallel import Background
 from emergence.analysis.predict import backtest_loss
 from emergence.analysis.scaling import fit_scaling_laws
+from emergence.analysis.significance import SignificanceConfig, add_significance
 from emergence.tidy import fill_chance, limitations, read_tidy
 from emergence.analysis.verdicts import verdicts_by_axis
 
@@ -81,7 +82,8 @@ def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
 
 def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, workers: int = 0,
             cutoff: float | None = None) -> Analysis:
-    """Every analysis the table supports, on each usable axis (default: all of them).
+    """Every analysis the table supports, on each usable axis (default: all of them). Emergent
+    verdicts carry p_emergent, p_value and q_value (``significance``) and need q < 0.05.
     ``workers``: processes fitting curves and bootstrap draws (0: one per CPU, 1: none); the
     result does not depend on it. ``cutoff``: also backtest, fitting on models with fewer
     parameters and predicting the rest: their loss (``backtest``) and where tasks emerge (``onset``)."""
@@ -111,8 +113,14 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     # every CPU busy; their process is one more than the workers asked for.
     fits_job = Background(_fits, df, n_boot, seed, 1) if workers != 1 else None
     per_axis = verdicts_by_axis(df, axes, workers=workers)
-    verdict_table = _concat(per_axis.values())
     seconds = {"verdicts": lap()}
+    # P(emergent), p-value and q-value of the emergent curves; q >= 0.05 turns emergent into smooth
+    verdict_table = add_significance(_concat(per_axis.values()), df, config=SignificanceConfig(seed=seed),
+                                     workers=workers)
+    if not verdict_table.empty:
+        per_axis = {a: verdict_table[verdict_table["axis"] == a].reset_index(drop=True) if not t.empty else t
+                    for a, t in per_axis.items()}
+    seconds["significance"] = lap()
     audit = _concat(metric_audit(df, axis=a, verdict_table=per_axis[a]).assign(axis=a) for a in axes
                     if not per_axis[a].empty)
     seconds["audit"] = lap()
@@ -226,8 +234,10 @@ def summary(analysis: Analysis) -> str:
         for _, r in emergent.head(15).iterrows():
             where = f"eta {r['eta']:.4g} [{r['eta_lo']:.4g}, {r['eta_hi']:.4g}]" if pd.notna(r["eta"]) else ""
             model = f" ({r[S.MODEL]})" if S.MODEL in r and pd.notna(r[S.MODEL]) else ""
+            sig = (f", P(emergent) {r['p_emergent']:.2f}, q {r['q_value']:.2g}"
+                   if pd.notna(r.get("q_value")) and pd.notna(r.get("p_emergent")) else "")
             lines.append(f"  emergent: {r[S.FAMILY]}{model} / {r[S.TASK]} / {r[S.SUBTASK] or '-'} / "
-                         f"{r[S.METRIC]} vs {r['axis']} {where}")
+                         f"{r[S.METRIC]} vs {r['axis']} {where}{sig}")
         if len(emergent) > 15:
             lines.append(f"  ... and {len(emergent) - 15} more emergent curves (verdicts.csv)")
     if not analysis.audit.empty:

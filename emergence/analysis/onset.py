@@ -8,6 +8,10 @@ reaches eta: the critical size N_c. ``onset_backtest`` makes both predictions be
 scores them against the same estimates from the whole family, against the sizes between which
 the family's own losses actually cross eta, and against the held-out models' measured values.
 
+Checkpoints of one run are correlated, so eta's interval is the verdict's own (pointwise) one
+widened to the 95% interval of a bootstrap over the small models' runs (whole models resampled,
+``significance.curve_significance``); N_c's interval follows from it through the loss law.
+
 When the small models do not reach the threshold the honest answer is a bound, not a location:
 the ability, if it comes, comes below the losses they reached (a threshold shows only with two
 checkpoints past it: below the second-lowest), and so above the size that reaches that loss.
@@ -21,8 +25,9 @@ import pandas as pd
 from emergence import schema as S
 from emergence.analysis.scaling import FitError, ScalingFit, critical_size, fit_chinchilla, fit_size_law, loss_points
 from emergence.tidy import fill_chance
+from emergence.analysis.significance import SignificanceConfig, curve_significance
 from emergence.analysis.verdicts import ClassifyConfig, classify
-from emergence.metric_rules import metric_is_proportion
+from emergence.metric_rules import directions_of, metric_is_proportion
 
 SMOOTH_MODELS = ("linear", "power_law", "sigmoid_gentle")
 # Statuses, from the small models' verdict (rows) and the whole family's (columns):
@@ -43,8 +48,8 @@ class LossLaw:
     def critical(self, eta, lo=None, hi=None):
         """N_c at threshold eta, with an interval spanning the law's bootstrap draws at both ends
         of eta's interval [lo, hi] (a higher threshold is reached by a smaller model). The eta
-        interval is a union of bootstrap, profile and grid-gap sets; its bootstrap draws alone
-        undercover, so they are not what is propagated."""
+        interval is a union of bootstrap, profile, grid-gap and run-resampling sets; its
+        bootstrap draws alone undercover, so they are not what is propagated."""
         recipe = {"tokens_per_param": self.tokens_per_param} if self.fit.form == "chinchilla" else {}
         point = critical_size(eta, self.fit, **recipe)
         low, high = point.intervals["n_c"]
@@ -127,8 +132,23 @@ def _family_backtest(family, group, cutoff, tokens_per_param, n_boot, seed, conf
         if not include_all and "emergent" not in (full.label, part.label):
             continue
         rows.append(_curve_row(meta, curve, small[curve.index], held_keys, full, part, law_small, law_full,
-                               cutoff))
+                               cutoff, _run_level(curve[small[curve.index]], part, seed, config)))
     return rows
+
+
+def _run_level(curve, verdict, seed, config) -> dict:
+    """P(emergent) and the run-level 95% eta interval of the small models' curve: a bootstrap over
+    its runs (whole models, every checkpoint of each), ``significance.curve_significance``."""
+    if verdict.label != "emergent":
+        return {}
+    metric = str(curve[S.METRIC].iloc[0])
+    col = lambda c: curve[c].to_numpy(float) if c in curve and curve[c].notna().any() else None   # noqa: E731
+    r = curve_significance(curve[S.LOSS].to_numpy(float), curve[S.VALUE].to_numpy(float),
+                           curve[S.MODEL].to_numpy() if S.MODEL in curve else None, stderr=col(S.STDERR),
+                           n=col(S.N), higher_is_better=directions_of(curve)[metric], axis=S.LOSS,
+                           bounded=metric_is_proportion(metric), config=SignificanceConfig(seed=seed),
+                           classify_config=config)
+    return r
 
 
 def _loss_law(points, tokens_per_param, n_boot, seed) -> LossLaw:
@@ -153,8 +173,11 @@ def _independent(ln, ld) -> bool:
     return bool(np.ptp(resid) > np.log(2))
 
 
-def _curve_row(meta, curve, small, held_keys, full, part, law_small, law_full, cutoff) -> dict:
+def _curve_row(meta, curve, small, held_keys, full, part, law_small, law_full, cutoff, runs) -> dict:
     ef, ep = full.evidence, part.evidence
+    eta_lo, eta_hi = ep.eta_lo, ep.eta_hi        # the verdict's interval, widened to the run-level one
+    if eta_lo is not None and np.isfinite(runs.get("eta_lo", np.nan)):
+        eta_lo, eta_hi = min(eta_lo, eta_hi, runs["eta_lo"]), max(eta_lo, eta_hi, runs["eta_hi"])
     train_losses = curve.loc[small, S.LOSS]
     if full.label == part.label == "emergent":
         status = "predicted"
@@ -168,21 +191,25 @@ def _curve_row(meta, curve, small, held_keys, full, part, law_small, law_full, c
     row = dict(meta, cutoff=cutoff, status=status, label_small=part.label, label_full=full.label,
                law=law_small.fit.form, tokens_per_param=law_small.tokens_per_param,
                n_train_points=int(small.sum()), min_train_loss=float(train_losses.min()),
-               eta_pred=ep.eta, eta_pred_lo=ep.eta_lo, eta_pred_hi=ep.eta_hi,
+               eta_pred=ep.eta, eta_pred_lo=eta_lo, eta_pred_hi=eta_hi,
+               eta_verdict_lo=ep.eta_lo, eta_verdict_hi=ep.eta_hi, p_emergent_small=runs.get("p_emergent"),
+               p_value_small=runs.get("p_value"), runs_small=runs.get("clusters"),
                eta_full=ef.eta, eta_full_lo=ef.eta_lo, eta_full_hi=ef.eta_hi)
     if status == "bound":
         # A threshold shows only with >= 2 checkpoints past it, so eta lies below the second-lowest
         # loss seen; N_c is above the size that reaches that loss (the law band's low end).
         row["nc_bound"] = law_small.critical(float(np.sort(train_losses.unique())[:2].max()))[1]
     if ep.eta is not None:
-        nc, lo, hi, why = law_small.critical(ep.eta, ep.eta_lo, ep.eta_hi)
+        nc, lo, hi, why = law_small.critical(ep.eta, eta_lo, eta_hi)
         row.update(nc_pred=nc, nc_pred_lo=lo, nc_pred_hi=hi, nc_reason=why)
     if ef.eta is not None:
         row["nc_full"] = law_full.critical(ef.eta)[0]
         row["nc_observed_lo"], row["nc_observed_hi"] = _observed_bracket(curve, ef.eta, law_small.tokens_per_param)
     if ep.eta is not None and ef.eta is not None:
-        lo, hi = sorted((ep.eta_lo, ep.eta_hi))
-        row.update(eta_abs_err=abs(ep.eta - ef.eta), eta_covered=bool(lo <= ef.eta <= hi))
+        lo, hi = sorted((eta_lo, eta_hi))
+        vlo, vhi = sorted((ep.eta_lo, ep.eta_hi))
+        row.update(eta_abs_err=abs(ep.eta - ef.eta), eta_covered=bool(lo <= ef.eta <= hi),
+                   eta_covered_verdict=bool(vlo <= ef.eta <= vhi), eta_width=hi - lo, eta_width_verdict=vhi - vlo)
         if np.isfinite(row["nc_pred"]) and np.isfinite(row["nc_full"]):
             row.update(nc_log10_err=float(np.log10(row["nc_pred"] / row["nc_full"])),
                        nc_covered=bool(row["nc_pred_lo"] <= row["nc_full"] <= row["nc_pred_hi"]))

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from scipy import special
+
 from emergence import schema as S
 from emergence.analysis.curves import Axis
 from emergence.analysis.verdicts import LN9, ClassifyConfig, classify
@@ -264,6 +266,41 @@ def _score(curves, verdicts) -> dict:
             "eta_coverage": float(np.mean(cover)) if cover else np.nan}
 
 
+# ---- real smooth curves, re-simulated (the null an emergent label must survive) -------------
+
+def resimulate_smooth(df: pd.DataFrame, axis: str, *, replicates: int = 2, max_curves: int = 150,
+                      seed: int = 0) -> pd.DataFrame:
+    """A tidy table of curves with no threshold in them: each real curve of ``df`` judged
+    ``smooth`` on ``axis`` (at most ``max_curves``, drawn with ``seed``) is re-simulated
+    ``replicates`` times from its own fitted smooth model (the verdict's best fit) at its own x,
+    with its own noise (the verdict's per-point standard errors times its dispersion; proportions
+    clipped to [0, 1]). Tasks are named ``task~r`` for replicate r; models are kept (the runs)."""
+    from emergence.analysis.curves import noise_model
+    from emergence.analysis.significance import curve_arrays
+    from emergence.analysis.verdicts import verdicts
+
+    table = verdicts(df, axis)
+    smooth = table[table["label"] == "smooth"]
+    if len(smooth) > max_curves:
+        smooth = smooth.sample(max_curves, random_state=seed)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i, (x, y, runs, se, nn, hib, ax, bounded) in curve_arrays(df, smooth, axis):
+        v = classify(x, y, stderr=se, n=nn, higher_is_better=hib, axis=ax, bounded=bounded)
+        if v.label != "smooth":
+            continue
+        sigma = noise_model(Axis.over(ax, x).to_t(x), y, se, nn, bounded)[0] * np.sqrt(v.evidence.dispersion)
+        fit = v.best_fit.predict(x)
+        meta = smooth.loc[i]
+        for r in range(replicates):
+            sim = fit + rng.normal(size=len(x)) * sigma
+            frames.append(pd.DataFrame({
+                S.FAMILY: meta[S.FAMILY], S.TASK: f"{meta[S.TASK]}~{r}", S.SUBTASK: meta[S.SUBTASK],
+                S.METRIC: meta[S.METRIC], S.MODEL: runs if runs is not None else "", axis: x,
+                S.VALUE: np.clip(sim, 0, 1) if bounded else sim, S.STDERR: se, S.N: nn}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 # ---- families with a known loss threshold (where a task emerges) ------------------------------
 
 @dataclass(frozen=True, eq=False)
@@ -286,10 +323,15 @@ class SyntheticFamily:
         return 20.0 if self.recipe == "overtrained" else None
 
 
-def synthetic_family(seed: int, recipe: str) -> SyntheticFamily:
+def synthetic_family(seed: int, recipe: str, *, run_sd: float = 0.0) -> SyntheticFamily:
     """One family (see SyntheticFamily). Law parameters scatter around Hoffmann et al.'s; sizes
     span ~3 decades from ~10M; the true N_c is drawn across the upper sizes, so that sometimes the
-    small models reach eta (over-training reaches losses of ~2-4x larger models) and sometimes not."""
+    small models reach eta (over-training reaches losses of ~2-4x larger models) and sometimes not.
+    ``run_sd``: each run (model) gets its own offset of the metric on the logit scale, normal
+    with this standard deviation, shared by all its checkpoints (run-level noise: seed, data
+    order; 0.1 moves an accuracy of 0.5 by 0.025 and one at the floor not at all: an offset in
+    probability, clipped at 0, would put a flat floor into a smooth curve); 0 draws none and
+    leaves the family as it was."""
     rng = np.random.default_rng(seed)
     E, A, B = rng.uniform(1.7, 2.0), 406.4 * rng.uniform(0.7, 1.4), 410.7 * rng.uniform(0.7, 1.4)
     alpha, beta = rng.uniform(0.30, 0.38), rng.uniform(0.26, 0.32)
@@ -321,6 +363,12 @@ def synthetic_family(seed: int, recipe: str) -> SyntheticFamily:
     n_examples = int(rng.integers(300, 2001))
     observed = loss * np.exp(rng.normal(0, 0.003, len(loss)))
     rows = []
+    models = [r[3].split("@")[0] for r in runs]
+    if run_sd > 0:   # a stream of its own: the family is otherwise the one drawn without offsets
+        codes, uniq = pd.factorize(pd.Series(models))
+        offsets = np.random.default_rng([seed, 1]).normal(0, run_sd, (len(curves), len(uniq)))
+        curves = {task: special.expit(special.logit(np.clip(p, 1e-9, 1 - 1e-9)) + offsets[i][codes])
+                  for i, (task, p) in enumerate(curves.items())}
     for task, p in curves.items():
         y = rng.binomial(n_examples, np.clip(p, 0, 1)) / n_examples
         for (size, tokens, final, name), l_obs, v in zip(runs, observed, y):
@@ -334,14 +382,15 @@ def synthetic_family(seed: int, recipe: str) -> SyntheticFamily:
     return SyntheticFamily(pd.DataFrame(rows), recipe, eta, float(n_c), float(cutoff), situation)
 
 
-def onset_benchmark(n_families: int = 48, seed: int = 0, *, n_boot: int = 30, workers: int = 0) -> pd.DataFrame:
+def onset_benchmark(n_families: int = 48, seed: int = 0, *, n_boot: int = 30, workers: int = 0,
+                    run_sd: float = 0.0) -> pd.DataFrame:
     """Backtest ``onset.onset_backtest`` on synthetic families (two in three over-trained, the
     recipe where eta can lie beyond the small sizes and still within their reach): one row per
     family with the truth beside the prediction for its threshold task, and whether its smooth
-    control task was (wrongly) predicted to emerge."""
+    control task was (wrongly) predicted to emerge. ``run_sd``: run-level offsets (``synthetic_family``)."""
     from emergence.analysis.parallel import map_chunks
 
-    jobs = [(seed + i, "fixed_tokens" if i % 3 == 2 else "overtrained", n_boot) for i in range(n_families)]
+    jobs = [(seed + i, "fixed_tokens" if i % 3 == 2 else "overtrained", n_boot, run_sd) for i in range(n_families)]
     return pd.DataFrame(map_chunks(_onset_chunk, jobs, workers=workers, chunk=1, min_items=2))
 
 
@@ -357,6 +406,7 @@ def onset_score(table: pd.DataFrame) -> pd.DataFrame:
         bound = g[g["status"] == "bound"]
         out.append({"recipe": recipe, "situation": situation, "families": len(g), "located": located.mean(),
                     "median_eta_abs_err": hit["eta_abs_err"].median(), "eta_covered": hit["eta_covered"].mean(),
+                    "eta_covered_verdict": hit["eta_covered_verdict"].mean() if "eta_covered_verdict" in hit else np.nan,
                     "median_nc_log10_err": hit["nc_log10_err"].abs().median(),
                     "nc_within_2x": (hit["nc_log10_err"].abs() <= np.log10(2)).mean(),
                     "nc_covered": hit["nc_covered"].mean(), "bounds": len(bound) / len(g),
@@ -369,8 +419,8 @@ def _onset_chunk(jobs):
     from emergence.analysis.onset import onset_backtest
 
     out = []
-    for seed, recipe, n_boot in jobs:
-        fam = synthetic_family(seed, recipe)
+    for seed, recipe, n_boot, run_sd in jobs:
+        fam = synthetic_family(seed, recipe, run_sd=run_sd)
         res = onset_backtest(fam.table, fam.cutoff, tokens_per_param=fam.tokens_per_param, n_boot=n_boot,
                              seed=seed, include_all=True)
         thr = res[res[S.TASK] == "threshold"].iloc[0].to_dict() if (res.get(S.TASK) == "threshold").any() else {}
@@ -381,13 +431,17 @@ def _onset_chunk(jobs):
                "eta_pred_lo": thr.get("eta_pred_lo"), "eta_pred_hi": thr.get("eta_pred_hi"),
                "nc_pred": thr.get("nc_pred"), "nc_pred_lo": thr.get("nc_pred_lo"),
                "nc_pred_hi": thr.get("nc_pred_hi"), "nc_bound": thr.get("nc_bound"),
+               "eta_verdict_lo": thr.get("eta_verdict_lo"), "eta_verdict_hi": thr.get("eta_verdict_hi"),
+               "p_emergent_small": thr.get("p_emergent_small"),
                "mae_threshold": thr.get("mae_threshold"), "mae_smooth": thr.get("mae_smooth"),
                "control_emergent": bool((ctl["label_small"] == "emergent").any()) if len(ctl) else False,
                "reason": thr.get("reason", "")}
         eta, nc = row["eta_pred"], row["nc_pred"]
         if eta is not None and np.isfinite(eta):
             lo, hi = sorted((row["eta_pred_lo"], row["eta_pred_hi"]))
-            row.update(eta_abs_err=abs(eta - fam.eta), eta_covered=lo <= fam.eta <= hi)
+            vlo, vhi = sorted((row["eta_verdict_lo"], row["eta_verdict_hi"]))
+            row.update(eta_abs_err=abs(eta - fam.eta), eta_covered=lo <= fam.eta <= hi,
+                       eta_covered_verdict=vlo <= fam.eta <= vhi)
         if nc is not None and np.isfinite(nc):
             row.update(nc_log10_err=float(np.log10(nc / fam.n_c)),
                        nc_covered=bool(row["nc_pred_lo"] <= fam.n_c <= row["nc_pred_hi"]))
