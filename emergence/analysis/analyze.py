@@ -2,7 +2,10 @@
 scaling-law fits out, as DataFrames (Python) or CSV files plus a printed summary (CLI).
 
 Pure CPU, no plotting. Whatever a table cannot support (no loss, no sizes, no noise) is
-skipped and said in ``Analysis.notes`` rather than guessed.
+skipped and said in ``Analysis.notes`` rather than guessed. Curves with no shape to judge (fewer
+than 3 points or distinct x, a constant axis, an axis that duplicates another) are not verdicts:
+they go to ``Analysis.not_judged`` (not_judged.csv) with the reason, and counts leave them out.
+Where a row has params and tokens but no flops, flops is derived as 6 N D (Kaplan et al. 2020).
 """
 
 import time
@@ -12,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from emergence import schema as S
-from emergence.analysis.decompose import decompose, metric_audit
+from emergence.analysis.decompose import decompose, metric_audit, sibling_audit
 from emergence.analysis.onset import onset_backtest
 from emergence.analysis.parallel import Background
 from emergence.analysis.predict import backtest_loss
@@ -34,11 +37,12 @@ class Analysis:
     seconds: dict = field(default_factory=dict)   # wall-clock time of each stage
     backtest: pd.DataFrame = field(default_factory=pd.DataFrame)  # with a cutoff: loss law, held-out models
     onset: pd.DataFrame = field(default_factory=pd.DataFrame)     # with a cutoff: where tasks emerge
+    not_judged: pd.DataFrame = field(default_factory=pd.DataFrame)  # curves with no shape to judge, and why
 
     def tables(self) -> dict:
         backtests = {"backtest": self.backtest, "onset": self.onset} if not self.onset.empty else {}
         return {"verdicts": self.verdicts, "audit": self.audit, "composites": self.composites,
-                "fits": self.fits, **backtests}
+                "fits": self.fits, "not_judged": self.not_judged, **backtests}
 
 
 def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
@@ -68,7 +72,10 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     result does not depend on it. ``cutoff``: also backtest, fitting on models with fewer
     parameters and predicting the rest: their loss (``backtest``) and where tasks emerge (``onset``)."""
     df = fill_chance(df)
+    df, derived = derive_flops(df)
     notes = list(dict.fromkeys(list(df.attrs.get("notes", [])) + limitations(df)))
+    if derived:
+        notes.append(f"flops derived as 6 x params x tokens for {derived} rows without flops")
     estimated = int((df.get("chance_source") == "estimated").sum())
     if estimated:
         notes.append(f"chance estimated from step-0 checkpoints for {estimated} rows")
@@ -92,10 +99,11 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     # every CPU busy; their process is one more than the workers asked for.
     fits_job = Background(_fits, df, n_boot, seed, 1) if workers != 1 else None
     per_axis = verdicts_by_axis(df, axes, workers=workers)
-    verdict_table = _concat(per_axis.values())
+    per_axis, skipped = split_judged(per_axis)
+    verdict_table, not_judged = _concat(per_axis.values()), _concat(skipped.values())
     seconds = {"verdicts": lap()}
-    audit = _concat(metric_audit(df, axis=a, verdict_table=per_axis[a]).assign(axis=a) for a in axes
-                    if not per_axis[a].empty)
+    audit = _concat([metric_audit(df, axis=a, verdict_table=per_axis[a]).assign(axis=a) for a in axes
+                     if not per_axis[a].empty] + [sibling_audit(verdict_table)])
     seconds["audit"] = lap()
     composites = decompose(df)
     seconds["decompose"] = lap()
@@ -113,7 +121,32 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
             fit_notes += [f"backtest for {r[S.FAMILY]}: {r['reason']}" for r in onset.to_dict("records")
                           if r.get("status") == "undetermined"]
         seconds["backtest"] = lap()
-    return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds, backtest, onset)
+    return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds, backtest, onset,
+                    not_judged)
+
+
+def derive_flops(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The table with flops = 6 N D (training compute, Kaplan et al. 2020) filled in where a row
+    has params and tokens but no flops, and how many rows were filled."""
+    if not (_has(df, S.PARAMS) and _has(df, S.TOKENS)):
+        return df, 0
+    n, d = pd.to_numeric(df[S.PARAMS], errors="coerce"), pd.to_numeric(df[S.TOKENS], errors="coerce")
+    flops = pd.to_numeric(df[S.FLOPS], errors="coerce") if S.FLOPS in df.columns else pd.Series(float("nan"), df.index)
+    fill = flops.isna() & (n > 0) & (d > 0)
+    if not fill.any():
+        return df, 0
+    out = df.copy()
+    out[S.FLOPS] = flops.mask(fill, 6.0 * n * d)
+    return out, int(fill.sum())
+
+
+def split_judged(per_axis: dict) -> tuple[dict, dict]:
+    """({axis: verdicts}, {axis: not-judged rows}): rows with judged=False have no curve to judge."""
+    judged, skipped = {}, {}
+    for axis, v in per_axis.items():
+        keep = v["judged"].astype(bool) if "judged" in v else pd.Series(True, index=v.index)
+        judged[axis], skipped[axis] = v[keep].reset_index(drop=True), v[~keep].reset_index(drop=True)
+    return judged, skipped
 
 
 def write_analysis(analysis: Analysis, out_dir) -> list[Path]:
@@ -145,6 +178,10 @@ def summary(analysis: Analysis) -> str:
                          f"{r[S.METRIC]} vs {r['axis']} {where}")
         if len(emergent) > 15:
             lines.append(f"  ... and {len(emergent) - 15} more emergent curves (verdicts.csv)")
+    if not analysis.not_judged.empty:
+        reasons = analysis.not_judged["reason"].str.split(":").str[0].str.split(";").str[0].value_counts()
+        lines.append(f"Not judged (no curve to judge, not_judged.csv): {len(analysis.not_judged)} curves, "
+                     + ", ".join(f"{n} {k}" for k, n in reasons.head(4).items()))
     if not analysis.audit.empty:
         counts = analysis.audit["label"].value_counts()
         lines.append("Metric audit (family x task x axis): " + ", ".join(f"{n} {k}" for k, n in counts.items()))
@@ -179,7 +216,7 @@ def read_analysis(folder) -> Analysis:
     """The CSVs of ``write_analysis`` back as an ``Analysis``."""
     folder = Path(folder)
     tables = {}
-    for name in ("verdicts", "audit", "composites", "fits", "backtest", "onset"):
+    for name in ("verdicts", "audit", "composites", "fits", "backtest", "onset", "not_judged"):
         path = folder / f"{name}.csv"
         text = (S.FAMILY, S.MODEL, S.TASK, S.SUBTASK, S.METRIC, "reason", "note", "label", "axis")
         try:
@@ -193,7 +230,7 @@ def read_analysis(folder) -> Analysis:
     notes_file = folder / "notes.txt"
     notes = [n for n in notes_file.read_text().splitlines() if n] if notes_file.exists() else []
     return Analysis(tables["verdicts"], tables["audit"], tables["composites"], tables["fits"], notes,
-                    backtest=tables["backtest"], onset=tables["onset"])
+                    backtest=tables["backtest"], onset=tables["onset"], not_judged=tables["not_judged"])
 
 
 def _fits(df, n_boot, seed, workers):

@@ -42,6 +42,20 @@ from emergence.names import lookup
 from emergence.analysis.parallel import map_chunks
 
 LABELS = ("emergent", "smooth", "flat", "undetermined", "inverse", "noisy")
+def definition(config=None) -> str:
+    """What `emergent` means, in one paragraph: the report legend, `emergence analyze --help`
+    and docs/verdicts.md all state this text (a test keeps the docs in step)."""
+    c = config or ClassifyConfig()
+    return (f"Emergent: the curve sits at the floor (chance; where chance is unknown, or for a binary task "
+            f"whose constant-answer rate the table does not give, the level of the least capable points) "
+            f"for at least 2 judged points and {c.min_floor_share:.0%} of them, past the warm-up (checkpoints "
+            f"before {c.warmup_fraction:.0%} of their run's tokens are not judged), then rises: a threshold "
+            f"model beats every smooth model by >= {c.emergent_margin:g} AIC and its rise is >= {c.jump_se:g} "
+            f"standard errors (Wei et al. 2022: not present, then present; Du et al. 2024: at chance above "
+            f"a loss threshold). A bend from a plateau well above the floor (more than 2 SE and "
+            f"{c.floor_tolerance:.0%} of the metric's range) is smooth, noted 'accelerating'.")
+
+
 # Reasons that mean "no curve to judge" rather than a verdict: these rows have judged=False and
 # `emergence analyze` moves them to its not_judged table.
 NOT_JUDGED = ("only ", "constant axis", "fewer than 3 distinct x", "duplicate axis")
