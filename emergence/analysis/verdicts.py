@@ -426,6 +426,7 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
     # give, and where chance is unknown, the level of the least capable points (both 'measured').
     binary = known and bounded and abs(chance - 0.5) < 1e-6
     floor_source = "chance" if known and not binary else "measured"
+    fell = {}   # a rising curve that falls back: where the fall starts (t) and what it is
 
     def judge(fits, grids, complete):
         """The verdict from these fits; None when the late threshold shapes could change it."""
@@ -496,6 +497,7 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
                            margin, eta=eta, eta_lo=lo, eta_hi=hi, eta_draws=draws, jump_se=jump,
                            non_monotone_after_onset=bool(reversed_))
         if reversed_:
+            fell.update(t=drop_from, fall=fall)
             return verdict("noisy", f"not monotone: {fall}", best_mono, -trend)
         if threshold_wins and not at_floor:
             return verdict("smooth", f"accelerating, not emergent: {_public(best_thr)} beats {_public(smooth)} by "
@@ -505,7 +507,8 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
         why = (f"a threshold fits worse (by {-margin:.1f} AIC)" if margin <= 0 else
                f"a threshold fits better by only {margin:.1f} AIC < {cfg.emergent_margin}" if margin < cfg.emergent_margin
                else f"the threshold's rise is only {jump:.1f} SE < {cfg.jump_se}" if jump < cfg.jump_se
-               else f"the threshold's plateau holds only {plateau_n} of {npts} points (< {support}): no observed floor")
+               else f"the threshold's plateau holds only {plateau_n} of {npts} {'bins' if npts < n_raw else 'points'} "
+               f"(< {support}): no observed floor")
         return verdict("smooth", f"improves with scale ({_public(smooth)}); {why}", smooth, -margin,
                        jump_se=jump)
 
@@ -519,12 +522,31 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
     if v is None:
         more, more_grids = _fit_all(t, yo, sigma, cfg, ax, int(sign), widths, late=True)
         v = judge({**fits, **more}, {**grids, **more_grids}, complete=True)
+    if fell:
+        v = _onset_before_fall(v, x, y, se, nn, chance, hib, axis, bounded, cfg, ax.to_t(x) <= fell["t"] + 1e-12,
+                               fell["fall"])
     if estimated and n_raw < cfg.min_points_estimated:
         return Verdict("undetermined", replace(
             v.evidence, reason=f"noise unknown (no stderr or n), {n_raw} points: too few to estimate it from "
             f"the curve's own scatter (with the estimate it would be {v.label}: {v.evidence.reason})",
             eta=None, eta_lo=None, eta_hi=None, eta_draws=()), v.best_fit, v.alternatives)
     return v
+
+
+def _onset_before_fall(v, x, y, se, nn, chance, hib, axis, bounded, cfg, before, fall):
+    """An onset is a fact of its own: a rising curve that falls back later is judged again on
+    the points up to where the fall starts; an emergent onset there is reported (with its eta),
+    the fall recorded beside it (non_monotone_after_onset). Otherwise the verdict stays ``v``."""
+    if len(np.unique(x[before])) < 4 or before.all():
+        return v
+    pick = (lambda a: None if a is None else a[before])
+    pre = _classify(x[before], y[before], pick(se), pick(nn), chance, hib, axis, bounded, cfg)
+    if pre.label != "emergent":
+        return v
+    e = pre.evidence
+    return Verdict("emergent", replace(e, reason=f"{e.reason}; then not monotone: {fall} (onset judged on the "
+                                       f"{int(before.sum())} points before the fall)",
+                                       non_monotone_after_onset=True, n_points=len(y)), pre.best_fit, pre.alternatives)
 
 
 def _widths(ax, x, cfg):
