@@ -577,7 +577,7 @@ def _fit_all(t, y, sigma, cfg, ax, ysign, widths, late=None):
              if (late is None or late == (role in ("saturating", "steep")))
              and npts - len(spec.params) >= (2 if sign_param else 1)
              and not (sign_param and len(ut) < 4)]   # break points need >= 2 distinct x on either side
-    thetas = [_grid(role, ut, widths) for role, _, _ in roles]
+    thetas = [_grid(role, ut, widths, ax) for role, _, _ in roles]
     fits, grids = {}, {}
     for (role, spec, sign_param), theta, (chi2, beta) in zip(
             roles, thetas, profile_many([(spec, th) for (_, spec, _), th in zip(roles, thetas)], t, y, sigma)):
@@ -599,14 +599,14 @@ _ROLES = (("constant", CONSTANT, None), ("linear", LINEAR, None), ("power_law", 
           ("saturating", SATURATING_THRESHOLD, "a"), ("steep", SIGMOID, "a"))
 
 
-def _grid(role, ut, widths):
+def _grid(role, ut, widths, ax):
     """The profile grid of a role's nonlinear parameters, on the t axis (distinct values ut)."""
     if role in ("constant", "linear"):
         return np.empty((1, 0))
     if role == "power_law":
         return _POWER_RATES[:, None]
     if role == "sigmoid_gentle":
-        return _gentle_grid(widths[1])
+        return _gentle_grid(widths[1], ax.u_lo, ax.u_hi - ax.u_lo)
     inner = np.linspace(ut[1], ut[-2], 121, endpoint=False)
     if role == "threshold":
         return inner[:, None]
@@ -615,11 +615,17 @@ def _grid(role, ut, widths):
     return sigmoid_grid(None, _steep_rates(widths[0]), np.linspace(ut[1], ut[-2], 48))
 
 
-@functools.lru_cache(maxsize=256)
-def _gentle_grid(width):   # the same for every curve: built once
-    grid = sigmoid_grid(None, np.geomspace(min(0.5, LN9 / width), 2 * LN9 / width, 12), np.linspace(-0.5, 1.5, 41))
-    grid.flags.writeable = False
-    return grid
+def _gentle_grid(width, u_lo, span):
+    """Gentle sigmoids on the t axis, placed in absolute units: 12 rates from the steepest gentle
+    one (10-90% over ``width``) to 32 times wider, midpoints on a lattice of width / 4 in u (log
+    size, -ln loss) over the window +- half its span. Trimming the window's edge then leaves the
+    candidates (and so the fit) unchanged, rather than moving every grid point with the range."""
+    rates = 2 * LN9 / width / np.geomspace(1, 32, 12)
+    step = width / 4 * span
+    lo, hi = np.ceil((u_lo - 0.5 * span) / step), np.floor((u_lo + 1.5 * span) / step)
+    if hi - lo > 160:   # a window hundreds of widths wide: a coarser lattice
+        return sigmoid_grid(None, rates, np.linspace(-0.5, 1.5, 161))
+    return sigmoid_grid(None, rates, (np.arange(lo, hi + 1) * step - u_lo) / span)
 
 
 _POWER_RATES = np.r_[-np.geomspace(12, 0.25, 30), np.geomspace(0.25, 12, 30)]
