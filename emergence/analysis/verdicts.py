@@ -587,10 +587,31 @@ def _fit_all(t, y, sigma, cfg, ax, ysign, widths, late=None):
             variants = {role: chi2[:, 0], f"{role}_up": up} if role == "threshold" else {f"{role}_up": up}
         for name, c2 in variants.items():
             g = int(np.argmin(c2))
-            if np.isfinite(c2[g]):
-                fits[name], grids[name] = CurveFit(spec, _public(name), spec.assemble(t, theta[g], beta[g, 0]),
-                                                   t, y, sigma, float(c2[g]), True, ax, ysign), theta
+            if not np.isfinite(c2[g]):
+                continue
+            th, b, c2g = theta[g], beta[g, 0], float(c2[g])
+            if role == "sigmoid_gentle":
+                th, b, c2g = _refine_gentle(spec, t, y, sigma, th, b, c2g, widths[1], ax)
+            fits[name], grids[name] = CurveFit(spec, _public(name), spec.assemble(t, th, b),
+                                               t, y, sigma, c2g, True, ax, ysign), theta
     return fits, grids
+
+
+def _refine_gentle(spec, t, y, sigma, theta, beta, chi2, width, ax, rounds=3):
+    """The best gentle sigmoid of the lattice, refined: three rounds of a 5 x 5 grid around it,
+    halving the steps (from one lattice step in midpoint and rate), never steeper than gentle.
+    The fit then approaches the continuous optimum, whatever the window's lattice."""
+    k_max = 2 * LN9 / width
+    dk, dx = np.log(32) / 11, width / 4
+    for _ in range(rounds):
+        ks = np.minimum(theta[0] * np.exp(np.linspace(-dk, dk, 5)), k_max)
+        grid = sigmoid_grid(None, np.unique(ks), theta[1] + np.linspace(-dx, dx, 5))
+        c2, b = profile(spec, t, y, sigma, grid)
+        g = int(np.argmin(c2[:, 0]))
+        if c2[g, 0] < chi2:
+            theta, beta, chi2 = grid[g], b[g, 0], float(c2[g, 0])
+        dk, dx = dk / 2, dx / 2
+    return theta, beta, chi2
 
 
 # role, shape, the linear parameter whose sign says "rising" (threshold shapes only)
