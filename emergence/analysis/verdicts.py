@@ -646,6 +646,8 @@ def _gentle_grid(width, u_lo, span):
     lo, hi = np.ceil((u_lo - 0.5 * span) / step), np.floor((u_lo + 1.5 * span) / step)
     if hi - lo > 160:   # a window hundreds of widths wide: a coarser lattice
         return sigmoid_grid(None, rates, np.linspace(-0.5, 1.5, 161))
+    if hi - lo < 8:     # a window narrower than a gentle width: 41 midpoints across it
+        return sigmoid_grid(None, rates, np.linspace(-0.5, 1.5, 41))
     return sigmoid_grid(None, rates, (np.arange(lo, hi + 1) * step - u_lo) / span)
 
 
