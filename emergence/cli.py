@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--output", "-o", help="output .csv or .parquet (default: CSV on stdout)")
     i.set_defaults(func=cmd_import)
 
-    a = sub.add_parser("analyze", help="fits, emergence verdicts and metric audits of tidy tables or run directories")
+    a = sub.add_parser("analyze", help="fits, emergence verdicts and metric audits of tidy tables or run directories",
+                       description=_analyze_description(), formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("tables", nargs="+", metavar="TABLE", help="tidy .csv/.csv.gz/.parquet files or run directories")
     a.add_argument("--x", help="comma-separated axes: params, tokens, flops, loss (default: every usable one)")
     a.add_argument("--output", "-o", help="folder for the CSV files (default: analysis/ next to the first table)")
@@ -232,6 +233,19 @@ def cmd_import(args) -> int:
     write_table(df, args.output)
     print(f"{len(df)} rows from {df[['checkpoint']].drop_duplicates().shape[0]} checkpoints -> {args.output}")
     return 0
+
+
+def _analyze_description() -> str:
+    from textwrap import fill
+
+    from emergence.analysis.verdicts import definition   # light: numpy, pandas, scipy.special
+
+    return (fill("Fits, emergence verdicts and metric audits of tidy tables or run directories; CSVs "
+                 "(verdicts, not_judged, audit, composites, fits) and a summary.", 88) + "\n\n" +
+            fill(definition(), 88) + "\n\n" +
+            fill("Curves with < 3 points or distinct x values, a constant axis, or an axis that duplicates "
+                 "another go to not_judged.csv, not into the counts. flops = 6 N D is derived where params "
+                 "and tokens exist and flops is empty. See docs/verdicts.md.", 88))
 
 
 def cmd_analyze(args) -> int:

@@ -138,3 +138,37 @@ def test_table_hash_is_the_content_not_the_file(tmp_path):
     assert table_hash(df.iloc[1:]) != h
     small = df[df[S.TASK] == df[S.TASK].iloc[0]].head(40)
     assert analyze(small, n_boot=2, workers=1).table_sha256 == table_hash(small)   # what analyze saw
+
+
+def test_curves_with_no_shape_go_to_not_judged_and_flops_is_derived(tmp_path):
+    from emergence.analysis.analyze import read_analysis, write_analysis
+
+    sizes = np.geomspace(1e8, 1e10, 6)
+    rows = [{S.FAMILY: "f", S.MODEL: f"m{i}", S.CHECKPOINT: f"m{i}", S.PARAMS: n, S.TOKENS: 2e11,
+             S.TASK: "qa", S.SUBTASK: "", S.METRIC: "acc", S.VALUE: 0.3 + 0.05 * i, S.N: 1000, S.CHANCE: 0.25}
+            for i, n in enumerate(sizes)]
+    rows += [{**rows[0], S.MODEL: "solo", S.CHECKPOINT: "solo", S.TASK: "rare"}]      # one point
+    result = analyze(pd.DataFrame(rows), axes=["params", "flops"], workers=1)
+    assert any("flops derived as 6 x params x tokens for 7 rows" in n for n in result.notes)
+    nj = result.not_judged
+    reasons = dict(zip(zip(nj[S.TASK], nj["axis"]), nj["reason"]))
+    assert "duplicate axis" in reasons[("qa", "flops")]                # tokens constant: flops = c x params
+    assert reasons[("rare", "params")].startswith("only 1 point")
+    assert list(zip(result.verdicts[S.TASK], result.verdicts["axis"])) == [("qa", "params")]
+    assert result.verdicts["judged"].all() and "Not judged" in summary(result)
+    write_analysis(result, tmp_path / "a")
+    assert len(read_analysis(tmp_path / "a").not_judged) == len(nj)
+
+
+def test_sibling_metrics_that_disagree_are_flagged_in_the_audit():
+    from emergence.analysis.decompose import sibling_audit
+
+    v = pd.DataFrame({S.FAMILY: "f", S.TASK: ["a", "a", "b", "b", "c", "c"], S.SUBTASK: "", "axis": "params",
+                      S.METRIC: ["acc", "acc_norm", "acc[rc]", "acc_len_norm[rc]", "acc[rc]", "acc_len_norm[mc]"],
+                      "label": ["emergent", "smooth", "flat", "flat", "smooth", "flat"]})
+    audit = sibling_audit(v)
+    assert list(audit[S.TASK]) == ["a"] and audit["label"][0] == "siblings disagree"   # [rc] vs [mc]: not siblings
+    assert audit["discontinuous"][0] == "acc: 1 emergent; acc_norm: 1 smooth"
+    runs = pd.concat([v[v[S.TASK] == "a"].assign(**{S.MODEL: m, "axis": "tokens"}) for m in ("m1", "m2", "m3")])
+    runs.loc[(runs[S.MODEL] != "m1") & (runs[S.METRIC] == "acc_norm"), "label"] = "emergent"
+    assert "for 1 of 3 models" in sibling_audit(runs)["reason"][0]

@@ -187,3 +187,98 @@ def test_pythia_final_step_accuracies():
     assert labels[("pythia", "arc_easy", 0)] == "smooth" and labels[("pythia", "lambada_openai", 0)] == "smooth"
     assert labels[("pythia", "logiqa", 0)] == "flat"
     assert not (v.label == "emergent").any()
+
+
+# ---- the definition of emergence (docs/verdicts.md) ----------------------------------------
+
+def test_a_bend_well_above_chance_is_smooth_accelerating_not_emergent():
+    bend = np.where(T < 0.45, 0.45, 0.45 + 0.9 * (T - 0.45))      # 4-way MC far above chance, then up
+    v = classify(SIZES, _sample(bend), n=1000, chance=0.25)
+    assert v.label == "smooth" and v.evidence.accelerating and "accelerating" in v.evidence.reason, v.summary()
+    at_chance = classify(SIZES, _sample(bend - 0.2), n=1000, chance=0.25)
+    assert at_chance.label == "emergent" and not at_chance.evidence.accelerating
+    assert at_chance.evidence.floor == 0.25 and at_chance.evidence.floor_source == "chance"
+
+
+def test_the_same_logistic_gets_the_same_label_over_two_and_four_decades():
+    for width, label in ((1.0, "smooth"), (0.3, "emergent")):    # 10-90% rise, in decades
+        got = set()
+        for span in (2, 4):
+            x = np.logspace(9 - span / 2, 9 + span / 2, 8 * span + 1)
+            p = 0.25 + 0.6 / (1 + np.exp(-2 * np.log(9) / width * (np.log10(x) - 9)))
+            got.add(classify(x, _sample(p, seed=span), n=1000, chance=0.25).label)
+        assert got == {label}, (width, got)
+
+
+def test_an_onset_followed_by_a_fall_stays_emergent_and_records_the_fall():
+    p = np.where(T < 0.45, 0.25, np.minimum(0.25 + 1.6 * (T - 0.45), 0.85))
+    p[-1] = 0.45                                                  # the largest model falls back
+    v = classify(SIZES, _sample(p), n=1000, chance=0.25)
+    assert v.label == "emergent" and v.evidence.non_monotone_after_onset, v.summary()
+    assert v.evidence.eta is not None and "not monotone" in v.evidence.reason
+    assert verdicts(pd.DataFrame({S.FAMILY: "f", S.TASK: "t", S.SUBTASK: "", S.METRIC: "acc", S.PARAMS: SIZES,
+                                  S.VALUE: _sample(p), S.N: 1000, S.CHANCE: 0.25}))["non_monotone_after_onset"][0]
+
+
+def test_unknown_noise_with_few_points_is_undetermined_and_unknown_chance_is_said():
+    v = classify(SIZES[:5], [0.05, 0.09, 0.16, 0.27, 0.41])     # rises 8x, no stderr, no n
+    assert v.label == "undetermined" and "noise unknown" in v.evidence.reason and "5 points" in v.evidence.reason
+    flat = classify(SIZES, _sample(np.full(10, 0.4)), n=1000)      # chance not given
+    assert flat.label == "flat" and "chance unknown" in flat.evidence.reason and "chance 0" not in flat.evidence.reason
+
+
+def test_a_floor_made_of_a_few_edge_points_is_not_observed():
+    x = np.geomspace(1e8, 1e10, 400)                 # a pooled table: 400 points
+    t = Axis.over("params", x).to_t(x)
+    p = np.where(t < 0.03, 0.25, 0.25 + 0.5 * -np.expm1(-(t - 0.03) / 0.2))   # 3% at chance, then up
+    y = _sample(p, n=2000)
+    v = classify(x, y, n=2000, chance=0.25)
+    assert v.label == "smooth" and "no observed floor" in v.evidence.reason, v.summary()
+    assert classify(x, y, n=2000, chance=0.25, config=ClassifyConfig(min_floor_share=0)).label == "emergent"
+
+
+def _run_table(steps, acc):
+    """One model's training run: tokens = step x 2M, as Pythia."""
+    return pd.DataFrame({S.FAMILY: "toy", S.MODEL: "m", S.TASK: "qa", S.SUBTASK: "", S.METRIC: "acc",
+                         S.STEP: steps, S.TOKENS: np.asarray(steps, float) * 2 ** 21, S.VALUE: acc, S.N: 2000,
+                         S.CHANCE: 0.25})
+
+
+def test_warm_up_checkpoints_are_not_judged_so_trimming_them_changes_nothing():
+    steps = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 3000, 13000, 33000, 63000, 93000, 143000])
+    frac = np.log10(np.maximum(steps, 1000) / 1000) / np.log10(143)    # chance until step 1000, then up
+    df = _run_table(steps, _sample(0.25 + 0.4 * frac, n=2000))
+    full, trimmed = verdicts(df, "tokens"), verdicts(df[df[S.STEP] >= 1000], "tokens")
+    assert full["n_warmup"][0] == 11 and trimmed["n_warmup"][0] == 1     # steps 1-1000: < 1% of 143000
+    assert full["label"][0] == trimmed["label"][0] == "smooth"
+    no_rule = verdicts(df, "tokens", config=ClassifyConfig(warmup_fraction=0))
+    assert no_rule["label"][0] == "emergent"                             # what the rule prevents
+
+
+def test_curves_with_no_shape_are_marked_not_judged():
+    assert not classify(SIZES[:2], [0.3, 0.5], n=100).evidence.judged
+    assert not classify([1e9] * 5, [0.3] * 5, n=100).evidence.judged
+    assert classify(SIZES, np.full(10, np.nan), n=100).evidence.judged     # bad input is a verdict
+    rows = pd.DataFrame({S.FAMILY: "f", S.TASK: "t", S.SUBTASK: "", S.METRIC: "acc", S.PARAMS: SIZES,
+                         S.TOKENS: 3e11, S.FLOPS: 6 * SIZES * 3e11, S.VALUE: _sample(0.3 + 0.4 * T), S.N: 1000})
+    v = verdicts(rows, "flops")
+    assert not v["judged"][0] and "duplicate axis" in v["reason"][0] and "params" in v["reason"][0]
+    assert verdicts(rows, "params")["judged"][0]
+
+
+def test_the_definition_is_stated_alike_in_docs_legend_and_help(capsys):
+    from emergence.analysis.verdicts import definition
+    from emergence.cli import _analyze_description
+    from emergence.report.tables import LEGEND
+
+    text = definition()
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "verdicts.md").read_text()
+    assert " ".join(text.split()) in " ".join(docs.split())
+    assert LEGEND["emergent"] == text.removeprefix("Emergent: ")
+    assert " ".join(text.split()) in " ".join(_analyze_description().split())
+
+
+def test_a_window_much_narrower_than_a_gentle_sigmoid_is_still_judged():
+    x = np.geomspace(1e9, 1.05e9, 6)                  # 0.02 decade: the gentle width is 45 windows
+    v = classify(x, _sample(np.linspace(0.3, 0.5, 6)), n=1000, chance=0.25)
+    assert v.label in LABELS and v.evidence.judged

@@ -2,7 +2,10 @@
 scaling-law fits out, as DataFrames (Python) or CSV files plus a printed summary (CLI).
 
 Pure CPU, no plotting. Whatever a table cannot support (no loss, no sizes, no noise) is
-skipped and said in ``Analysis.notes`` rather than guessed.
+skipped and said in ``Analysis.notes`` rather than guessed. Curves with no shape to judge (fewer
+than 3 points or distinct x, a constant axis, an axis that duplicates another) are not verdicts:
+they go to ``Analysis.not_judged`` (not_judged.csv) with the reason, and counts leave them out.
+Where a row has params and tokens but no flops, flops is derived as 6 N D (Kaplan et al. 2020).
 
 The ``analysis/`` folder is valid only as a whole: each file is written atomically and
 ``manifest.json`` (the analysed table's content hash, each file's hash, the versions) last;
@@ -22,7 +25,7 @@ import pandas as pd
 
 from emergence import schema as S
 from emergence.files import write_atomic
-from emergence.analysis.decompose import decompose, metric_audit
+from emergence.analysis.decompose import decompose, metric_audit, sibling_audit
 from emergence.analysis.onset import onset_backtest
 from emergence.analysis.parallel import Background
 from emergence.analysis.predict import backtest_loss
@@ -34,7 +37,7 @@ from emergence.analysis.verdicts import verdicts_by_axis
 AXES = (S.PARAMS, S.TOKENS, S.FLOPS, S.LOSS)
 ANALYSIS_DIR = "analysis"  # the folder `emergence analyze` writes beside its input
 MANIFEST = "manifest.json"  # written last: the folder is valid only with it
-TABLES = ("verdicts", "audit", "composites", "fits", "backtest", "onset")  # the CSVs it may hold
+TABLES = ("verdicts", "audit", "composites", "fits", "backtest", "onset", "not_judged")  # the CSVs it may hold
 
 
 class UnusableAnalysis(ValueError):
@@ -52,11 +55,12 @@ class Analysis:
     backtest: pd.DataFrame = field(default_factory=pd.DataFrame)  # with a cutoff: loss law, held-out models
     onset: pd.DataFrame = field(default_factory=pd.DataFrame)     # with a cutoff: where tasks emerge
     table_sha256: str = ""          # table_hash of the table analysed: the manifest ties the folder to it
+    not_judged: pd.DataFrame = field(default_factory=pd.DataFrame)  # curves with no shape to judge, and why
 
     def tables(self) -> dict:
         backtests = {"backtest": self.backtest, "onset": self.onset} if not self.onset.empty else {}
         return {"verdicts": self.verdicts, "audit": self.audit, "composites": self.composites,
-                "fits": self.fits, **backtests}
+                "fits": self.fits, "not_judged": self.not_judged, **backtests}
 
 
 def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
@@ -89,7 +93,10 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     parameters and predicting the rest: their loss (``backtest``) and where tasks emerge (``onset``)."""
     sha256 = table_hash(df)
     df = fill_chance(df)
+    df, derived = derive_flops(df)
     notes = list(dict.fromkeys(list(df.attrs.get("notes", [])) + limitations(df)))
+    if derived:
+        notes.append(f"flops derived as 6 x params x tokens for {derived} rows without flops")
     estimated = int((df.get("chance_source") == "estimated").sum())
     if estimated:
         notes.append(f"chance estimated from step-0 checkpoints for {estimated} rows")
@@ -113,6 +120,8 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
     # every CPU busy; their process is one more than the workers asked for.
     fits_job = Background(_fits, df, n_boot, seed, 1) if workers != 1 else None
     per_axis = verdicts_by_axis(df, axes, workers=workers)
+    per_axis, skipped = split_judged(per_axis)
+    not_judged = _concat(skipped.values())
     seconds = {"verdicts": lap()}
     # P(emergent), p-value and q-value of the emergent curves; q >= 0.05 turns emergent into smooth
     verdict_table = add_significance(_concat(per_axis.values()), df, config=SignificanceConfig(seed=seed),
@@ -121,8 +130,8 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
         per_axis = {a: verdict_table[verdict_table["axis"] == a].reset_index(drop=True) if not t.empty else t
                     for a, t in per_axis.items()}
     seconds["significance"] = lap()
-    audit = _concat(metric_audit(df, axis=a, verdict_table=per_axis[a]).assign(axis=a) for a in axes
-                    if not per_axis[a].empty)
+    audit = _concat([metric_audit(df, axis=a, verdict_table=per_axis[a]).assign(axis=a) for a in axes
+                     if not per_axis[a].empty] + [sibling_audit(verdict_table)])
     seconds["audit"] = lap()
     composites = decompose(df)
     seconds["decompose"] = lap()
@@ -140,7 +149,32 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
             fit_notes += [f"backtest for {r[S.FAMILY]}: {r['reason']}" for r in onset.to_dict("records")
                           if r.get("status") == "undetermined"]
         seconds["backtest"] = lap()
-    return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds, backtest, onset, sha256)
+    return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds, backtest, onset,
+                    table_sha256=sha256, not_judged=not_judged)
+
+
+def derive_flops(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The table with flops = 6 N D (training compute, Kaplan et al. 2020) filled in where a row
+    has params and tokens but no flops, and how many rows were filled."""
+    if not (_has(df, S.PARAMS) and _has(df, S.TOKENS)):
+        return df, 0
+    n, d = pd.to_numeric(df[S.PARAMS], errors="coerce"), pd.to_numeric(df[S.TOKENS], errors="coerce")
+    flops = pd.to_numeric(df[S.FLOPS], errors="coerce") if S.FLOPS in df.columns else pd.Series(float("nan"), df.index)
+    fill = flops.isna() & (n > 0) & (d > 0)
+    if not fill.any():
+        return df, 0
+    out = df.copy()
+    out[S.FLOPS] = flops.mask(fill, 6.0 * n * d)
+    return out, int(fill.sum())
+
+
+def split_judged(per_axis: dict) -> tuple[dict, dict]:
+    """({axis: verdicts}, {axis: not-judged rows}): rows with judged=False have no curve to judge."""
+    judged, skipped = {}, {}
+    for axis, v in per_axis.items():
+        keep = v["judged"].astype(bool) if "judged" in v else pd.Series(True, index=v.index)
+        judged[axis], skipped[axis] = v[keep].reset_index(drop=True), v[~keep].reset_index(drop=True)
+    return judged, skipped
 
 
 def write_analysis(analysis: Analysis, out_dir) -> list[Path]:
@@ -189,7 +223,8 @@ def read_analysis(folder, table_sha256: str | None = None) -> Analysis:
     tables = {name: _read_csv(data.get(f"{name}.csv")) for name in TABLES}
     notes = [n for n in data.get("notes.txt", b"").decode("utf-8").splitlines() if n]
     return Analysis(tables["verdicts"], tables["audit"], tables["composites"], tables["fits"], notes,
-                    backtest=tables["backtest"], onset=tables["onset"], table_sha256=manifest.get("table_sha256", ""))
+                    backtest=tables["backtest"], onset=tables["onset"], table_sha256=manifest.get("table_sha256", ""),
+                    not_judged=tables["not_judged"])
 
 
 def find_analysis(sources) -> Path | None:
@@ -240,6 +275,10 @@ def summary(analysis: Analysis) -> str:
                          f"{r[S.METRIC]} vs {r['axis']} {where}{sig}")
         if len(emergent) > 15:
             lines.append(f"  ... and {len(emergent) - 15} more emergent curves (verdicts.csv)")
+    if not analysis.not_judged.empty:
+        reasons = analysis.not_judged["reason"].str.split(":").str[0].str.split(";").str[0].value_counts()
+        lines.append(f"Not judged (no curve to judge, not_judged.csv): {len(analysis.not_judged)} curves, "
+                     + ", ".join(f"{n} {k}" for k, n in reasons.head(4).items()))
     if not analysis.audit.empty:
         counts = analysis.audit["label"].value_counts()
         lines.append("Metric audit (family x task x axis): " + ", ".join(f"{n} {k}" for k, n in counts.items()))

@@ -10,6 +10,10 @@ discontinuous metrics show it; continuous metrics and sub-tasks improve smoothly
 A metric's kind is the one its task declared (the tidy table's ``metric_kind``, carried into
 the verdict table); ``kinds`` ({metric: kind}) overrides it, and ``metric_kind``'s name rule
 decides for tables that lack it. Rows with a sub-task (subtask != "") are sub-task views.
+
+``sibling_audit`` flags sibling metrics (the same outputs scored alike: acc, acc_norm and
+acc_len_norm of one multiple-choice run) whose verdicts differ: a label that flips with the
+normalisation is not a property of the task.
 """
 
 from dataclasses import dataclass
@@ -21,6 +25,14 @@ from scipy import optimize
 from emergence import schema as S
 from emergence.analysis.verdicts import ClassifyConfig, verdicts
 from emergence.metric_rules import CONTINUOUS, DISCONTINUOUS, metric_kind  # noqa: F401 (re-exported)
+
+# Metrics computed from the same model outputs that measure the same thing; '[rc]'-style suffixes
+# (the task format) must match too. Brier, bpb and log-probabilities are not siblings of
+# accuracy: that they differ from it is what ``metric_audit`` is for.
+SIBLINGS = ({"acc", "acc_norm", "acc_len_norm", "acc_mutual_info"}, {"exact_match", "gold_greedy"},
+            {"prob_correct", "logprob_correct", "gold_logprob", "gold_token_prob"})
+SIBLINGS_DISAGREE = "siblings disagree"
+
 
 @dataclass(frozen=True)
 class CompositePrediction:
@@ -116,6 +128,42 @@ def metric_audit(df: pd.DataFrame, axis: str = "params", *, kinds: dict | None =
         label, reason = _audit(d, c)
         rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "label": label,
                      "reason": reason, "discontinuous": _views(d), "continuous": _views(c)})
+    return pd.DataFrame(rows)
+
+
+def sibling_audit(verdict_table: pd.DataFrame) -> pd.DataFrame:
+    """Audit rows (label 'siblings disagree') for curves whose sibling metrics (``SIBLINGS``) got
+    different judged labels: per (family, task, subtask, n_shot, axis) and sibling group, the
+    labels of each metric, and on the tokens axis (a curve per model) how many models disagree.
+    'undetermined' labels are left out: they say the data cannot tell, not something else."""
+    v = verdict_table
+    if v is None or v.empty or S.METRIC not in v:
+        return pd.DataFrame()
+    base = v[S.METRIC].astype(str).str.split("[").str[0]
+    group = base.map({m: i for i, g in enumerate(SIBLINGS) for m in g})
+    suffix = v[S.METRIC].astype(str).str.extract(r"(\[.*\])$")[0].fillna("")
+    keep = group.notna() & (v["label"] != "undetermined")
+    if not keep.any():
+        return pd.DataFrame()
+    keys = [S.FAMILY, S.TASK, S.SUBTASK] + [k for k in ("n_shot",) if k in v] + ["axis"]
+    curve = keys + ([S.MODEL] if S.MODEL in v else [])
+    w = v.loc[keep, curve + [S.METRIC, "label"]].assign(_g=group[keep], _s=suffix[keep])
+    w[curve] = w[curve].astype(object).where(w[curve].notna(), "")
+    per = w.groupby(curve + ["_g", "_s"], dropna=False)["label"].agg(["nunique", "size"])
+    per = per[per["size"] >= 2]
+    if per.empty:
+        return pd.DataFrame()
+    differ = per["nunique"] > 1
+    rows = []
+    for key, g in w.set_index(curve + ["_g", "_s"]).loc[per.index[differ]].groupby(keys + ["_g", "_s"], dropna=False):
+        n_curves = int(per.loc[per.index.droplevel(S.MODEL) == key].shape[0]) if S.MODEL in curve else 1
+        n_differ = g.reset_index()[S.MODEL].nunique() if S.MODEL in curve else 1
+        views = "; ".join(f"{m}: {lab}" for m, lab in g.groupby(S.METRIC)["label"].agg(
+            lambda s: ", ".join(f"{n} {k}" for k, n in s.value_counts().items())).items())
+        who = f" for {n_differ} of {n_curves} models" if S.MODEL in curve and n_curves > 1 else ""
+        rows.append({**dict(zip(keys, key[:len(keys)])), "label": SIBLINGS_DISAGREE,
+                     "reason": f"sibling metrics of the same outputs get different verdicts{who}",
+                     "discontinuous": views, "continuous": ""})
     return pd.DataFrame(rows)
 
 

@@ -36,7 +36,7 @@ import pandas as pd
 from emergence import schema as S
 from emergence.analysis.curves import Axis, bin_curve, noise_model, one_blas_thread
 from emergence.analysis.parallel import map_chunks
-from emergence.analysis.verdicts import LN9, ClassifyConfig
+from emergence.analysis.verdicts import LN9, ClassifyConfig, _warmup
 from emergence.metric_rules import metric_higher_is_better, metric_is_proportion
 
 
@@ -119,7 +119,7 @@ def add_significance(table: pd.DataFrame, df: pd.DataFrame, *, config=Significan
         return out
     jobs, where = [], []
     for axis, rows in out[out["label"] == "emergent"].groupby("axis", sort=False):
-        for i, curve in curve_arrays(df, rows, axis):
+        for i, curve in curve_arrays(df, rows, axis, classify_config.warmup_fraction):
             jobs.append(curve)
             where.append(i)
     results = map_chunks(functools.partial(_significance_chunk, config=config, classify_config=classify_config),
@@ -142,14 +142,14 @@ def add_significance(table: pd.DataFrame, df: pd.DataFrame, *, config=Significan
     return out
 
 
-def curve_arrays(df, rows, axis):
+def curve_arrays(df, rows, axis, warmup_fraction: float = ClassifyConfig().warmup_fraction):
     """(index in the verdict table, (x, y, runs, stderr, n, higher_is_better, axis, bounded)) of
     each verdict row (``rows``, one axis), from df's rows, chosen as ``verdicts`` chooses them
-    (the final step of each model on the params axes)."""
+    (the final step of each model on the params axes; no warm-up checkpoint on the others)."""
     keys = [k for k in (S.FAMILY, S.TASK, S.SUBTASK, S.METRIC, "n_shot") if k in rows and k in df]
     if axis == S.TOKENS and S.MODEL in rows and S.MODEL in df:
         keys.append(S.MODEL)
-    used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, axis, S.VALUE, S.STDERR, S.N]) if c in df]
+    used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, S.TOKENS, axis, S.VALUE, S.STDERR, S.N]) if c in df]
     near = np.ones(len(df), bool)                  # first the rows of these families, tasks and metrics
     for k in (S.FAMILY, S.TASK, S.METRIC):
         near &= df[k].isin(rows[k].unique()).to_numpy()
@@ -158,6 +158,8 @@ def curve_arrays(df, rows, axis):
     if axis in (S.PARAMS, S.PARAMS_NONEMBED) and S.STEP in data and S.MODEL in data and data[S.STEP].notna().any():
         last = data.groupby([S.FAMILY, S.MODEL], dropna=False)[S.STEP].transform("max")
         data = data[(data[S.STEP] == last) | last.isna()]
+    elif axis in (S.TOKENS, S.FLOPS, S.LOSS):   # as the verdicts judged them: warm-up left out
+        data = data[~_warmup(data, warmup_fraction)]
     want = rows[keys].copy()
     want[S.SUBTASK] = want[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in want else ""
     want["_row"] = np.arange(len(rows))

@@ -402,7 +402,9 @@ def onset_score(table: pd.DataFrame) -> pd.DataFrame:
     order = {"within": 0, "beyond": 1, "out of reach": 2}
     for (recipe, situation), g in sorted(table.groupby(["recipe", "situation"]), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         located = g["status"].isin(["predicted", "not confirmed"])
-        hit = g[located]
+        # Columns a located family carries, present (empty) even when no family was located.
+        hit = g[located].reindex(columns=list(dict.fromkeys([*g.columns, "eta_abs_err", "eta_covered",
+                                                             "nc_log10_err", "nc_covered"])))
         bound = g[g["status"] == "bound"]
         out.append({"recipe": recipe, "situation": situation, "families": len(g), "located": located.mean(),
                     "median_eta_abs_err": hit["eta_abs_err"].median(), "eta_covered": hit["eta_covered"].mean(),

@@ -27,7 +27,7 @@ How a verdict is reached (thresholds live in ``ClassifyConfig``):
 """
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,23 @@ from emergence.metric_rules import directions_of, metric_higher_is_better, metri
 from emergence.names import lookup
 
 LABELS = ("emergent", "smooth", "flat", "undetermined", "inverse", "noisy")
+def definition(config=None) -> str:
+    """What `emergent` means, in one paragraph: the report legend, `emergence analyze --help`
+    and docs/verdicts.md all state this text (a test keeps the docs in step)."""
+    c = config or ClassifyConfig()
+    return (f"Emergent: the curve sits at the floor (chance; where chance is unknown, or for a binary task "
+            f"whose constant-answer rate the table does not give, the level of the least capable points) "
+            f"for at least 2 judged points and {c.min_floor_share:.0%} of them, past the warm-up (checkpoints "
+            f"before {c.warmup_fraction:.0%} of their run's tokens are not judged), then rises: a threshold "
+            f"model beats every smooth model by >= {c.emergent_margin:g} AIC and its rise is >= {c.jump_se:g} "
+            f"standard errors (Wei et al. 2022: not present, then present; Du et al. 2024: at chance above "
+            f"a loss threshold). A bend from a plateau well above the floor (more than 2 SE and "
+            f"{c.floor_tolerance:.0%} of the metric's range) is smooth, noted 'accelerating'.")
+
+
+# Reasons that mean "no curve to judge" rather than a verdict: these rows have judged=False and
+# `emergence analyze` moves them to its not_judged table.
+NOT_JUDGED = ("only ", "constant axis", "fewer than 3 distinct x", "duplicate axis")
 LN9 = float(np.log(9.0))
 _CHI2_95 = float(special.chdtri(1, 0.05))   # chi2(1) 95% quantile, 3.84 (scipy.stats is slow per call)
 
@@ -52,8 +69,30 @@ class ClassifyConfig:
     emergent_margin: float = 8.0   # AIC units (likelihood ratio ~55): more than a change point gains by chance
     trend_margin: float = 8.0      # AIC units a monotone model needs over a constant
     jump_se: float = 5.0           # a threshold's rise, in standard errors of its end points
-    steep_width: float = 0.3       # sigmoid 10-90% width (share of the observed range) that counts as a jump
-    gentle_width: float = 0.6      # ... and the width from which a sigmoid counts as smooth (between: neither)
+    # Sigmoid 10-90% widths in the axis's own units, never as shares of the observed window (the
+    # same curve must get the same label seen over 2 decades or 4). Chosen on the synthetic
+    # benchmark (development set: its threshold sigmoids rise within <= 0.45 decade or 0.27 nats,
+    # its smooth ones over >= 0.9 decade or 1.1 nats): gentle = the narrowest smooth width there,
+    # steep just above the widest threshold one; between steep and gentle: neither.
+    steep_decades: float = 0.5     # size, tokens, compute: a rise within half a decade is a jump
+    gentle_decades: float = 0.9    # ... and one over >= 0.9 decade is smooth
+    steep_nats: float = 0.3        # loss: a rise within 0.3 nats (at the curve's mean loss) is a jump
+    gentle_nats: float = 1.1       # ... and one over >= 1.1 nats is smooth
+    steep_width: float = 0.3       # the same, for the unitless 'capability' axis (its own units)
+    gentle_width: float = 0.6
+    # Emergence = at the floor, then a rise (Wei et al. 2022; Du et al. 2024). The plateau must sit
+    # within max(2 SE, floor_tolerance x the metric's range above chance) of the floor (the
+    # tolerance of our Wei et al. criterion) and hold >= 2 distinct x and >= min_floor_share of the
+    # judged points (a floor made of a few edge points, e.g. warm-up checkpoints, is not observed).
+    floor_tolerance: float = 0.05
+    min_floor_share: float = 0.05
+    # Checkpoints before warmup_fraction of their run's final tokens (or steps) are the warm-up
+    # (learning-rate warm-up and the initial loss plateau: 1% in Pythia/GPT-NeoX, <= 1% in OLMo
+    # and LLaMA) and are not judged on the tokens, flops and pooled loss axes.
+    warmup_fraction: float = 0.01
+    # Without stderr or n the noise is estimated from the curve's own second differences; below
+    # this many points that estimate is unreliable (< 6 differences) and the verdict undetermined.
+    min_points_estimated: int = 8
     reversal_se: float = 4.5       # a drop against the trend, in SE, that makes a curve non-monotone
     reversal_share: float = 0.5    # ... when it also undoes this share of the trend's change
     max_points: int = 200          # pooled tables with more points are judged on this many bins
@@ -82,6 +121,11 @@ class Evidence:
     breakthroughness: float = float("nan")
     linearity: float = float("nan")
     wei_emergent: bool | None = None
+    floor: float | None = None         # the level emergence starts from (metric units), None: unknown
+    floor_source: str = ""             # 'chance' | 'measured' (chance unknown, or binary: majority rate)
+    accelerating: bool = False         # a bend upwards from a plateau well above the floor (not emergence)
+    non_monotone_after_onset: bool = False   # emergent, then a later point falls back beyond its noise
+    judged: bool = True                # False: no curve to judge (< 3 points or distinct x, duplicate axis)
     ic: dict = field(default_factory=dict, repr=False)  # quasi-AIC by role ('threshold_up' = rising hinge)
 
 
@@ -134,7 +178,7 @@ def classify(x, y=None, *, stderr=None, n=None, chance=None, higher_is_better=No
     chance = None if chance is None or not np.isfinite(chance) else float(chance)
     problem = _check(x, y, se, nn, axis, bounded, chance)
     if problem:
-        return _undetermined(problem, len(y))
+        return _undetermined(problem, len(y), judged=not problem.startswith(NOT_JUDGED))
     return _classify(x, y, se, nn, chance, higher_is_better, axis, bounded, config)
 
 
@@ -158,28 +202,33 @@ def verdicts_by_axis(df: pd.DataFrame, axes, **options) -> dict:
     """``verdicts`` on several axes, {axis: table}: every axis's curves go to one pool of workers
     (one start-up, and no worker idles while another finishes an axis)."""
     config, workers = options.pop("config", ClassifyConfig()), options.pop("workers", 0)
-    prepared = {axis: _axis_curves(df, axis, **options) for axis in axes}
-    rows = iter(classify_many([c for p in prepared.values() if p for c in p[1]], config, workers=workers))
+    prepared = {axis: _axis_curves(df, axis, warmup_fraction=config.warmup_fraction, **options) for axis in axes}
+    todo = [c for p in prepared.values() if p for g, c in enumerate(p[1]) if g not in p[4]]
+    rows = iter(classify_many(todo, config, workers=workers))
     out = {}
     for axis, p in prepared.items():
         if p is None:
             out[axis] = pd.DataFrame()
             continue
-        meta, curves, dropped, note = p
-        found = pd.DataFrame([next(rows) for _ in curves])
-        out[axis] = pd.concat([meta.assign(axis=axis), found.assign(n_dropped=dropped, note=note)], axis=1)
+        meta, curves, dropped, note, skip, warm = p
+        found = pd.DataFrame([verdict_row(_undetermined(skip[g], len(c[0]), judged=False)) if g in skip
+                              else next(rows) for g, c in enumerate(curves)])
+        out[axis] = pd.concat([meta.assign(axis=axis), found.assign(n_dropped=dropped, n_warmup=warm, note=note)],
+                              axis=1)
     return out
 
 
 def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY, S.TASK, S.SUBTASK, S.METRIC),
-                 extra_keys=("n_shot",)):
-    """(meta, curves, dropped, note) of one axis (see ``verdicts``), or None when no row is left."""
+                 extra_keys=("n_shot",), warmup_fraction=0.0):
+    """(meta, curves, dropped, note, skip, warmup) of one axis (see ``verdicts``), or None when no
+    row is left. ``skip``: {curve index: reason} for curves whose axis duplicates another;
+    ``warmup``: per curve, the warm-up checkpoints left out (``_warmup``)."""
     xcol = axis
     if xcol not in df.columns:
         raise KeyError(f"The table has no {xcol!r} column for axis {axis!r}; columns: {', '.join(map(str, df.columns))}")
     keys = list(keys) + [k for k in extra_keys if k in df.columns]
-    used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, xcol, S.VALUE, S.STDERR, S.N, S.CHANCE,
-                                             S.METRIC_KIND, S.HIGHER_IS_BETTER]) if c in df]
+    used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, S.TOKENS, S.PARAMS, xcol, S.VALUE, S.STDERR, S.N,
+                                             S.CHANCE, S.METRIC_KIND, S.HIGHER_IS_BETTER]) if c in df]
     data = pd.DataFrame({c: df[c] for c in used})  # no deep copy of the whole table and its attrs
     data[S.SUBTASK] = data[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in data else ""
     note = ""
@@ -199,7 +248,11 @@ def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY
     meta = data[keys].iloc[order[starts]].reset_index(drop=True)
     x, y = data[xcol].to_numpy(float), data[S.VALUE].to_numpy(float)
     ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if axis != "capability" else True)
+    warm = _warmup(data, warmup_fraction) if axis in (S.TOKENS, S.FLOPS, S.LOSS) else np.zeros(len(x), bool)
     dropped = np.bincount(codes[~ok], minlength=groups)
+    warmup = np.bincount(codes[ok & warm], minlength=groups)
+    ok &= ~warm
+    skip = _duplicate_axis(data, axis, codes, ok)
     order = order[ok[order]]                                       # the rows each curve keeps
     bounds = np.r_[0, np.cumsum(np.bincount(codes[ok], minlength=groups))]
     extra = {}                                                     # stderr and n: None when a curve has none
@@ -223,7 +276,43 @@ def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY
         curves.append((x[idx], y[idx], se, nn, c, hib, axis, metric_is_proportion(metrics[g])))
     meta[S.METRIC_KIND] = [k if k is not None else metric_kind(m) for k, m in zip(table_kind, metrics)]
     meta[S.HIGHER_IS_BETTER] = [curve[5] for curve in curves]
-    return meta, curves, dropped, note
+    return meta, curves, dropped, note, skip, warmup
+
+
+def _warmup(data, fraction):
+    """Rows in the warm-up of their run: before ``fraction`` of the run's (family, model) final
+    tokens (steps where the run has no token counts). A run's last checkpoint is never warm-up."""
+    if fraction <= 0 or S.MODEL not in data or not ({S.TOKENS, S.STEP} & set(data.columns)):
+        return np.zeros(len(data), bool)
+    run = [data[S.FAMILY], data[S.MODEL]]
+    progress = pd.Series(np.nan, index=data.index)
+    for col in (S.TOKENS, S.STEP):   # tokens where a run has them, else its steps
+        if col in data:
+            v = pd.to_numeric(data[col], errors="coerce")
+            has = v.notna().groupby(run, dropna=False).transform("all") & progress.isna()
+            progress = progress.mask(has, v)
+    final = progress.groupby(run, dropna=False).transform("max")
+    return (progress < fraction * final).to_numpy(bool)
+
+
+def _duplicate_axis(data, axis, codes, ok):
+    """{curve: reason} for curves whose x is a constant multiple of another axis's (flops = c N
+    when every point has the same tokens, c D for one model): the same curve, judged once."""
+    skip = {}
+    for other in (S.PARAMS, S.TOKENS):
+        if axis != S.FLOPS or other not in data:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.log(data[S.FLOPS].to_numpy(float)) - np.log(data[other].to_numpy(float))
+            lx = np.log(data[S.FLOPS].to_numpy(float))
+        use = ok & np.isfinite(r)
+        g = pd.DataFrame({"r": r[use], "lx": lx[use]}).groupby(codes[use]).agg(["min", "max"])
+        dup = (g[("r", "max")] - g[("r", "min")] <= 1e-6) & (g[("lx", "max")] - g[("lx", "min")] > 1e-6)
+        dup &= pd.Series(np.bincount(codes[ok], minlength=codes.max() + 1)[g.index] == np.bincount(
+            codes[use], minlength=codes.max() + 1)[g.index], index=g.index)   # every kept point has it
+        for c in g.index[dup.to_numpy()]:
+            skip.setdefault(int(c), f"duplicate axis: flops = c x {other} on this curve (judged on {other})")
+    return skip
 
 
 def _group_first(data, col, codes, groups):
@@ -270,6 +359,8 @@ def verdict_row(v: Verdict) -> dict:
             "points_above_chance": e.points_above_chance, "n_points": e.n_points,
             "breakthroughness": e.breakthroughness, "linearity": e.linearity,
             "wei_emergent": e.wei_emergent, "noise": e.noise, "dispersion": e.dispersion,
+            "floor": e.floor, "floor_source": e.floor_source, "accelerating": e.accelerating,
+            "non_monotone_after_onset": e.non_monotone_after_onset, "judged": e.judged,
             "reason": e.reason}
 
 
@@ -307,6 +398,7 @@ def wei_emergent(t, y, sigma, baseline, scale=None) -> bool | None:
 
 def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
     sign = 1.0 if hib else -1.0
+    known = chance is not None
     base = None if chance is None else sign * chance
     floor = (0.0 if hib else -1.0) if bounded else None
     base = floor if base is None else base
@@ -317,11 +409,12 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
     if npts > cfg.max_points:
         t, yo, sigma = bin_curve(t, yo, sigma, cfg.max_points)
         noise += f", {npts} points in {cfg.max_points} bins"
+    widths = _widths(ax, x, cfg)
     B, L = breakthroughness_linearity(t, yo)
     common = dict(n_points=npts, noise=noise, breakthroughness=B, linearity=L,
                   wei_emergent=wei_emergent(t, yo, sigma, base, scale),
                   points_above_chance=None if base is None else int(np.sum((yo - base) / sigma > 2)))
-    npts = len(yo)
+    n_raw, npts = npts, len(yo)
     if floor is not None:
         c2 = float(np.sum(((yo - floor) / sigma) ** 2))
         if special.chdtrc(npts, c2) >= cfg.floor_alpha and np.max((yo - floor) / sigma) < 3:
@@ -329,6 +422,12 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
                 "at the metric's floor everywhere (e.g. exact match ~0): an improvement below the "
                 "floor would be invisible, so neither smooth nor emergent can be shown", **common))
     estimated = noise.startswith("estimated")
+    # The floor emergence starts from: chance where it is known and means "nothing learned"; for
+    # a binary task (chance 1/2) the constant-answer (majority) rate, which the table does not
+    # give, and where chance is unknown, the level of the least capable points (both 'measured').
+    binary = known and bounded and abs(chance - 0.5) < 1e-6
+    floor_source = "chance" if known and not binary else "measured"
+    fell = {}   # a rising curve that falls back: where the fall starts (t) and what it is
 
     def judge(fits, grids, complete):
         """The verdict from these fits; None when the late threshold shapes could change it."""
@@ -343,7 +442,8 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
         best_mono = min(mono, key=ic.get) if mono else "constant"
         trend = ic["constant"] - ic[best_mono]
         order = sorted(ic, key=ic.get)
-        info = dict(common, dispersion=phi, trend_delta=trend, ic=ic)
+        info = dict(common, dispersion=phi, trend_delta=trend, ic=ic,
+                    floor=None if not known else float(chance), floor_source=floor_source if known else "")
         alts = tuple(fits[m] for m in order)
 
         def verdict(label, reason, model, margin, **kw):
@@ -354,8 +454,8 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
             p_const = 1.0 if estimated else special.chdtrc(max(npts - 1, 1), fits["constant"].chi2)
             level = fits["constant"].values[0]
             if p_const >= cfg.alpha:
-                where = ("at chance" if base is not None and abs(level - base) <= 2 * median(sigma)
-                         else f"at {sign * level:.4g}" + ("" if base is None else f" (chance {sign * base:.4g})"))
+                where = ("at chance" if known and abs(level - base) <= 2 * median(sigma)
+                         else f"at {sign * level:.4g}" + (f" (chance {sign * base:.4g})" if known else " (chance unknown)"))
                 return verdict("flat", f"no trend (best monotone model {_public(best_mono)} gains "
                                f"{trend:.1f} AIC < {cfg.trend_margin}); constant {where}", "constant", -trend)
             return verdict("noisy", f"varies beyond its noise (constant rejected, p={p_const:.1g}) but no "
@@ -363,60 +463,122 @@ def _classify(x, y, se, nn, chance, hib, axis, bounded, cfg) -> Verdict:
                            "constant", -trend)
         fit = fits[best_mono]
         change = float(np.diff(fit.spec.func(np.array([0.0, 1.0]), *fit.values))[0])
-        drop, drop_z = _reversal(t, yo, sigma, np.sign(change))
-        if drop_z >= cfg.reversal_se and drop >= cfg.reversal_share * abs(change):
-            return verdict("noisy", f"not monotone: falls back {drop:.3g} ({drop_z:.1f} SE) against a "
-                           f"trend of {abs(change):.3g}", best_mono, -trend)
+        drop, drop_z, drop_from = _reversal(t, yo, sigma, np.sign(change))
+        reversed_ = drop_z >= cfg.reversal_se and drop >= cfg.reversal_share * abs(change)
+        fall = f"falls back {drop:.3g} ({drop_z:.1f} SE) against a trend of {abs(change):.3g}"
+        if reversed_ and change < 0:
+            return verdict("noisy", f"not monotone: {fall}", best_mono, -trend)
         if change < 0:
             return verdict("inverse", f"gets worse with scale ({_public(best_mono)} beats a constant by "
                            f"{trend:.1f} AIC)", best_mono, trend)
         if not complete:
-            return None
+            return None   # rising (a fall after an onset included): the threshold shapes decide
         thr = [m for m in THRESHOLDS if m in ic]
         smooth = min((m for m in ("linear", "power_law", "sigmoid_gentle") if m in ic), key=ic.get)
         if not thr:
+            if reversed_:
+                return verdict("noisy", f"not monotone: {fall}", best_mono, -trend)
             return verdict("smooth", "improves with scale; too few points for a threshold model",
                            smooth, np.nan)
         best_thr = min(thr, key=ic.get)
         margin = ic[smooth] - ic[best_thr]
-        jump, onset, plateau_n = _jump(fits[best_thr], t, sigma, phi)
-        if margin >= cfg.emergent_margin and jump >= cfg.jump_se:
+        jump, onset, plateau_n, plateau, se_plateau = _jump(fits[best_thr], t, sigma, phi)
+        threshold_wins = margin >= cfg.emergent_margin and jump >= cfg.jump_se
+        tol = max(2 * np.sqrt(phi) * se_plateau, cfg.floor_tolerance * (scale if scale else float(np.ptp(yo))))
+        at_floor = floor_source == "measured" or plateau - base <= tol
+        support = max(2, int(np.ceil(cfg.min_floor_share * npts)))
+        if threshold_wins and at_floor and plateau_n >= support and (not reversed_ or drop_from > onset):
             eta, lo, hi, draws = _bootstrap_eta(fits[best_thr], grids[best_thr], t, sigma * np.sqrt(phi), ax, cfg)
-            return verdict("emergent", f"flat for {plateau_n} points, then rises {jump:.1f} SE; "
-                           f"{_public(best_thr)} beats {_public(smooth)} by {margin:.1f} AIC", best_thr,
-                           margin, eta=eta, eta_lo=lo, eta_hi=hi, eta_draws=draws, jump_se=jump)
+            where = (f"at chance ({sign * base:.4g})" if floor_source == "chance" else
+                     "at its measured floor (" + ("binary task: the constant-answer rate" if binary else
+                                                  "chance unknown: the least capable points' level") + ")")
+            later = f"; later not monotone: {fall}" if reversed_ else ""
+            return verdict("emergent", f"{where} for {plateau_n} points, then rises {jump:.1f} SE; "
+                           f"{_public(best_thr)} beats {_public(smooth)} by {margin:.1f} AIC{later}", best_thr,
+                           margin, eta=eta, eta_lo=lo, eta_hi=hi, eta_draws=draws, jump_se=jump,
+                           non_monotone_after_onset=bool(reversed_))
+        if reversed_:
+            fell.update(t=drop_from, fall=fall)
+            return verdict("noisy", f"not monotone: {fall}", best_mono, -trend)
+        if threshold_wins and not at_floor:
+            return verdict("smooth", f"accelerating, not emergent: {_public(best_thr)} beats {_public(smooth)} by "
+                           f"{margin:.1f} AIC, but its plateau ({sign * plateau:.4g}) is well above the floor "
+                           f"(chance {sign * base:.4g}; tolerance {tol:.3g}): emergence starts at the floor",
+                           smooth, -margin, jump_se=jump, accelerating=True)
         why = (f"a threshold fits worse (by {-margin:.1f} AIC)" if margin <= 0 else
                f"a threshold fits better by only {margin:.1f} AIC < {cfg.emergent_margin}" if margin < cfg.emergent_margin
-               else f"the threshold's rise is only {jump:.1f} SE < {cfg.jump_se}")
+               else f"the threshold's rise is only {jump:.1f} SE < {cfg.jump_se}" if jump < cfg.jump_se
+               else f"the threshold's plateau holds only {plateau_n} of {npts} {'bins' if npts < n_raw else 'points'} "
+               f"(< {support}): no observed floor")
         return verdict("smooth", f"improves with scale ({_public(smooth)}); {why}", smooth, -margin,
                        jump_se=jump)
 
     # The saturating and steep threshold shapes cost most of the fitting but matter only for a
     # rising curve, or when they could lower the dispersion: a curve judged flat, noisy or
     # inverse without them gets exactly the verdict it gets with them (its alternatives lack them).
-    fits, grids = _fit_all(t, yo, sigma, cfg, ax, int(sign), late=False)
+    fits, grids = _fit_all(t, yo, sigma, cfg, ax, int(sign), widths, late=False)
     if "constant" not in fits:
         return Verdict("undetermined", Evidence("no model could be fitted (degenerate noise or values)", **common))
-    early = judge(fits, grids, complete=False)
-    if early is not None:
-        return early
-    more, more_grids = _fit_all(t, yo, sigma, cfg, ax, int(sign), late=True)
-    return judge({**fits, **more}, {**grids, **more_grids}, complete=True)
+    v = judge(fits, grids, complete=False)
+    if v is None:
+        more, more_grids = _fit_all(t, yo, sigma, cfg, ax, int(sign), widths, late=True)
+        v = judge({**fits, **more}, {**grids, **more_grids}, complete=True)
+    if fell:
+        v = _onset_before_fall(v, x, y, se, nn, chance, hib, axis, bounded, cfg, ax.to_t(x) <= fell["t"] + 1e-12,
+                               fell["fall"])
+    if estimated and n_raw < cfg.min_points_estimated:
+        return Verdict("undetermined", replace(
+            v.evidence, reason=f"noise unknown (no stderr or n), {n_raw} points: too few to estimate it from "
+            f"the curve's own scatter (with the estimate it would be {v.label}: {v.evidence.reason})",
+            eta=None, eta_lo=None, eta_hi=None, eta_draws=()), v.best_fit, v.alternatives)
+    return v
+
+
+def _onset_before_fall(v, x, y, se, nn, chance, hib, axis, bounded, cfg, before, fall):
+    """An onset is a fact of its own: a rising curve that falls back later is judged again on
+    the points up to where the fall starts; an emergent onset there is reported (with its eta),
+    the fall recorded beside it (non_monotone_after_onset). Otherwise the verdict stays ``v``."""
+    if len(np.unique(x[before])) < 4 or before.all():
+        return v
+    pick = (lambda a: None if a is None else a[before])
+    pre = _classify(x[before], y[before], pick(se), pick(nn), chance, hib, axis, bounded, cfg)
+    if pre.label != "emergent":
+        return v
+    e = pre.evidence
+    return Verdict("emergent", replace(e, reason=f"{e.reason}; then not monotone: {fall} (onset judged on the "
+                                       f"{int(before.sum())} points before the fall)",
+                                       non_monotone_after_onset=True, n_points=len(y)), pre.best_fit, pre.alternatives)
+
+
+def _widths(ax, x, cfg):
+    """(steep, gentle) sigmoid 10-90% widths on this curve's t axis, from the absolute widths of
+    ``cfg`` (decades; nats of loss at the curve's geometric-mean loss; capability units)."""
+    span = ax.u_hi - ax.u_lo
+    kind = CURVE_AXES[ax.name]
+    if kind == "log10":
+        steep, gentle = cfg.steep_decades, cfg.gentle_decades
+    elif kind == "-ln":   # u = -ln L, so du = dL / L
+        mean_loss = float(np.exp(-(ax.u_lo + ax.u_hi) / 2))
+        steep, gentle = cfg.steep_nats / mean_loss, cfg.gentle_nats / mean_loss
+    else:
+        steep, gentle = cfg.steep_width, cfg.gentle_width
+    return tuple(max(round(w / span, 4), 1e-3) for w in (steep, gentle))   # rounded: grids are cached by width
 
 
 THRESHOLDS = ("threshold_up", "saturating_up", "steep_up")
 
 
-def _fit_all(t, y, sigma, cfg, ax, ysign, late=None):
+def _fit_all(t, y, sigma, cfg, ax, ysign, widths, late=None):
     """Every candidate with a residual degree of freedom (two for threshold shapes), by role,
     and the grid each was profiled on. Threshold shapes come in a rising-only form too.
+    ``widths``: the (steep, gentle) sigmoid widths on the t axis (``_widths``).
     ``late``: only the saturating and steep threshold shapes (True), all but those (False)."""
     npts, ut = len(y), np.unique(t)
     roles = [(role, spec, sign_param) for role, spec, sign_param in _ROLES
              if (late is None or late == (role in ("saturating", "steep")))
              and npts - len(spec.params) >= (2 if sign_param else 1)
              and not (sign_param and len(ut) < 4)]   # break points need >= 2 distinct x on either side
-    thetas = [_grid(role, ut, cfg) for role, _, _ in roles]
+    thetas = [_grid(role, ut, widths, ax) for role, _, _ in roles]
     fits, grids = {}, {}
     for (role, spec, sign_param), theta, (chi2, beta) in zip(
             roles, thetas, profile_many([(spec, th) for (_, spec, _), th in zip(roles, thetas)], t, y, sigma)):
@@ -426,10 +588,31 @@ def _fit_all(t, y, sigma, cfg, ax, ysign, late=None):
             variants = {role: chi2[:, 0], f"{role}_up": up} if role == "threshold" else {f"{role}_up": up}
         for name, c2 in variants.items():
             g = int(np.argmin(c2))
-            if np.isfinite(c2[g]):
-                fits[name], grids[name] = CurveFit(spec, _public(name), spec.assemble(t, theta[g], beta[g, 0]),
-                                                   t, y, sigma, float(c2[g]), True, ax, ysign), theta
+            if not np.isfinite(c2[g]):
+                continue
+            th, b, c2g = theta[g], beta[g, 0], float(c2[g])
+            if role == "sigmoid_gentle":
+                th, b, c2g = _refine_gentle(spec, t, y, sigma, th, b, c2g, widths[1], ax)
+            fits[name], grids[name] = CurveFit(spec, _public(name), spec.assemble(t, th, b),
+                                               t, y, sigma, c2g, True, ax, ysign), theta
     return fits, grids
+
+
+def _refine_gentle(spec, t, y, sigma, theta, beta, chi2, width, ax, rounds=3):
+    """The best gentle sigmoid of the lattice, refined: three rounds of a 5 x 5 grid around it,
+    halving the steps (from one lattice step in midpoint and rate), never steeper than gentle.
+    The fit then approaches the continuous optimum, whatever the window's lattice."""
+    k_max = 2 * LN9 / width
+    dk, dx = np.log(32) / 11, width / 4
+    for _ in range(rounds):
+        ks = np.minimum(theta[0] * np.exp(np.linspace(-dk, dk, 5)), k_max)
+        grid = sigmoid_grid(None, np.unique(ks), theta[1] + np.linspace(-dx, dx, 5))
+        c2, b = profile(spec, t, y, sigma, grid)
+        g = int(np.argmin(c2[:, 0]))
+        if c2[g, 0] < chi2:
+            theta, beta, chi2 = grid[g], b[g, 0], float(c2[g, 0])
+        dk, dx = dk / 2, dx / 2
+    return theta, beta, chi2
 
 
 # role, shape, the linear parameter whose sign says "rising" (threshold shapes only)
@@ -438,36 +621,44 @@ _ROLES = (("constant", CONSTANT, None), ("linear", LINEAR, None), ("power_law", 
           ("saturating", SATURATING_THRESHOLD, "a"), ("steep", SIGMOID, "a"))
 
 
-def _grid(role, ut, cfg):
+def _grid(role, ut, widths, ax):
     """The profile grid of a role's nonlinear parameters, on the t axis (distinct values ut)."""
     if role in ("constant", "linear"):
         return np.empty((1, 0))
     if role == "power_law":
         return _POWER_RATES[:, None]
     if role == "sigmoid_gentle":
-        return _gentle_grid(cfg.gentle_width)
+        return _gentle_grid(widths[1], ax.u_lo, ax.u_hi - ax.u_lo)
     inner = np.linspace(ut[1], ut[-2], 121, endpoint=False)
     if role == "threshold":
         return inner[:, None]
     if role == "saturating":
         return sigmoid_grid(None, inner[::2], _TAUS)
-    return sigmoid_grid(None, _steep_rates(cfg.steep_width), np.linspace(ut[1], ut[-2], 48))
+    return sigmoid_grid(None, _steep_rates(widths[0]), np.linspace(ut[1], ut[-2], 48))
 
 
-@functools.lru_cache(maxsize=8)
-def _gentle_grid(width):   # the same for every curve: built once
-    grid = sigmoid_grid(None, np.geomspace(0.5, 2 * LN9 / width, 12), np.linspace(-0.5, 1.5, 41))
-    grid.flags.writeable = False
-    return grid
+def _gentle_grid(width, u_lo, span):
+    """Gentle sigmoids on the t axis, placed in absolute units: 12 rates from the steepest gentle
+    one (10-90% over ``width``) to 32 times wider, midpoints on a lattice of width / 4 in u (log
+    size, -ln loss) over the window +- half its span. Trimming the window's edge then leaves the
+    candidates (and so the fit) unchanged, rather than moving every grid point with the range."""
+    rates = 2 * LN9 / width / np.geomspace(1, 32, 12)
+    step = width / 4 * span
+    lo, hi = np.ceil((u_lo - 0.5 * span) / step), np.floor((u_lo + 1.5 * span) / step)
+    if hi - lo > 160:   # a window hundreds of widths wide: a coarser lattice
+        return sigmoid_grid(None, rates, np.linspace(-0.5, 1.5, 161))
+    if hi - lo < 8:     # a window narrower than a gentle width: 41 midpoints across it
+        return sigmoid_grid(None, rates, np.linspace(-0.5, 1.5, 41))
+    return sigmoid_grid(None, rates, (np.arange(lo, hi + 1) * step - u_lo) / span)
 
 
 _POWER_RATES = np.r_[-np.geomspace(12, 0.25, 30), np.geomspace(0.25, 12, 30)]
 _TAUS = np.geomspace(0.03, 1, 10)   # saturation scales of the saturating threshold
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=256)
 def _steep_rates(width):
-    return np.geomspace(2 * LN9 / width, 2 * LN9 / 0.02, 12)
+    return np.geomspace(2 * LN9 / width, 2 * LN9 / min(0.02, width / 4), 12)
 
 
 def _onset(p):
@@ -477,23 +668,25 @@ def _onset(p):
 
 def _reversal(t, y, sigma, direction):
     """Largest move against ``direction`` from an earlier (less capable) point to a later one,
-    in metric units and in standard errors of the difference."""
+    in metric units and in standard errors of the difference, and the earlier point's t."""
     d = direction * (y[:, None] - y[None, :])           # d[i, j] > 0: j is worse than i
     later = t[:, None] < t[None, :]
     s2 = sigma ** 2
     z = np.where(later, d / np.sqrt(s2[:, None] + s2[None, :]), -np.inf)   # hypot: ~10x slower, same to rounding
     i, j = np.unravel_index(np.argmax(z), z.shape)
-    return float(max(d[i, j], 0.0)), float(max(z[i, j], 0.0))
+    return float(max(d[i, j], 0.0)), float(max(z[i, j], 0.0)), float(t[i])
 
 
 def _jump(fit, t, sigma, phi):
-    """Rise of a threshold fit from its plateau to its top, in standard errors; its onset."""
+    """Rise of a threshold fit from its plateau to its top, in standard errors; its onset, the
+    points on its plateau, the plateau's level and its standard error."""
     onset, plateau = _onset(fit.params)
     on = t <= onset
     se_plateau = 1 / np.sqrt(np.sum(1 / sigma[on] ** 2)) if on.any() else sigma[np.argmin(t)]
     top = np.argmax(t)
     rise = fit.spec.func(np.array([t[top]]), *fit.values)[0] - plateau
-    return float(rise / (np.sqrt(phi) * np.hypot(sigma[top], se_plateau))), float(onset), int(on.sum())
+    return (float(rise / (np.sqrt(phi) * np.hypot(sigma[top], se_plateau))), float(onset), int(on.sum()),
+            float(plateau), float(se_plateau))
 
 
 def _bootstrap_eta(fit, theta, t, sigma, ax, cfg):
@@ -530,6 +723,8 @@ def _check(x, y, se, nn, axis, bounded, chance) -> str:
         return f"only {len(y)} point(s); a verdict needs at least 3"
     if axis != "capability" and np.any(x <= 0):
         return f"{axis} must be positive (found {np.min(x):.3g})"
+    if len(np.unique(x)) == 1:
+        return f"constant axis: every point has the same {axis} (fewer than 3 distinct x values)"
     if len(np.unique(x)) < 3:
         return "fewer than 3 distinct x values: no curve to judge"
     if np.max(np.abs(y)) > 1e100 or np.ptp(y) > 1e100:
@@ -545,8 +740,8 @@ def _check(x, y, se, nn, axis, bounded, chance) -> str:
     return ""
 
 
-def _undetermined(reason, npts):
-    return Verdict("undetermined", Evidence(reason, n_points=npts))
+def _undetermined(reason, npts, judged=True):
+    return Verdict("undetermined", Evidence(reason, n_points=npts, judged=judged))
 
 
 def _public(role):

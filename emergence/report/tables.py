@@ -7,27 +7,31 @@ import pandas as pd
 
 from emergence import schema as S
 from emergence.analysis.scaling import size_law_critical
-from emergence.analysis.verdicts import LABELS, ClassifyConfig
+from emergence.analysis.verdicts import LABELS, ClassifyConfig, definition
 from emergence.metric_rules import kinds_of
 from emergence.report import figures as F
 
 _C = ClassifyConfig()
 
 LEGEND = {  # one line per verdict, numbers from the classifier's defaults
-    "emergent": f"a threshold model (flat, then a rise) beats every smooth model by >= {_C.emergent_margin:g} AIC "
-                f"and the rise is >= {_C.jump_se:g} standard errors",
-    "smooth": "improves with scale; a smooth curve (linear, power law, gentle sigmoid) explains it as well as "
-              "any threshold",
+    "emergent": definition(_C).removeprefix("Emergent: "),
+    "smooth": "improves with scale; a smooth curve (linear, power law, sigmoid rising over >= "
+              f"{_C.gentle_decades:g} decade or {_C.gentle_nats:g} nats) explains it as well as any threshold, "
+              "or the threshold's plateau is well above the floor ('accelerating')",
     "flat": "no trend: a constant fits within the noise",
-    "undetermined": "cannot be judged: at the metric's floor (e.g. exact match ~0), too few points, or bad input",
+    "undetermined": "cannot be judged: at the metric's floor (e.g. exact match ~0), noise unknown with under "
+                    f"{_C.min_points_estimated} points, or bad input (curves with no shape at all are listed "
+                    "apart, as not judged)",
     "inverse": "gets worse with scale",
-    "noisy": "varies beyond its noise but not monotonically (a trend undone by a drop, or scatter)",
+    "noisy": "varies beyond its noise but not monotonically (a trend undone by a drop, or scatter); an "
+             "onset from the floor followed by a fall stays emergent (non_monotone_after_onset)",
 }
 
 COLOURS = {"emergent": "#D55E00", "smooth": "#009E73", "flat": "#BBBBBB", "undetermined": "#F0F0F0",
            "inverse": "#CC79A7", "noisy": "#E69F00"}  # Okabe-Ito: safe for colour-blind readers
 
-AUDIT_COLOURS = {"genuine": "#D55E00", "metric-induced": "#56B4E9", "none": "#BBBBBB", "undetermined": "#F0F0F0"}
+AUDIT_COLOURS = {"genuine": "#D55E00", "metric-induced": "#56B4E9", "siblings disagree": "#E69F00", "none": "#BBBBBB",
+                 "undetermined": "#F0F0F0"}
 
 
 def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
