@@ -3,7 +3,9 @@
 A cell is (checkpoint, task). Its aggregate scores, per-sample records and status are written
 together or not at all, so a process killed at any moment leaves either the whole cell or
 none of it; a rerun finishes what is missing. One process at a time owns a run directory
-(an exclusive file lock); a second one is refused with a clear message.
+(an exclusive lock on the directory itself, so deleting ``.lock`` lets no one in); a second
+one is refused with a clear message. A new store is built under a temporary name and renamed
+into place, so a reader sees no store or a whole one.
 """
 
 import fcntl
@@ -95,26 +97,26 @@ class Store:
 
     def __init__(self, run_dir, lock: bool = True):
         self.run_dir = Path(run_dir)
+        self.path = self.run_dir / DB_NAME
+        self._locks = []
+        if not lock:
+            if not self.path.exists():  # a reader creates nothing, not even the directory
+                raise FileNotFoundError(f"{self.run_dir} is not a run directory (no {DB_NAME})")
+            self.db = _connect(self.path, create=False)
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = None
-        if lock:
-            self._lock_file = open(self.run_dir / LOCK_NAME, "a+")
-            try:
-                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._lock_file.close()
-                raise RunLocked(f"Run directory {self.run_dir} is in use by another emergence process; "
-                                "wait for it to finish or use another --out") from None
-            self._lock_file.seek(0)
-            self._lock_file.truncate()
-            self._lock_file.write(str(os.getpid()))
-            self._lock_file.flush()
-        self.db = sqlite3.connect(self.run_dir / DB_NAME, isolation_level=None, timeout=30)
-        if lock:  # only the writer sets up; a reader (export) writes nothing, so never waits on a cell
+        self._locks = _lock(self.run_dir)
+        try:
+            if not self.path.exists():
+                _create(self.path)
+            self.db = _connect(self.path)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a finished cell survives power loss too
-            self.db.executescript(SCHEMA)
+            self.db.executescript(SCHEMA)  # a store made by an older version gains new tables
             self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self):
         return self
@@ -123,11 +125,13 @@ class Store:
         self.close()
 
     def close(self):
-        self.db.close()
-        if self._lock_file:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+            self.db = None
+        for fd in self._locks:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._locks = []
 
     # ------------------------------------------------------------------ run metadata
     def check_settings(self, settings: dict):
@@ -254,3 +258,39 @@ class _Transaction:
 
     def __exit__(self, exc_type, *_):
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _lock(run_dir: Path) -> list[int]:
+    """Exclusive locks on the run directory (the guard: it cannot be deleted from under a run)
+    and on ``.lock`` (which older versions lock, and which names the owner's pid)."""
+    fds = [os.open(run_dir, os.O_RDONLY), os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)]
+    try:
+        for fd in fds:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        for fd in fds:
+            os.close(fd)
+        raise RunLocked(f"Run directory {run_dir} is in use by another emergence process; "
+                        "wait for it to finish or use another --out") from None
+    os.ftruncate(fds[1], 0)
+    os.pwrite(fds[1], str(os.getpid()).encode(), 0)
+    return fds
+
+
+def _create(path: Path):
+    """Build an empty store beside ``path`` and rename it into place once its tables exist."""
+    tmp = path.with_name(path.name + ".new")
+    for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm", "-journal"))):
+        leftover.unlink(missing_ok=True)  # from a run killed while creating its store
+    db = _connect(tmp)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")  # stored in the file: readers of the new store use WAL
+        db.executescript(SCHEMA)
+    finally:
+        db.close()
+    os.replace(tmp, path)
+
+
+def _connect(path: Path, create: bool = True) -> sqlite3.Connection:
+    uri = f"{Path(path).absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
