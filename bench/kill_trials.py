@@ -105,7 +105,7 @@ def _trial(runners, family, out, moment, rng, expected, work) -> dict:
     written = _lines(writes)
     result.update(moment=moment, killed=alive, written=written, new=len(stored) - before,
                   landed=("finished first" if not alive else "before any write" if written == 0 else
-                          "cell rolled back" if len(stored) - before < written else "cell committed"))
+                          "rolled back" if len(stored) - before < written else "committed"))
     return result
 
 
@@ -171,11 +171,11 @@ def _lines(log: Path) -> int:
 def _table(results, finals, cells, argv) -> str:
     lines = [f"SIGKILL trials on a sweep of {cells} cells (6 tiny checkpoints x 4 tasks, tests/run_child.py); "
              f"command: `python bench/kill_trials.py {' '.join(argv)}`.", "",
-             "| kill moment | trials | killed | where it landed | integrity + digests ok | cells changed "
+             "| kill moment | trials | killed | the cell being written | integrity + digests ok | cells changed "
              "| rows duplicated |", "|---|---:|---:|---|---:|---:|---:|"]
     for moment in MOMENTS:
         rs = [r for r in results if r["moment"] == moment]
-        landed = ", ".join(f"{n} {what}" for what, n in sorted(Counter(r["landed"] for r in rs).items()))
+        landed = ", ".join(f"{what}: {n}" for what, n in sorted(Counter(r["landed"] for r in rs).items()))
         lines.append(f"| {moment} | {len(rs)} | {sum(r['killed'] for r in rs)} | {landed} | "
                      f"{sum(r['sound'] for r in rs)} of {len(rs)} | {sum(r['changed'] for r in rs)} | "
                      f"{sum(r['duplicated'] for r in rs)} |")

@@ -175,7 +175,7 @@ class Store:
         if problems:
             return [p.replace("\n", " ") for p in problems]
         damage = []
-        with _raw_text(self.db):
+        with _raw_text(self.db), _snapshot(self.db):  # a cell committed meanwhile is not half-seen
             try:
                 digests = list(self.db.execute("SELECT * FROM cell_digests")) if self._has_digests() else []
             except sqlite3.DatabaseError as e:
@@ -391,6 +391,16 @@ def _create(path: Path):
 def _connect(path: Path, create: bool = True) -> sqlite3.Connection:
     uri = f"{Path(path).absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
     return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)
+
+
+@contextlib.contextmanager
+def _snapshot(db):
+    """One read transaction: every query inside sees the same committed cells."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
 
 
 @contextlib.contextmanager
