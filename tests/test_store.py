@@ -97,7 +97,7 @@ def test_a_store_with_flipped_bytes_is_refused_kept_as_it_is_and_salvaged(damage
     _flip(db, db.read_bytes().index(struct.pack(">d", WRONG)) + 7, n=1)  # a silently wrong number
     damaged = db.read_bytes()
 
-    rc = cli.main(["run", "--family", str(tiny_family_dir), "--tasks", "copy", "--out", str(run_dir),
+    rc = cli.main(["run", "--family", str(tiny_family_dir), "--tasks", "copy", "--out", str(run_dir), "--limit", "1",
                    "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1 and f"{db} is damaged" in err and f"emergence export {run_dir} --salvage" in err
