@@ -8,7 +8,7 @@ trial starts a runner on the series' directory and kills it with SIGKILL at one 
 moments, taken in turn:
 
 - **load**: a random moment before the first cell is written (starting, provenance, loading a
-  checkpoint, evaluating);
+  checkpoint, evaluating), drawn from the shortest time a runner took to write its first cell;
 - **mid-write**: the k-th cell's rows are written, its transaction is held open 0.2 s, and the
   kill lands at a random point of that;
 - **commit**: as soon as the k-th cell's COMMIT has begun (polled every 0.5 ms).
@@ -40,7 +40,6 @@ from emergence.store import Store  # noqa: E402
 
 MOMENTS = ("load", "mid-write", "commit")
 COMMIT_DELAY = 0.2  # seconds a cell's transaction is held open, rows written, before COMMIT
-LOAD_WINDOW = 1.5   # "load" kills land in this many seconds after the start, or at the first write
 # Every stored row, without the timings that differ from run to run; the key of each cell first.
 ROWS = {"cells": "checkpoint, task, task_version, plugin, status, error",
         "scores": "*", "samples": "*", "cell_digests": "*"}
@@ -60,13 +59,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         family, runners = build_family(work / "tinyfam"), _forkserver()
-        _finish(runners, family, work / "reference")
+        load_window = _finish(runners, family, work / "reference", write_log=work / "reference.log")
         expected, _ = _cells(work / "reference")
         results, finals = [], []
         for trial in range(args.trials):
             series = trial // args.kills_per_series
             out = work / f"series{series}"
-            results.append(_trial(runners, family, out, MOMENTS[trial % len(MOMENTS)], rng, expected, work))
+            results.append(_trial(runners, family, out, MOMENTS[trial % len(MOMENTS)], rng, expected, work,
+                                  load_window))
+            load_window = min(load_window, results[-1]["first_write"])  # a warm runner writes sooner
             if trial % args.kills_per_series == args.kills_per_series - 1 or trial == args.trials - 1:
                 _finish(runners, family, out)
                 finals.append(_compare(*_cells(out), expected, whole=True))
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
-def _trial(runners, family, out, moment, rng, expected, work) -> dict:
+def _trial(runners, family, out, moment, rng, expected, work, load_window) -> dict:
     import run_child
 
     writes, commits = work / "writes.log", work / "commits.log"
@@ -88,12 +89,14 @@ def _trial(runners, family, out, moment, rng, expected, work) -> dict:
     child = runners.Process(target=run_child.sweep, args=(family, out),
                             kwargs={"write_log": writes, "commit_delay": COMMIT_DELAY, "commit_log": commits})
     child.start()
-    k = rng.randint(1, 2)
+    started, k = time.monotonic(), rng.randint(1, 2)
+    first_write = float("inf")
     if moment == "load":
-        deadline = time.monotonic() + rng.uniform(0, LOAD_WINDOW)
+        deadline = time.monotonic() + rng.uniform(0, load_window)
         _wait(child, lambda: _lines(writes) >= 1 or time.monotonic() > deadline, poll=0.002)
     elif moment == "mid-write":
-        _wait(child, lambda: _lines(writes) >= k)
+        _wait(child, lambda: _lines(writes) >= k, poll=0.001)
+        first_write = time.monotonic() - started if k == 1 else first_write
         time.sleep(rng.uniform(0, COMMIT_DELAY))
     else:
         _wait(child, lambda: _lines(commits) >= k, poll=0.0005)
@@ -103,7 +106,7 @@ def _trial(runners, family, out, moment, rng, expected, work) -> dict:
     stored, sound = _cells(out)
     result = _compare(stored, sound, expected, whole=False)
     written = _lines(writes)
-    result.update(moment=moment, killed=alive, written=written, new=len(stored) - before,
+    result.update(moment=moment, killed=alive, written=written, new=len(stored) - before, first_write=first_write,
                   landed=("finished first" if not alive else "before any write" if written == 0 else
                           "rolled back" if len(stored) - before < written else "committed"))
     return result
@@ -146,14 +149,21 @@ def _forkserver():
     return context
 
 
-def _finish(runners, family, out, **kwargs):
+def _finish(runners, family, out, write_log=None) -> float:
+    """Run the sweep to the end; the seconds until its first cell was written ("load" kills
+    land in that window: starting, provenance, loading and evaluating the first checkpoint)."""
     import run_child
 
-    child = runners.Process(target=run_child.sweep, args=(family, out), kwargs=kwargs)
+    started = time.monotonic()
+    child = runners.Process(target=run_child.sweep, args=(family, out), kwargs={"write_log": write_log})
     child.start()
+    if write_log:
+        _wait(child, lambda: _lines(Path(write_log)) >= 1, poll=0.001)
+    first_write = time.monotonic() - started
     child.join(600)
     if child.exitcode != 0:
         raise SystemExit(f"the run finishing {out} exited {child.exitcode}")
+    return first_write
 
 
 def _wait(child, condition, timeout=120, poll=0.005):
