@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=("csv", "parquet"), default="csv")
     e.add_argument("--output", "-o", help="output file (default RUN_DIR/results.<format>)")
     e.add_argument("--loss-task", help="task whose nats/token fill the loss column")
+    e.add_argument("--salvage", action="store_true",
+                   help="from a damaged store: export the intact cells, cell by cell, to RUN_DIR/"
+                        "results.salvaged.<format> and list what was lost (the store is left as it is)")
     e.set_defaults(func=cmd_export)
 
     i = sub.add_parser("import", help="turn other tools' result files into a tidy table")
@@ -212,8 +215,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from emergence.export import tidy_table, write_table
+    from emergence.export import SALVAGED_NAME, salvage_table, tidy_table, write_table
 
+    if args.salvage:
+        salvage = salvage_table(args.run_dir, loss_task=args.loss_task)
+        out = args.output or Path(args.run_dir) / f"{SALVAGED_NAME}.{args.format}"
+        write_table(salvage.table, out, args.format)
+        print(f"{salvage.summary()}\n{len(salvage.table)} rows -> {out}")
+        return 0
     df = tidy_table(args.run_dir, loss_task=args.loss_task)
     out = args.output or Path(args.run_dir) / f"results.{args.format}"
     write_table(df, out, args.format)

@@ -38,15 +38,16 @@ class MoreTasks:
         register(PickTask(name="t_pick_b", kind=MULTIPLE_CHOICE, metrics=mc_metrics(4), num_fewshot=1))
 
 
-def sweep(family, out, tasks=TASKS, write_log=None, commit_delay=0.0, release=None):
+def sweep(family, out, tasks=TASKS, write_log=None, commit_delay=0.0, release=None, commit_log=None):
     """Run the sweep; exit 0 when every cell succeeded, 1 when one failed, 3 when the run
     directory is in use. With ``write_log``, each cell's transaction appends a line to that
     file once its rows are written and then waits before it commits: ``commit_delay`` seconds
-    (a slow disk, so that a kill can land mid-write) and, with ``release``, until that file exists."""
+    (a slow disk, so that a kill can land mid-write) and, with ``release``, until that file exists.
+    With ``commit_log`` too, a line is appended there as the COMMIT itself begins."""
     # tqdm's default lock is a named semaphore that a killed runner would leave behind.
     tqdm.set_lock(threading.RLock())
     if write_log:
-        _slow_commits(Path(write_log), commit_delay, release and Path(release))
+        _slow_commits(Path(write_log), commit_delay, release and Path(release), commit_log and Path(commit_log))
     pm = manager()
     pm.register(MoreTasks, name="more_tasks")
     config = RunConfig(family=str(family), tasks=tuple(tasks), out=str(out), limit=4,
@@ -59,7 +60,7 @@ def sweep(family, out, tasks=TASKS, write_log=None, commit_delay=0.0, release=No
     sys.exit(0 if summary.ok else 1)
 
 
-def _slow_commits(log: Path, delay: float, release: Path | None):
+def _slow_commits(log: Path, delay: float, release: Path | None, commit_log: Path | None = None):
     commit = store._Transaction.__exit__
 
     def exit_slowly(self, exc_type, *rest):
@@ -69,6 +70,9 @@ def _slow_commits(log: Path, delay: float, release: Path | None):
             time.sleep(delay)
             while release is not None and not release.exists():
                 time.sleep(0.01)
+            if commit_log is not None:
+                with open(commit_log, "a") as f:
+                    f.write(f"{os.getpid()}\n")
         return commit(self, exc_type, *rest)
 
     store._Transaction.__exit__ = exit_slowly
