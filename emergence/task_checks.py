@@ -150,7 +150,7 @@ def _check_scores(task, examples) -> list[Problem]:
                                                  "or rename the metric if it is not one"))
     no_chance = {}
     for sub, metric in sorted(scored):
-        if metric in declared and _accuracy_like(task, metric) and _chance(task, sub, metric) is None:
+        if metric in declared and _accuracy_like(task, metric) and T.metric_chance(task, sub, metric) is None:
             no_chance.setdefault(metric, []).append(sub or "(whole task)")
     for metric, subs in no_chance.items():
         problems.append(Problem(name, WARNING, f"task {name!r}: metric {metric!r} is an accuracy without a chance "
@@ -195,13 +195,6 @@ def _accuracy_like(task, metric):
     base = metric.split("[")[0].lower()
     return (declared is not None and declared.kind == T.DISCONTINUOUS) or base.startswith("acc") \
         or base.endswith(("_acc", "accuracy")) or base in ("exact_match", "em")
-
-
-def _chance(task, subtask, metric):
-    fn = getattr(task, "chance", None)
-    if callable(fn):
-        return fn(subtask, metric)
-    return next((m.chance for m in task.metrics if m.name == metric), None)
 
 
 def _sub(sub):

@@ -182,3 +182,12 @@ def standard_scores(kind: str, example: Example, out: Output) -> Scores:
         if out.rolling_bytes:
             s[("", "bits_per_byte")] = M.bits_per_byte(out.rolling_logprob, out.rolling_bytes)
     return s
+
+
+def metric_chance(task, subtask: str, metric: str) -> float | None:
+    """The chance level ``task`` declares for ``metric`` (of ``subtask``): its ``chance`` method
+    where it has one (``TaskBase``'s reads the declared ``Metric``), else the declared ``Metric``."""
+    fn = getattr(task, "chance", None)
+    if callable(fn):
+        return fn(subtask, metric)
+    return next((m.chance for m in task.metrics if m.name == metric), None)

@@ -60,7 +60,7 @@ def evaluate(task, lm, *, seed: int, limit: int | None = None, num_fewshot: int 
     for (subtask, metric), values in sorted(per_key.items()):
         mean, stderr, n, n_bad = mean_stderr(values)
         m = declared.get(metric)  # a score the task does not declare: kind and direction unknown
-        aggregates.append(Score(subtask, metric, mean, stderr, n, n_bad, _chance(task, subtask, metric),
+        aggregates.append(Score(subtask, metric, mean, stderr, n, n_bad, T.metric_chance(task, subtask, metric),
                                 m and m.kind, m and m.higher_is_better))
     return aggregates, samples
 
@@ -194,13 +194,6 @@ def _sample(task, ex, ctx, out: T.Output, scores) -> Sample:
         prediction=prediction, gold=gold, gold_logprob=_finite_or_none(logprob), gold_tokens=tokens,
         greedy=out.gold_greedy, metrics={f"{s}/{m}" if s else m: v for (s, m), v in scores.items()},
     )
-
-
-def _chance(task, subtask, metric):
-    fn = getattr(task, "chance", None)
-    if callable(fn):
-        return fn(subtask, metric)
-    return next((m.chance for m in task.metrics if m.name == metric), None)
 
 
 def _finite_or_none(x):
