@@ -66,6 +66,7 @@ class HFEngine(LM):
         # Packing a context and all its continuations into one row needs a custom attention
         # mask, which architectures built on transformers' mask utilities accept as given.
         self.packed = supports_custom_masks(model)
+        self._cache_arg = cache_argument(model)
         # Where the logits are just the output layer on the last hidden states, a scoring pass
         # applies that layer only at the scored positions (with a 50k vocabulary it is half the
         # FLOPs of a small model, and the context positions of a row need none of it).
@@ -239,7 +240,7 @@ class HFEngine(LM):
         # logits[r, j] predicts continuation token j of row r.
         logits = first_logits[row_group]
         if longest > 1:
-            cache = out.past_key_values
+            cache = _returned_cache(out)
             cache.batch_select_indices(row_group)
             cont_in = torch.full((len(rows), longest - 1), self.pad_token_id, dtype=torch.long)
             cont_mask = torch.zeros((len(rows), longest - 1), dtype=torch.long)
@@ -250,7 +251,7 @@ class HFEngine(LM):
             full_mask = torch.cat([mask[row_group], cont_mask], dim=1)
             pos = _positions(full_mask)[:, -(longest - 1):]
             more = self.model(input_ids=cont_in, attention_mask=full_mask, position_ids=pos,
-                              past_key_values=cache, use_cache=True).logits
+                              **{self._cache_arg: cache}, use_cache=True).logits
             logits = torch.cat([logits, more], dim=1)
         at_row = [r for r, (_, _, cont) in enumerate(rows) for _ in cont]
         at_pos = [j for _, _, cont in rows for j in range(len(cont))]
@@ -291,7 +292,7 @@ class HFEngine(LM):
         pos = _positions(mask)
         out = self.model(input_ids=ids, attention_mask=mask[:, :width], position_ids=pos[:, :width],
                          use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = _returned_cache(out)
         generated = [[] for _ in items]
         active = list(range(len(items)))   # batch row -> item; finished rows leave the batch
         for step in range(max_gen_toks):
@@ -314,7 +315,7 @@ class HFEngine(LM):
                 active = [active[row] for row in keep]
             at = width + step
             out = self.model(input_ids=next_ids[:, None], attention_mask=mask[:, : at + 1],
-                             position_ids=pos[:, at: at + 1], past_key_values=cache, use_cache=True)
+                             position_ids=pos[:, at: at + 1], **{self._cache_arg: cache}, use_cache=True)
         texts = []
         for toks in generated:
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
@@ -516,3 +517,20 @@ def _free_accelerator_memory():
     mps = getattr(torch, "mps", None)
     if mps is not None and torch.backends.mps.is_available():
         mps.empty_cache()
+
+
+def cache_argument(model) -> str:
+    """The name the model's forward takes its KV cache by: ``cache`` in transformers 5.x
+    (``past_key_values`` is deprecated there and goes in 5.40), ``past_key_values`` before."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _returned_cache(out):
+    """The KV cache a forward pass returned, under its transformers 5.x name or the older one."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
