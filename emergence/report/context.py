@@ -16,6 +16,7 @@ from emergence.analysis.scaling import law_band
 from emergence.analysis.verdicts import LABELS
 from emergence.metric_rules import CONTINUOUS, DISCONTINUOUS, kinds_of
 from emergence.report import figures as F
+from emergence.report import plotting as P
 from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
 from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
@@ -126,7 +127,7 @@ def law_curves(df: pd.DataFrame, fits: pd.DataFrame, *, extrapolate: float = 10.
             frames.append(_band(form, p, grid, None, fp, fam, np.nan))
         elif form == "chinchilla" and fp[S.TOKENS].notna().all():
             ratios = sorted({float(f"{r:.2g}") for r in fp[S.TOKENS] / fp[S.PARAMS]})
-            for r in F._thin(ratios, 5):
+            for r in P.thin(ratios, 5):
                 frames.append(_band(form, p, grid, grid * r, fp, fam, r))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
