@@ -56,23 +56,13 @@ class RunSummary:
 
 def resolve_family(spec: str, pm, registry) -> Family:
     """A registered family name, or whatever a ``resolve_family`` plugin makes of the spec."""
-    if spec in registry.families:
-        return registry.families[spec]
-    family = pm.hook.resolve_family(spec=spec)
-    if family is not None:
-        return family
-    return registry.family(spec)  # raises with "did you mean"
+    return _resolve(spec, registry.families, pm.hook.resolve_family, registry.family)
 
 
 def resolve_task(spec: str, pm, registry):
     """A registered task name, or whatever a ``resolve_task`` plugin makes of the spec
     (the built-in ``lmeval`` plugin takes ``lm-eval:<name>``)."""
-    if spec in registry.tasks:
-        return registry.tasks[spec]
-    task = pm.hook.resolve_task(spec=spec)
-    if task is not None:
-        return task
-    return registry.task(spec)  # raises with "did you mean"
+    return _resolve(spec, registry.tasks, pm.hook.resolve_task, registry.task)
 
 
 def run(config: RunConfig, pm=None, progress: bool = True) -> RunSummary:
@@ -122,6 +112,15 @@ def make_executor(config: RunConfig):
     if config.executor.kind == "pool":
         return PoolExecutor(config)
     return LocalExecutor(config)
+
+
+def _resolve(spec, registered: dict, hook, unknown):
+    """The registered object of that name, else the first plugin answer, else ``unknown(spec)``
+    (which raises with "did you mean")."""
+    if spec in registered:
+        return registered[spec]
+    found = hook(spec=spec)
+    return found if found is not None else unknown(spec)
 
 
 class TaskVersionChanged(ValueError):
