@@ -49,3 +49,15 @@ def manager():
     pm = plugin_manager()
     pm.register(TestTasks, name="test_tasks")
     return pm
+
+
+class FakeLM:
+    """Answers every request the same way: enough to exercise the harness without a model."""
+
+    def score_pairs(self, pairs):
+        from emergence.run.engine import TokenScores
+
+        return [TokenScores((-1.0, -2.0), (True, False)) for _ in pairs]
+
+    def generate(self, contexts, until=(), max_gen_toks=8):
+        return [" 4"] * len(contexts)

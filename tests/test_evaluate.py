@@ -8,17 +8,7 @@ import pytest
 from emergence.run.evaluate import NonFiniteLogprobs, TaskError, evaluate
 from emergence.tasks import GENERATE, GENERATE_METRICS, Example, Output, TaskBase
 
-
-class FakeLM:
-    """Answers every request the same way: enough to exercise the harness without a model."""
-
-    def score_pairs(self, pairs):
-        from emergence.run.engine import TokenScores
-
-        return [TokenScores((-1.0, -2.0), (True, False)) for _ in pairs]
-
-    def generate(self, contexts, until=(), max_gen_toks=8):
-        return [" 4"] * len(contexts)
+from helpers import FakeLM
 
 
 @dataclass(frozen=True)

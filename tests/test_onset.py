@@ -1,6 +1,8 @@
 """Where a task emerges: eta and N_c predicted from small models, scored on synthetic families
 with known answers, plus the Chinchilla-law critical size and the CLI's --cutoff."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -151,6 +153,11 @@ def test_report_shows_where_tasks_emerge(tmp_path):
     assert any(f.name.endswith("-onset.png") for f in report.figures)
     assert "## Where tasks emerge" in report.summary.read_text()
     assert "--cutoff" in html                         # the rebuild command keeps the backtest
+    # Each emergent verdict shows its run-level P(emergent) and q-value, in the HTML and the summary.
+    assert "<th>P(emergent)</th><th>q</th>" in html
+    emergent = [line for line in report.summary.read_text().splitlines()
+                if line.startswith("- synthetic") and "vs loss" in line and "/ threshold /" in line]
+    assert emergent and all(re.search(r"P\(emergent\) [01](\.\d+)?, q 0\.0\d*", line) for line in emergent), emergent
     # An analysis folder without the backtest is not reused when one is asked for.
     assert main(["analyze", str(table), "--workers", "1", "--n-boot", "0"]) == 0
     again = build_report(table, tmp_path / "again", config=config)

@@ -94,8 +94,9 @@ def test_analyze_puts_the_significance_columns_in_the_verdict_table():
     df = pd.DataFrame({S.FAMILY: "f", S.MODEL: [f"m{i}" for i in range(10)], S.CHECKPOINT: [f"m{i}" for i in range(10)],
                        S.TASK: "jump", S.SUBTASK: "", S.METRIC: "acc", S.PARAMS: x, S.N: 1000, S.CHANCE: 0.25,
                        S.VALUE: np.random.default_rng(0).binomial(1000, np.where(t < 0.45, 0.25, 0.25 + 1.1 * (t - 0.45))) / 1000})
-    v = analyze(df, axes=[S.PARAMS], workers=1).verdicts
+    result = analyze(df, axes=[S.PARAMS], workers=1)
+    v = result.verdicts
     assert v["label"].tolist() == ["emergent"] and v["q_value"].iloc[0] < 0.05 and v["p_emergent"].iloc[0] > 0.5
     from emergence.analysis.analyze import summary
 
-    assert "P(emergent)" in summary(analyze(df, axes=[S.PARAMS], workers=1))
+    assert "P(emergent)" in summary(result)

@@ -31,6 +31,9 @@ def test_a_reader_never_sees_a_store_half_created(tmp_path):
                 tidy_table(run_dir)
                 break
             except FileNotFoundError:
+                if not writer.is_alive() and not (run_dir / "results.sqlite").exists():
+                    errors.append("the writer ended without creating the store")
+                    break
                 continue  # not created yet
             except Exception as e:  # noqa: BLE001 - any other error is what this test looks for
                 errors.append(repr(e))

@@ -10,7 +10,7 @@ from emergence.cli import main
 from emergence.run.evaluate import TaskError, evaluate
 from emergence.task_checks import ERROR, WARNING, check_task
 from emergence.tasks import CONTINUOUS, DISCONTINUOUS, GENERATE_METRICS, Example, Metric, TaskBase
-from tests.test_evaluate import FakeLM
+from helpers import FakeLM
 
 
 @dataclass(frozen=True)

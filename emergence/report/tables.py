@@ -91,6 +91,7 @@ def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_r
                     "colour": COLOURS.get(r["label"], "#FFFFFF"), "confidence": confidence(r),
                     "reason": _text(r.get("reason")), "margin": _fmt(r.get("margin"), 3),
                     "jump_se": _fmt(r.get("jump_se"), 3), "eta": eta, "n_points": _fmt(r.get("n_points")),
+                    "p_emergent": _fmt(r.get("p_emergent"), 2), "q_value": _fmt(r.get("q_value"), 2),
                     "breakthroughness": _fmt(r.get("breakthroughness"), 3),
                     "linearity": _fmt(r.get("linearity"), 3), "wei": _text(r.get("wei_emergent"))})
     return out

@@ -5,6 +5,7 @@ Works with any backend behind lm-eval's ``LM`` interface. The native engine's ex
 metrics that need them are left out rather than guessed.
 """
 
+import collections
 import hashlib
 import itertools
 import math
@@ -12,7 +13,7 @@ import math
 from emergence import tasks as T
 from emergence.metrics import mean_stderr
 from emergence.store import Sample, Score
-from emergence.task_checks import nondeterminism, out_of_range
+from emergence.task_checks import is_proportion, nondeterminism
 
 
 class TaskError(RuntimeError):
@@ -25,21 +26,14 @@ class NonFiniteLogprobs(RuntimeError):
 
 def evaluate(task, lm, *, seed: int, limit: int | None = None, num_fewshot: int | None = None):
     """Return (scores, samples) of ``task`` on ``lm``."""
-    examples = list(itertools.islice(task.examples(seed), limit))
-    if not examples:
-        raise TaskError(f"Task {task.name!r} yielded no examples")
-    ids = [ex.id for ex in examples]
-    if len(set(ids)) != len(ids):
-        raise TaskError(f"Task {task.name!r} yielded duplicate example ids")
-    # A task that draws other examples on each call would give each checkpoint other questions.
-    if (problem := nondeterminism(task, examples, list(itertools.islice(task.examples(seed), limit)), seed)):
-        raise TaskError(problem.message)
+    examples = checked_examples(task, seed, limit)
     shots = num_fewshot if num_fewshot is not None else task.num_fewshot
     contexts = build_contexts(task, examples, seed, shots)
     check_context_window(task, lm, examples, contexts, shots)
     outputs = _query(task, lm, examples, contexts)
     _check_finite(task, outputs)
     samples, per_key = [], {}
+    proportion = {}   # metric -> whether its values must lie in [0, 1], decided once per cell
     for ex, ctx, out in zip(examples, contexts, outputs):
         scores = task.score(ex, out)
         if not isinstance(scores, dict) or not all(
@@ -47,13 +41,16 @@ def evaluate(task, lm, *, seed: int, limit: int | None = None, num_fewshot: int 
             raise TaskError(f"Task {task.name!r} returned malformed scores for example {ex.id!r}: "
                             "expected {(subtask, metric): number}")
         for key, value in scores.items():
-            if out_of_range(task, key[1], float(value)):  # analyze would refuse the whole table
+            if key[1] not in proportion:
+                proportion[key[1]] = is_proportion(task, key[1])
+            value = float(value)
+            if proportion[key[1]] and math.isfinite(value) and not 0.0 <= value <= 1.0:  # analyze would refuse it
                 raise TaskError(f"Task {task.name!r} scored metric {key[1]!r}"
-                                f"{f' (sub-task {key[0]!r})' if key[0] else ''} = {float(value):g} for example "
+                                f"{f' (sub-task {key[0]!r})' if key[0] else ''} = {value:g} for example "
                                 f"{ex.id!r}, outside [0, 1] where proportions live; return a share from score() "
                                 "(divide by the count), or rename the metric if it is not one "
                                 f"(`emergence check-task {task.name}`)")
-            per_key.setdefault(key, []).append(float(value))
+            per_key.setdefault(key, []).append(value)
         samples.append(_sample(task, ex, ctx, out, scores))
     aggregates = []
     declared = {m.name: m for m in reversed(task.metrics)}  # the first declaration of a name wins
@@ -63,6 +60,44 @@ def evaluate(task, lm, *, seed: int, limit: int | None = None, num_fewshot: int 
         aggregates.append(Score(subtask, metric, mean, stderr, n, n_bad, T.metric_chance(task, subtask, metric),
                                 m and m.kind, m and m.higher_is_better))
     return aggregates, samples
+
+
+def checked_examples(task, seed: int, limit: int | None) -> list:
+    """The first ``limit`` examples of ``task`` under ``seed``, checked: some, with unique ids, and
+    the same on a second call (a task that draws other examples on each call would give each
+    checkpoint other questions). Checked once per process and task: the checkpoints that follow
+    reuse the list."""
+    key = _cache_key(task, seed, limit)
+    if key is not None and key in _CHECKED:
+        _CHECKED.move_to_end(key)
+        return _CHECKED[key]
+    examples = list(itertools.islice(task.examples(seed), limit))
+    if not examples:
+        raise TaskError(f"Task {task.name!r} yielded no examples")
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        raise TaskError(f"Task {task.name!r} yielded duplicate example ids")
+    if (problem := nondeterminism(task, examples, list(itertools.islice(task.examples(seed), limit)), seed)):
+        raise TaskError(problem.message)
+    if key is not None:
+        _CHECKED[key] = examples
+        while len(_CHECKED) > _MAX_CHECKED:
+            _CHECKED.popitem(last=False)
+    return examples
+
+
+_CHECKED = collections.OrderedDict()   # (task, seed, limit) -> its checked examples
+_MAX_CHECKED = 32                      # tasks of a sweep; the oldest are dropped past that
+
+
+def _cache_key(task, seed, limit):
+    """A frozen task is its own key (equal tasks give equal examples); others are not cached."""
+    key = (type(task), task, seed, limit)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def build_contexts(task, examples, seed, shots) -> list[str]:
