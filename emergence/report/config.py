@@ -6,7 +6,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ReportConfig:
     max_tasks: int = 6            # tasks with full figures (the rest are in the tables): keeps 100k rows < 30 s
-    dpi: int = 80                 # PNG resolution: legible on screen at ~40-80 kB a figure
+    dpi: int = 100                # PNG pixels per inch, shown at natural size: 9 pt text is 12.5 px
     svg_max_kb: int = 250         # an SVG larger than this is not kept (its PNG is)
     max_table_rows: int = 2000    # verdict rows listed in the HTML; every row is in the analysis CSVs
     max_glance_rows: int = 300    # (family, task, sub-task) rows of the at-a-glance grid, best-ranked tasks first

@@ -55,7 +55,7 @@ def loss_scaling_figure(df: pd.DataFrame, curves: pd.DataFrame | None = None) ->
                 P.logx(ax)
                 ax.set_xlabel(AXIS_LABELS[col])
                 ax.set_ylabel("held-out loss (nats/token)")
-                ax.set_title(f"{fam}: loss vs {col}", fontsize=9)
+                ax.set_title(f"{fam}: loss vs {col}", fontsize=P.TEXT_PT)
             P.add_colorbar(fig, norm, cmap, axes[row, -1], "parameters")
         P.layout(fig, axes, (3.5, 2.6), colorbar="last")
     return fig
@@ -86,7 +86,7 @@ def metric_vs_size(curve: pd.DataFrame, x: str = S.PARAMS) -> Figure:
             P.logx(ax)
             P.metric_axis(ax, g, metric)
             ax.set_xlabel(AXIS_LABELS.get(x, x))
-            ax.set_title(f"{fam}", fontsize=9)
+            ax.set_title(f"{fam}", fontsize=P.TEXT_PT)
         P.layout(fig, grid, (3.8, 2.6), colorbar="each" if bars else None)
     return fig
 
@@ -114,7 +114,7 @@ def families_vs_size(curve: pd.DataFrame, x: str = S.PARAMS, top: int = MAX_FAMI
         P.logx(ax)
         P.metric_axis(ax, fin.rename(columns={"value": S.VALUE}), metric, directions_of(curve)[metric])
         ax.set_xlabel(AXIS_LABELS.get(x, x))
-        ax.set_title(f"{len(ranked)} families, final checkpoint of each model", fontsize=9)
+        ax.set_title(f"{len(ranked)} families, final checkpoint of each model", fontsize=P.TEXT_PT)
         P.layout(fig, np.array([[ax]]), (6.0, 3.2), ncol=4)
     return fig
 
@@ -163,7 +163,7 @@ def metric_panels(rows: pd.DataFrame, x: str, verdicts: pd.DataFrame | None = No
                 ax.set_xlabel(AXIS_LABELS.get(x, x))
                 kind = kinds.get(metric)
                 title = f"{fam}: {metric}" + (f" [{kind}]" if kind and len(metrics) > 1 else "")
-                ax.set_title(title + _verdict_text(v, x), fontsize=9)
+                ax.set_title(title + _verdict_text(v, x), fontsize=P.TEXT_PT)
         P.layout(fig, axes, (3.4, 2.5), colorbar="last")
     return fig
 
@@ -224,7 +224,7 @@ def composite_figure(task: pd.DataFrame, x: str, k_eff: float | None = None, sub
         ax.set_xlabel(AXIS_LABELS.get(x, x))
         ax.set_ylabel("accuracy (proportion)")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{fam}: {len(wide.columns)} sub-tasks vs the composite", fontsize=9)
+        ax.set_title(f"{fam}: {len(wide.columns)} sub-tasks vs the composite", fontsize=P.TEXT_PT)
         P.layout(fig, np.array([[ax]]), (5.0, 2.8), ncol=2)
     return fig
 
@@ -249,14 +249,14 @@ def predictions_figure(pred: pd.DataFrame) -> Figure:
         if "reference" in p.columns:
             ax.scatter(p["reference"], y, marker="D", facecolor="none", edgecolor=blue, s=30, lw=1.2, zorder=4,
                        label="published prediction")
-        ax.set_yticks(y, [str(t) for t in p["task"]], fontsize=8)
+        ax.set_yticks(y, [str(t) for t in p["task"]], fontsize=P.TEXT_PT)
         ax.set_xlabel("metric value")
         ax2.barh(y, 100 * p["rel_error"], color=[blue if e >= 0 else orange for e in p["rel_error"]])
         ax2.axvline(0, color="black", lw=0.8)
         ax2.set_xlabel("relative error (%)")
-        ax.set_title("predicted vs actual", fontsize=9)
-        ax2.set_title("(predicted - actual) / actual", fontsize=9)
-        P.layout(fig, np.array([[ax, ax2]]), (3.0, 0.25 * len(p) + 0.2), left=0.25 + P.width_in(p["task"], 8),
+        ax.set_title("predicted vs actual", fontsize=P.TEXT_PT)
+        ax2.set_title("(predicted - actual) / actual", fontsize=P.TEXT_PT)
+        P.layout(fig, np.array([[ax, ax2]]), (3.0, 0.25 * len(p) + 0.2), left=0.25 + P.width_in(p["task"], P.TEXT_PT),
                 wgap=0.3)
     return fig
 
@@ -304,12 +304,12 @@ def onset_figure(onset: pd.DataFrame) -> Figure:
             ax2.axvline(cutoff.iloc[0], color="black", lw=0.8, ls="--", label="size cutoff")
         P.logx(ax2)
         ax.invert_xaxis()                                      # lower loss (more capable) to the right
-        ax.set_yticks(y, label, fontsize=8)
+        ax.set_yticks(y, label, fontsize=P.TEXT_PT)
         ax.set_xlabel("loss threshold eta (nats)")
         ax2.set_xlabel("critical size N_c (parameters)")
-        ax.set_title("where the task emerges: loss", fontsize=9)
-        ax2.set_title("... and size, at the family's recipe", fontsize=9)
-        P.layout(fig, np.array([[ax, ax2]]), (3.0, 0.3 * len(o) + 0.3), left=0.4 + P.width_in(label, 8), wgap=0.3)
+        ax.set_title("where the task emerges: loss", fontsize=P.TEXT_PT)
+        ax2.set_title("... and size, at the family's recipe", fontsize=P.TEXT_PT)
+        P.layout(fig, np.array([[ax, ax2]]), (3.0, 0.3 * len(o) + 0.3), left=0.4 + P.width_in(label, P.TEXT_PT), wgap=0.3)
     return fig
 
 

@@ -26,6 +26,11 @@ Z95 = 1.96
 MAX_PANELS = 4           # families or metrics side by side in one figure
 MAX_FAMILIES = 9         # families in colour when many share a panel: the colour-blind palette less its grey
 MAX_LINES = 40           # per-model lines drawn individually; more are thinned evenly (said in the caption)
+# Readable at 100% zoom: the PNG is shown at its natural size (``ReportConfig.dpi`` >= 100 pixels
+# per inch), so no text is under TEXT_PT points, and no figure is wider than MAX_WIDTH_IN inches,
+# which keeps it inside the page (1200 px) instead of being scaled down with its text.
+TEXT_PT = 9
+MAX_WIDTH_IN = 11.5
 # Early steps light, the final step dark (it is drawn thick): viridis reversed, without its
 # palest yellow, which vanishes on white.
 STEP_CMAP = mcolors.ListedColormap(colormaps["viridis_r"](np.linspace(0.12, 1.0, 256)), name="steps")
@@ -43,6 +48,20 @@ def checkpoints(df: pd.DataFrame) -> pd.DataFrame:
     last = per.groupby([S.FAMILY, S.MODEL], sort=False).tail(1).index
     per["final"] = per.index.isin(last)
     return per.reset_index(drop=True)
+
+
+def setting_columns(df: pd.DataFrame) -> list:
+    """The evaluation-setting columns (``n_shot``, ``setting``) that vary within one model's rows
+    of a task: a curve, a figure and a coverage cell are per setting there. A column fixed per
+    model (e.g. a ladder rung's recipe written as its setting) describes the model and is not
+    split on."""
+    out = []
+    for col in ("n_shot", "setting"):
+        if col in df.columns and df[col].notna().any():
+            per = df.assign(_v=df[col].astype(str)).groupby([S.FAMILY, S.MODEL, S.TASK])["_v"].nunique()
+            if (per > 1).any():
+                out.append(col)
+    return out
 
 
 def biggest_families(rows: pd.DataFrame, k: int) -> list:
@@ -96,8 +115,10 @@ def layout(fig, axes, panel, *, colorbar=None, ncol=4, left=0.85, wgap=None):
     bar = 0.75 if colorbar else 0.0           # colour bar, its tick labels and its label
     wgap = (1.0 + (bar if colorbar == "each" else 0.0)) if wgap is None else wgap
     right = 0.2 + bar
-    width = left + ncols * w + (ncols - 1) * wgap + right
-    item = 0.5 + width_in(seen, 7)  # handle, gap and the widest label at 7 pt, in inches
+    fixed = left + (ncols - 1) * wgap + right
+    w = min(w, (MAX_WIDTH_IN - fixed) / ncols)   # narrower panels, never smaller text
+    width = fixed + ncols * w
+    item = 0.55 + width_in(seen, TEXT_PT)  # handle, gap and the widest label, in inches
     ncol = max(1, min(ncol, len(seen), int((width - 0.2) // item))) if seen else 1
     legend_rows = -(-len(seen) // ncol) if seen else 0
     top = 0.12 + 0.19 * title_lines
@@ -110,7 +131,7 @@ def layout(fig, axes, panel, *, colorbar=None, ncol=4, left=0.85, wgap=None):
                         wspace=wgap / w, hspace=hgap / h)
     if seen:
         fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", bbox_to_anchor=(0.5, 0.04 / H),
-                   ncol=ncol, fontsize=7, frameon=False)
+                   ncol=ncol, fontsize=TEXT_PT, frameon=False)
 
 
 class BarLocator:
@@ -128,7 +149,9 @@ class BarLocator:
 def style():
     stack = ExitStack()
     stack.enter_context(sns.axes_style("whitegrid"))
-    stack.enter_context(sns.plotting_context("notebook", font_scale=0.8))
+    stack.enter_context(sns.plotting_context("notebook", font_scale=0.8, rc={
+        "xtick.labelsize": TEXT_PT, "ytick.labelsize": TEXT_PT, "legend.fontsize": TEXT_PT,
+        "axes.labelsize": TEXT_PT + 0.5, "axes.titlesize": TEXT_PT + 0.5, "font.size": TEXT_PT + 0.5}))
     return stack
 
 
@@ -152,13 +175,13 @@ def add_colorbar(fig, norm, cmap, ax, label, ticks=None):
     cax = fig.add_axes([0, 0, 1, 1])
     cax.set_axes_locator(BarLocator(ax))
     cb = fig.colorbar(ScalarMappable(norm, cmap), cax=cax, ticks=ticks)
-    cb.set_label(label, fontsize=8)
+    cb.set_label(label, fontsize=TEXT_PT)
     if isinstance(norm, mcolors.LogNorm):
         short = norm.vmax / norm.vmin < 100
         cb.ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if short else (1.0,)))
         cb.ax.yaxis.set_major_formatter(FuncFormatter(si))
         cb.ax.yaxis.set_minor_formatter(NullFormatter())
-    cb.ax.tick_params(labelsize=7)
+    cb.ax.tick_params(labelsize=TEXT_PT)
     return cb
 
 
@@ -235,7 +258,7 @@ def lines_per_step(fig, ax, g, x, metric):
                             color=color, alpha=0.2, lw=0, label="final step, 95% interval")
     ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 6)).round().astype(int))
     cb = add_colorbar(fig, norm, cmap, ax, "training step (one line each)", ticks=ticks)
-    cb.ax.set_yticklabels([f"{int(steps[t]):,}" for t in ticks], fontsize=7)
+    cb.ax.set_yticklabels([f"{int(steps[t]):,}" for t in ticks], fontsize=TEXT_PT)
 
 
 def final_points(fig, ax, g, x):
@@ -290,7 +313,7 @@ def chance(ax, g):
 def metric_axis(ax, g, metric, higher_is_better=None):
     if higher_is_better is None and S.METRIC in g.columns:
         higher_is_better = directions_of(g).get(metric)  # the table's, else the name rule's
-    ax.set_ylabel(metric_unit(metric, higher_is_better), fontsize=8)
+    ax.set_ylabel(metric_unit(metric, higher_is_better), fontsize=TEXT_PT)
     if not metric_is_proportion(metric) and spans_decades(g[S.VALUE], 1) and (g[S.VALUE] > 0).all():
         log(ax, ax.yaxis)
     ax.yaxis.set_major_locator(MaxNLocator(6)) if ax.get_yscale() == "linear" else None

@@ -8,8 +8,9 @@ import pandas as pd
 from emergence import schema as S
 from emergence.analysis.scaling import size_law_critical
 from emergence.analysis.verdicts import LABELS, ClassifyConfig, definition
-from emergence.metric_rules import kinds_of
+from emergence.metric_rules import kinds_of, metric_is_proportion
 from emergence.report import figures as F
+from emergence.report import plotting as P
 
 _C = ClassifyConfig()
 
@@ -35,29 +36,38 @@ AUDIT_COLOURS = {"genuine": "#D55E00", "metric-induced": "#56B4E9", "siblings di
 
 
 def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
-    """Verdicts at a glance: rows (family, task, subtask), columns (axis, metric); a cell with
-    several curves (the tokens axis: one per model) shows the commonest label and its count."""
+    """Verdicts at a glance, one grid per axis: rows (family, task, subtask), columns (metric);
+    a cell with several curves (the tokens axis: one per model) shows the commonest label and
+    its count. Rows and metric columns with no judged curve on an axis (every cell empty or
+    undetermined) are left out of its grid and counted in its ``hidden``."""
     if verdicts.empty:
-        return {"columns": [], "axes": [], "rows": [], "one_family": True, "n_rows": 0}
+        return {"axes": [], "one_family": True}
     v = verdicts
     axes = [a for a in (S.PARAMS, S.LOSS, S.FLOPS, S.TOKENS) if a in set(v["axis"])] + \
         sorted(set(v["axis"]) - {S.PARAMS, S.LOSS, S.FLOPS, S.TOKENS})
     kinds = kinds_of(v)  # the verdicts' metric_kind (what the tasks declared), else the name rule
-    columns = [(a, m) for a in axes for m in F.order_by_kind(v.loc[v["axis"] == a, S.METRIC].unique(), kinds)]
     order = {t: i for i, t in enumerate(tasks or [])}
-    keys = sorted(v[[S.FAMILY, S.TASK, S.SUBTASK]].drop_duplicates().itertuples(index=False),
+    return {"axes": [_axis_grid(v[v["axis"] == a], a, kinds, order, max_rows) for a in axes],
+            "one_family": v[S.FAMILY].nunique() == 1}
+
+def _axis_grid(v, axis, kinds, order, max_rows):
+    judged = v[v["label"] != "undetermined"]
+    metrics = F.order_by_kind(judged[S.METRIC].unique(), kinds)
+    key = [S.FAMILY, S.TASK, S.SUBTASK]
+    keys = sorted(judged[key].drop_duplicates().itertuples(index=False),
                   key=lambda k: (order.get(k[1], len(order)), str(k[0]), str(k[2])))
-    rows, n_rows = [], len(keys)
+    n_rows = len(keys)
     keys = keys[:max_rows]
-    shown = v.merge(pd.DataFrame(keys, columns=[S.FAMILY, S.TASK, S.SUBTASK]))
-    cells = {}  # (family, task, subtask, axis, metric) -> [(label, count)], commonest first
-    counted = shown.groupby([S.FAMILY, S.TASK, S.SUBTASK, "axis", S.METRIC, "label"]).size()
-    for (*key, label), n in counted.sort_values(ascending=False, kind="stable").items():
-        cells.setdefault(tuple(key), []).append((label, int(n)))
+    shown = v[v[S.METRIC].isin(metrics)].merge(pd.DataFrame(keys, columns=key))
+    cells = {}  # (family, task, subtask, metric) -> [(label, count)], commonest first
+    counted = shown.groupby(key + [S.METRIC, "label"]).size()
+    for (*k, label), n in counted.sort_values(ascending=False, kind="stable").items():
+        cells.setdefault(tuple(k), []).append((label, int(n)))
+    rows = []
     for fam, task, sub in keys:
         row = []
-        for axis, metric in columns:
-            counts = cells.get((fam, task, sub, axis, metric))
+        for metric in metrics:
+            counts = cells.get((fam, task, sub, metric))
             if counts is None:
                 row.append(None)
                 continue
@@ -66,9 +76,9 @@ def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
                         "text": top if n == 1 else f"{top} {k}/{n}",
                         "title": ", ".join(f"{label}: {c}" for label, c in counts)})
         rows.append({"family": fam, "task": task, "subtask": sub, "cells": row})
-    spans = [{"axis": a, "span": sum(1 for c in columns if c[0] == a)} for a in axes]
-    return {"columns": [{"axis": a, "metric": m, "kind": kinds.get(m) or "?"} for a, m in columns],
-            "axes": spans, "rows": rows, "one_family": v[S.FAMILY].nunique() == 1, "n_rows": n_rows}
+    return {"axis": axis, "columns": [{"metric": m, "kind": kinds.get(m) or "?"} for m in metrics],
+            "rows": rows, "n_rows": n_rows, "n_curves": len(v), "hidden": len(v) - len(shown),
+            "counts": v["label"].value_counts().to_dict()}
 
 def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_rows: int | None = None) -> list:
     """The verdict table as records: label, confidence and evidence first; emergent first."""
@@ -117,6 +127,97 @@ def audit_rows(audit: pd.DataFrame) -> list:
              "discontinuous": _clip(_text(r.get("discontinuous"))), "continuous": _clip(_text(r.get("continuous")))}
             for r in a.to_dict("records")]
 
+def coverage(df: pd.DataFrame, max_rows: int = 400) -> dict:
+    """Which model x task x setting exists: per (family, model), per task, the number of
+    checkpoints with a row, split by evaluation setting where the table has several
+    (``plotting.setting_columns``). Missing cells are None."""
+    settings = P.setting_columns(df)
+    key = [S.FAMILY, S.MODEL]
+    tasks = sorted(df[S.TASK].astype(str).unique())
+    label = _setting_labels(df, settings)
+    counts = (df.assign(_setting=label, _task=df[S.TASK].astype(str))
+              .groupby(key + ["_task", "_setting"], sort=False, dropna=False)[S.CHECKPOINT].nunique())
+    models = list(dict.fromkeys(df[key].itertuples(index=False, name=None)))
+    rows = []
+    for fam, model in models[:max_rows]:
+        cells = []
+        for task in tasks:
+            try:
+                per = counts.loc[(fam, model, task)]
+            except KeyError:
+                cells.append(None)
+                continue
+            parts = [f"{s}: {n}" if s else str(n) for s, n in per.items()]
+            cells.append({"text": " / ".join(parts), "title": f"{model}, {task}: checkpoints per setting: "
+                          + ", ".join(parts)})
+        rows.append({"family": fam, "model": model, "cells": cells})
+    return {"tasks": tasks, "rows": rows, "n_models": len(models), "settings": settings,
+            "n_missing": sum(c is None for r in rows for c in r["cells"])}
+
+
+def outlier_checkpoints(df: pd.DataFrame, *, k: float = 6.0, min_tasks: int = 3, min_share: float = 0.5,
+                        min_change: float = 0.1, neighbours: int = 2) -> pd.DataFrame:
+    """Checkpoints that are outliers on many tasks at once (a broken evaluation or checkpoint,
+    not a curve's shape). On each training curve (family, model, task, subtask, metric, setting)
+    ordered by tokens (else step), a checkpoint's residual is its value minus the median of its
+    ``neighbours`` on each side (log values for perplexities); it is off on that curve when the
+    residual exceeds ``k`` robust standard deviations (1.4826 x MAD of every residual of that
+    task's metric, pooled over the family's runs) and is large in itself: ``min_change`` of the
+    neighbours' median (0.1: 10%; for perplexities a factor e^0.1), or, for a proportion,
+    ``min_change`` / 2 in absolute terms (5 points of accuracy). A checkpoint is flagged when it is off on at
+    least ``min_tasks`` tasks and ``min_share`` of the tasks it has. The warm-up (before 1% of a
+    run's tokens) is not judged: every metric moves fast there. One row per flagged checkpoint:
+    family, model, checkpoint, step, tasks_off, tasks, share, worst (task, metric, value and the
+    neighbours' median where it is furthest off), z and same_step: how many other runs of the
+    family are flagged at the same step (a training event the runs share rather than one broken
+    checkpoint)."""
+    cols = ["family", "model", "checkpoint", "step", "tasks_off", "tasks", "share", "worst", "z", "same_step"]
+    order = next((c for c in (S.TOKENS, S.STEP) if c in df.columns and df[c].notna().any()), None)
+    if order is None or df.empty:
+        return pd.DataFrame(columns=cols)
+    curve = [S.FAMILY, S.MODEL, S.TASK, S.SUBTASK, S.METRIC] + P.setting_columns(df)
+    d = df.dropna(subset=[order, S.VALUE]).copy()
+    d[S.SUBTASK] = d[S.SUBTASK].fillna("").astype(str)
+    for c in P.setting_columns(df):
+        d[c] = d[c].fillna("").astype(str)
+    d = d.groupby(curve + [S.CHECKPOINT], sort=False, as_index=False).agg(
+        x=(order, "first"), value=(S.VALUE, "mean"), **({"step": (S.STEP, "first")} if S.STEP in d else {}))
+    log = d[S.METRIC].astype(str).str.contains(r"ppl|perplexity", case=False) & (d["value"] > 0)
+    d["y"] = np.where(log, np.log(d["value"].where(log, 1.0)), d["value"])
+    d["log"] = log
+    d = d.sort_values(curve + ["x"], kind="stable").reset_index(drop=True)
+    d["ref"] = d.groupby(curve, sort=False)["y"].transform(lambda y: _neighbour_median(y.to_numpy(float), neighbours))
+    final = d.groupby([S.FAMILY, S.MODEL])["x"].transform("max")
+    d = d[(d["x"] >= 0.01 * final) & d["ref"].notna()].copy()
+    d["resid"] = d["y"] - d["ref"]
+    mad = d.groupby([S.FAMILY, S.TASK, S.SUBTASK, S.METRIC])["resid"].transform(
+        lambda r: 1.4826 * np.median(np.abs(r - np.median(r))))
+    d["z"] = (d["resid"].abs() / mad.where(mad > 0)).fillna(0.0)
+    proportion = d[S.METRIC].map(lambda m: metric_is_proportion(str(m))).astype(bool)
+    big = np.where(d["log"], min_change, np.where(proportion, min_change / 2, min_change * d["ref"].abs()))
+    d.loc[d["resid"].abs() < big, "z"] = 0.0
+    tasks = d.groupby([S.FAMILY, S.CHECKPOINT])[S.TASK].nunique()
+    off = d[d["z"] > k]
+    if off.empty:
+        return pd.DataFrame(columns=cols)
+    n_off = off.groupby([S.FAMILY, S.CHECKPOINT])[S.TASK].nunique()
+    share = n_off / tasks.reindex(n_off.index)
+    flagged = n_off[(n_off >= min_tasks) & (share >= min_share)].index
+    out = []
+    for fam, ck in flagged:
+        rows = off[(off[S.FAMILY] == fam) & (off[S.CHECKPOINT] == ck)]
+        w = rows.loc[rows["z"].idxmax()]
+        ref = np.exp(w["ref"]) if w["log"] else w["ref"]
+        out.append({"family": fam, "model": w[S.MODEL], "checkpoint": ck, "step": w.get("step", np.nan),
+                    "tasks_off": int(n_off[(fam, ck)]), "tasks": ", ".join(sorted(rows[S.TASK].astype(str).unique())),
+                    "share": float(share[(fam, ck)]), "z": float(w["z"]),
+                    "worst": f"{w[S.TASK]} {w[S.METRIC]}: {_fmt(float(w['value']), 4)} "
+                             f"(neighbours' median {_fmt(float(ref), 4)})"})
+    out = pd.DataFrame(out, columns=cols)
+    out["same_step"] = out.groupby([S.FAMILY, S.STEP], dropna=False)[S.MODEL].transform("size") - 1
+    return out.sort_values(["tasks_off", "z"], ascending=False, ignore_index=True)
+
+
 def confidence(row) -> str:
     """How strongly the data back the label: its model's AIC margin over the best alternative."""
     if row.get("label") == "undetermined":
@@ -138,6 +239,28 @@ def _onset_rows(onset: pd.DataFrame) -> list:
         return None
     o = onset[onset["status"].isin(["predicted", "not confirmed", "bound", "missed"])]
     return _records(_clean(o.reindex(columns=list(ONSET_COLUMNS)).rename(columns=ONSET_COLUMNS)))
+
+def _neighbour_median(y, k):
+    """Per point, the median of up to k points on each side (itself left out); NaN with fewer
+    than two neighbours, or none on one side (the ends of a curve: no trend to compare with)."""
+    out = np.full(len(y), np.nan)
+    for i in range(1, len(y) - 1):
+        near = np.r_[y[max(0, i - k):i], y[i + 1:i + 1 + k]]
+        if len(near) >= 2:
+            out[i] = np.median(near)
+    return out
+
+def _setting_labels(df, settings):
+    """Each row's evaluation setting as text ("5-shot, mc"), "" where the table has none."""
+    if not settings:
+        return pd.Series("", index=df.index)
+    parts = []
+    for c in settings:
+        v = df[c]
+        text = v.map(lambda x: "" if pd.isna(x) or x == "" else
+                     (f"{int(x)}-shot" if c == "n_shot" and float(x).is_integer() else str(x)))
+        parts.append(text)
+    return pd.concat(parts, axis=1).apply(lambda r: ", ".join(t for t in r if t), axis=1)
 
 def _counts(v):
     if v.empty:
