@@ -12,6 +12,7 @@ import pandas as pd
 
 from emergence import schema as S
 from emergence.analysis.analyze import Analysis
+from emergence.analysis.fitted import fitted_line
 from emergence.analysis.scaling import law_band
 from emergence.analysis.verdicts import LABELS
 from emergence.metric_rules import CONTINUOUS, DISCONTINUOUS, kinds_of
@@ -20,7 +21,7 @@ from emergence.report import plotting as P
 from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
 from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
-                                     audit_rows, fit_rows, glance, verdict_rows)
+                                     audit_rows, coverage, fit_rows, glance, outlier_checkpoints, verdict_rows)
 from emergence.tidy import fill_chance
 
 PACKAGES = ("emergence", "numpy", "pandas", "scipy", "matplotlib", "seaborn", "jinja2")
@@ -43,7 +44,9 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
                                            if n_fam > F.MAX_PANELS else "")
         jobs.append(FigureJob("loss-scaling", "Held-out loss vs parameters, tokens and compute", caption,
                          "loss_scaling_figure", (F.checkpoints(df), None if law.empty else law)))
-    sections = [_task_jobs(df[df[S.TASK] == task], v, analysis.composites, task, i) for i, task in enumerate(shown)]
+    outliers = outlier_checkpoints(df)
+    sections = [_task_jobs(df, df[df[S.TASK] == task], v, analysis.composites, task, i, outliers)
+                for i, task in enumerate(shown)]
     jobs += [j for s in sections for j in s.pop("jobs")]
     pred = None
     if predictions is not None and not predictions.empty:
@@ -71,6 +74,8 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
         "legend": [{"label": k, "colour": COLOURS[k], "text": LEGEND[k]} for k in LABELS],
         "notes": list(dict.fromkeys(analysis.notes)),
         "counts": _counts(v), "glance": glance(v, tasks, config.max_glance_rows),
+        "coverage": coverage(df), "outliers": _records(outliers.drop(columns=["tasks"]) if len(outliers) else None),
+        "n_outliers": len(outliers),
         "verdicts": verdict_rows(v, analysis.fits, config.max_table_rows),
         "n_verdicts": len(v), "max_table_rows": config.max_table_rows,
         "audit": audit_rows(analysis.audit), "composites": _records(_clean(analysis.composites)),
@@ -175,36 +180,72 @@ def provenance(sources, df: pd.DataFrame, analysis_origin: str, command: str, co
                       "command": " ".join(map(str, r.get("command") or []))} for r in runs],
             "config": {k: getattr(config, k) for k in ("max_tasks", "dpi", "n_boot", "seed")}}
 
-def _task_jobs(t, v, composites, task, i):
-    """Figure jobs for one task: size, loss, metric views, composite."""
-    sub, metric = _primary(t)
+def figure_plan(curve: pd.DataFrame, task: pd.DataFrame) -> list:
+    """Which figures one task's primary curve gets, by what its rows hold (per axis, never an
+    empty panel): "training" (metric vs tokens, loss pooled beside it) when some model has 3 or
+    more checkpoints; "size" (final checkpoints with the size verdict's fit) when some family
+    has 2 or more sizes; "metrics" (discontinuous vs continuous metrics side by side) when the
+    task has both kinds, against loss, else size; "loss" (pooled vs loss) when there is a loss
+    and no training figure shows it."""
+    x_train = S.TOKENS if P.has(curve, S.TOKENS) else S.STEP
+    plan = []
+    training = P.trains(curve[pd.to_numeric(curve.get(x_train), errors="coerce") > 0], x_train)
+    sized = any(P.sizes(g) >= 2 for _, g in curve.groupby(S.FAMILY))
+    loss = _has(curve, S.LOSS)
+    if training:
+        plan.append("training")
+    if sized:
+        plan.append("size")
+    both = {DISCONTINUOUS, CONTINUOUS} <= set(kinds_of(task).values())
+    if both and (loss or sized):
+        plan.append("metrics")
+    elif loss and not training:
+        plan.append("loss")
+    return plan
+
+
+def _task_jobs(df, t, v, composites, task, i, outliers):
+    """Figure jobs for one task (``figure_plan``), on its primary curve (``_primary``)."""
+    t, sub, metric, setting = _primary(t)
     curve = t[(t[S.SUBTASK] == sub) & (t[S.METRIC] == metric)]
-    tv = v[(v[S.TASK] == task)] if not v.empty else v
-    name = f"{task}" + (f" / {sub}" if sub else "")
-    jobs = []
-    if _has(curve, S.PARAMS):
-        jobs.append(FigureJob(f"{task}-size", f"{name}: {metric} vs size",
-                         "One line per training step shared by the models (colour: step; the final step "
-                         "drawn thick with its 95% interval), or each model's last checkpoint.",
-                         "metric_vs_size", (curve,)))
-    same = t[t[S.SUBTASK] == sub]
-    both = {DISCONTINUOUS, CONTINUOUS} <= set(kinds_of(same).values())
-    x = S.LOSS if _has(curve, S.LOSS) else S.PARAMS
-    xv = tv[(tv["axis"] == x) & (tv[S.SUBTASK] == sub)] if not tv.empty else None
-    where = ("held-out loss, every checkpoint pooled (lower loss to the right)" if x == S.LOSS
-             else "size, final checkpoint of each model")
-    shading = " Shaded: the threshold eta's 95% interval where the verdict is emergent; dashed: chance."
+    tv = _verdicts_of(v, task, sub, setting)
+    name = f"{task}" + (f" / {sub}" if sub else "") + (f" [{setting['label']}]" if setting["label"] else "")
+    shading = " Shaded: the threshold eta's 95% interval where the verdict has one; dashed: chance."
     n_fam = t[S.FAMILY].nunique()
     if n_fam > F.MAX_PANELS:
         shading += f" Rows: the {F.MAX_PANELS} of {n_fam} families with most models."
-    if both:  # the same outputs under each kind of metric, side by side (the first panel is `metric`)
-        jobs.append(FigureJob(f"{task}-metrics", f"{name}: discontinuous vs continuous metrics vs {x}",
-                         f"The same outputs scored by each metric, against {where}." + shading,
-                         "metric_views", (same, x, xv)))
-    elif x == S.LOSS:
-        lv = xv[xv[S.METRIC] == metric] if xv is not None else None
-        jobs.append(FigureJob(f"{task}-loss", f"{name}: {metric} vs held-out loss",
-                         f"Against {where}." + shading, "metric_vs_loss", (curve, lv)))
+    on = lambda axis, m=None: tv[(tv["axis"] == axis) & ((tv[S.METRIC] == m) if m else True)] if not tv.empty else None  # noqa: E731
+    jobs = []
+    for kind in figure_plan(curve, t):
+        if kind == "training":
+            odd = outliers[outliers["checkpoint"].isin(set(curve[S.CHECKPOINT]))] if len(outliers) else None
+            jobs.append(FigureJob(f"{task}-training", f"{name}: {metric} during training",
+                                  "Left: each run's checkpoints against training tokens, one line per model "
+                                  "(colour: size; ringed: a checkpoint that is an outlier on many tasks). Right, "
+                                  "where the table has a held-out loss: every checkpoint pooled against it "
+                                  "(lower loss to the right), with the loss verdict." + shading,
+                                  "metric_vs_tokens", (curve, on(S.LOSS, metric), odd)))
+        elif kind == "size":
+            sv = on(S.PARAMS, metric)
+            lines = _fitted_lines(df, sv)
+            jobs.append(FigureJob(f"{task}-size", f"{name}: {metric} vs size",
+                                  "Each model's final checkpoint (95% interval; lines join models trained on "
+                                  "the same tokens per parameter) with the curve the size verdict chose (black), "
+                                  "drawn from the analysis' fit; the title gives the verdict and its model." + shading,
+                                  "metric_vs_size_fit", (curve, sv, lines)))
+        else:
+            x = S.LOSS if _has(curve, S.LOSS) else S.PARAMS
+            where = ("held-out loss, every checkpoint pooled (lower loss to the right)" if x == S.LOSS
+                     else "size, final checkpoint of each model")
+            xv = on(x)
+            if kind == "metrics":
+                same = t[t[S.SUBTASK] == sub]
+                jobs.append(FigureJob(f"{task}-metrics", f"{name}: discontinuous vs continuous metrics vs {x}",
+                                      f"The same outputs scored by each metric, against {where}." + shading,
+                                      "metric_views", (same, x, xv)))
+            else:
+                jobs.append(FigureJob(f"{task}-loss", f"{name}: {metric} vs held-out loss",
+                                      f"Against {where}." + shading, "metric_vs_loss", (curve, on(S.LOSS, metric))))
     comp = composites[composites[S.TASK] == task] if not composites.empty and S.TASK in composites else None
     if comp is not None and not comp.empty:
         row = comp.iloc[0]
@@ -214,17 +255,53 @@ def _task_jobs(t, v, composites, task, i):
                          f"{int(row['k'])} sub-tasks; RMSE of the product prediction "
                          f"{_fmt(row['rmse_independent'], 3)}, of mean**k_eff {_fmt(row['rmse_fitted'], 3)}.",
                          "composite_figure", (fam_t, x), {"k_eff": float(row["k_eff"])}))
-    return {"task": task, "subtask": sub, "metric": metric, "anchor": f"task-{i}",
+    return {"task": task, "subtask": sub, "metric": metric, "setting": setting["label"], "anchor": f"task-{i}",
             "figures": [j.stem for j in jobs], "jobs": jobs}
 
 def _primary(t):
-    """The curve a task's figures show: the whole task (subtask "") if present, else its commonest
-    sub-task; its first discontinuous metric."""
+    """The curve a task's figures show: the task's commonest evaluation setting (where the table
+    has several, ``plotting.setting_columns``), the whole task (subtask "") if present, else its
+    commonest sub-task; its first discontinuous metric. Returns (rows of that setting, subtask,
+    metric, setting {column: value, "label": text})."""
+    setting = {"label": ""}
+    cols = P.setting_columns(t)
+    if cols:
+        key = t[cols].astype(str).agg(" | ".join, axis=1)
+        top = key.value_counts().index[0]
+        t = t[key == top]
+        setting = {c: t[c].iloc[0] for c in cols}
+        setting["label"] = ", ".join(f"{c} {setting[c]}" for c in cols)
     subs = t[S.SUBTASK]
     sub = "" if (subs == "").any() else subs.value_counts().index[0]
     rows = t[subs == sub]
     metrics = F.order_by_kind(rows[S.METRIC].unique(), kinds_of(rows))
-    return sub, metrics[0]
+    return t, sub, metrics[0], setting
+
+def _verdicts_of(v, task, sub, setting):
+    """The verdict rows of a task's sub-task in one setting (columns the verdicts key on)."""
+    if v.empty:
+        return v
+    out = v[(v[S.TASK] == task) & (v[S.SUBTASK] == sub)]
+    for col, value in setting.items():
+        if col != "label" and col in out.columns:
+            out = out[_as_text(out[col]) == _as_text(pd.Series([value])).iloc[0]]
+    return out
+
+def _as_text(values):
+    """Setting values as comparable text: 5, 5.0 and "5" alike (a CSV round trip makes floats)."""
+    num = pd.to_numeric(values, errors="coerce")
+    return values.astype(str).where(num.isna(), num.map(lambda x: f"{x:g}"))
+
+def _fitted_lines(df, size_verdicts):
+    """{family: (x, y)} of the curve each family's size verdict chose (``analysis.fitted``)."""
+    if size_verdicts is None or size_verdicts.empty:
+        return {}
+    lines = {}
+    for row in size_verdicts.to_dict("records"):
+        line = fitted_line(df, row)
+        if line is not None:
+            lines.setdefault(row[S.FAMILY], line)
+    return lines
 
 def _band(form, params, N, D, pts, fam, ratio):
     """The law at (N, D) with its 95% band from the residuals at the final checkpoints ``pts``."""

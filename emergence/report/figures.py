@@ -91,6 +91,89 @@ def metric_vs_size(curve: pd.DataFrame, x: str = S.PARAMS) -> Figure:
     return fig
 
 
+def metric_vs_tokens(curve: pd.DataFrame, verdicts: pd.DataFrame | None = None,
+                     outliers: pd.DataFrame | None = None) -> Figure:
+    """Training dynamics of one curve, a row per family that has runs with several checkpoints:
+    the metric vs training tokens (steps where tokens are unknown), one line per model coloured
+    by its size; beside it, when every such family has a held-out loss, the same checkpoints
+    pooled against loss (lower loss to the right) with the loss verdict's threshold eta and its
+    interval. ``verdicts``: this curve's rows on axis loss; ``outliers``: checkpoints flagged by
+    ``tables.outlier_checkpoints`` (ringed)."""
+    x = S.TOKENS if P.has(curve, S.TOKENS) else S.STEP
+    rows = curve[pd.to_numeric(curve[x], errors="coerce") > 0]
+    families = [f for f in biggest_families(rows, MAX_PANELS) if P.trains(rows[rows[S.FAMILY] == f], x)]
+    pooled = all(P.has(rows[rows[S.FAMILY] == f], S.LOSS) for f in families)
+    metric = curve[S.METRIC].iloc[0]
+    flagged = set() if outliers is None or outliers.empty else set(outliers["checkpoint"])
+    with P.style():
+        fig = Figure()
+        axes = fig.subplots(len(families), 2 if pooled else 1, squeeze=False)
+        for r, fam in enumerate(families):
+            g = rows[rows[S.FAMILY] == fam]
+            ax = axes[r, 0]
+            norm, cmap = P.lognorm(g[S.PARAMS]), colormaps["viridis"]
+            models = P.thin(list(g.groupby(S.MODEL, sort=False)))
+            for _, m in models:
+                m = m.groupby(x, as_index=False).agg(value=(S.VALUE, "mean"), params=(S.PARAMS, "first"),
+                                                     checkpoint=(S.CHECKPOINT, "first")).sort_values(x)
+                colour = cmap(norm(m["params"].iloc[0])) if m["params"].notna().any() else "grey"
+                ax.plot(m[x], m["value"], color=colour, lw=1.2, marker="o", ms=2.5)
+                odd = m[m["checkpoint"].isin(flagged)]
+                if len(odd):
+                    ax.scatter(odd[x], odd["value"], s=70, facecolor="none", edgecolor="#D55E00", lw=1.5, zorder=5,
+                               label="outlier on many tasks")
+            P.chance(ax, g)
+            P.logx(ax)
+            P.metric_axis(ax, g, metric)
+            ax.set_xlabel(AXIS_LABELS.get(x, "training step"))
+            ax.set_title(f"{fam}: {metric} during training ({len(models)} runs)", fontsize=P.TEXT_PT)
+            if g[S.PARAMS].notna().any():
+                P.add_colorbar(fig, norm, cmap, ax, "parameters")
+            if pooled:
+                ax = axes[r, 1]
+                m = g.dropna(subset=[S.LOSS])
+                P.points_by_size(fig, ax, m, S.LOSS, colorbar=False)
+                P.chance(ax, m)
+                v = P.verdict_for(verdicts, fam, metric=metric)
+                _threshold(ax, v, S.LOSS)
+                if P.spans_decades(m[S.LOSS], 1):
+                    P.logx(ax)
+                ax.invert_xaxis()
+                P.metric_axis(ax, m, metric)
+                ax.set_xlabel(AXIS_LABELS[S.LOSS])
+                ax.set_title(f"{fam}: every checkpoint vs loss" + _verdict_text(v, S.LOSS), fontsize=P.TEXT_PT)
+        P.layout(fig, axes, (3.9, 2.6), colorbar="each")
+    return fig
+
+
+def metric_vs_size_fit(curve: pd.DataFrame, verdicts: pd.DataFrame | None = None, lines: dict | None = None) -> Figure:
+    """One curve vs size at each model's final checkpoint (95% intervals; models with the same
+    tokens-per-parameter ratio joined), a panel per family with at least two sizes, with the
+    curve the size verdict chose (``lines``: {family: (x, y)}, from ``analysis.fitted``), its
+    threshold eta and eta's interval shaded, and the verdict in the title."""
+    rows = curve.dropna(subset=[S.PARAMS])
+    families = [f for f in biggest_families(rows, MAX_PANELS) if P.sizes(rows[rows[S.FAMILY] == f]) >= 2]
+    metric = curve[S.METRIC].iloc[0]
+    with P.style():
+        fig = Figure()
+        grid = fig.subplots(1, len(families), squeeze=False)
+        for ax, fam in zip(grid[0], families):
+            g = rows[rows[S.FAMILY] == fam]
+            P.final_points(fig, ax, g, S.PARAMS)
+            v = P.verdict_for(verdicts, fam, metric=metric)
+            line = (lines or {}).get(fam)
+            if line is not None and v is not None:
+                ax.plot(line[0], line[1], color="black", lw=1.6, zorder=4, label="the verdict's fitted curve")
+            _threshold(ax, v, S.PARAMS)
+            P.chance(ax, g)
+            P.logx(ax)
+            P.metric_axis(ax, g, metric)
+            ax.set_xlabel(AXIS_LABELS[S.PARAMS])
+            ax.set_title(f"{fam}: final checkpoints" + _verdict_text(v, S.PARAMS, model=True), fontsize=P.TEXT_PT)
+        P.layout(fig, grid, (4.2, 2.8))
+    return fig
+
+
 def families_vs_size(curve: pd.DataFrame, x: str = S.PARAMS, top: int = MAX_FAMILIES) -> Figure:
     """One curve vs size for many families in one panel: each family's models at their last
     checkpoint, joined; the ``top`` families with most models in colour, the rest in grey."""
@@ -140,7 +223,8 @@ def metric_panels(rows: pd.DataFrame, x: str, verdicts: pd.DataFrame | None = No
     checkpoint, lower loss to the right; otherwise each model's final checkpoint, log x),
     coloured by size, with chance and, where ``verdicts`` (rows on axis ``x``) has an emergent
     threshold, eta and its interval."""
-    families = biggest_families(rows, MAX_PANELS)
+    families = [f for f in biggest_families(rows, MAX_PANELS)   # one size has no curve against size
+                if x == S.LOSS or P.sizes(rows[rows[S.FAMILY] == f], x) >= 2]
     metrics = list(metrics if metrics is not None else rows[S.METRIC].unique())[:MAX_PANELS]
     kinds = kinds_of(rows, kinds)
     data = rows if x == S.LOSS else P.final_step(rows)
@@ -177,10 +261,12 @@ def _threshold(ax, v, x):
     ax.axvline(v["eta"], color="#D55E00", lw=1.5, label="threshold eta")
 
 
-def _verdict_text(v, x):
+def _verdict_text(v, x, model=False):
     if v is None:
         return ""
     text = f"\nverdict vs {x}: {v['label']}"
+    if model and isinstance(v.get("best_model"), str):
+        text += f" ({v['best_model']})"
     if pd.notna(v.get("eta")):
         unit = " nats" if x == S.LOSS else ""
         fmt = (lambda e: f"{e:.3g}") if x == S.LOSS else P.si

@@ -204,6 +204,20 @@ def si(value, _pos=None):
     return f"{value:.3g}" if 1e-3 <= value < 1e3 else f"{value:.0e}".replace("e+", "e")
 
 
+def sizes(g, x=S.PARAMS):
+    """How many distinct sizes (``x`` values > 0) the rows have."""
+    v = pd.to_numeric(g[x], errors="coerce") if x in g.columns else pd.Series(dtype=float)
+    return int(v[v > 0].nunique())
+
+
+def trains(g, x=S.TOKENS, min_checkpoints=3):
+    """Whether some model of the rows has at least ``min_checkpoints`` checkpoints along ``x``."""
+    if x not in g.columns or S.MODEL not in g.columns:
+        return False
+    v = g.assign(_x=pd.to_numeric(g[x], errors="coerce")).dropna(subset=["_x"])
+    return bool(len(v)) and int(v.groupby(S.MODEL)["_x"].nunique().max()) >= min_checkpoints
+
+
 def has(df, col):
     return col in df.columns and pd.to_numeric(df[col], errors="coerce").gt(0).any()
 
