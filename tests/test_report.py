@@ -399,3 +399,100 @@ def test_figures_have_no_overlapping_or_clipped_labels():
     for name, fig in figures.items():
         overlaps, outside = _text_problems(fig)
         assert overlaps == [] and outside == [], name
+
+
+# ---- figure choice, outliers, coverage ---------------------------------------------------------
+
+def _runs(sizes=(1e8, 4e8, 1.6e9), steps=12, tasks=("t1", "t2", "t3", "t4", "t5"), family="f", seed=0):
+    """Training curves: per size one run of ``steps`` checkpoints; accuracy rises with tokens and size."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for params in sizes:
+        for s in range(1, steps + 1):
+            tokens = 2e9 * s
+            for j, task in enumerate(tasks):
+                value = 0.25 + 0.5 * (1 - np.exp(-tokens * params / 4e18)) * (1 - 0.05 * j) + rng.normal(0, 0.004)
+                rows.append({S.FAMILY: family, S.MODEL: f"m{params:.0e}", S.CHECKPOINT: f"m{params:.0e}@step{s}",
+                             S.STEP: s, S.PARAMS: params, S.TOKENS: tokens, S.TASK: task, S.SUBTASK: "",
+                             S.METRIC: "acc", S.VALUE: value, S.STDERR: 0.004, S.CHANCE: 0.25})
+    return pd.DataFrame(rows)
+
+
+def test_figures_are_chosen_by_what_the_data_holds():
+    from emergence.report import figures as F
+    from emergence.report.context import figure_plan
+
+    runs = _runs()
+    curve = runs[runs[S.TASK] == "t1"]
+    assert figure_plan(curve, curve) == ["training", "size"]
+    one_size = curve[curve[S.PARAMS] == 1e8]                    # a single-size family: never a size figure
+    assert figure_plan(one_size, one_size) == ["training"]
+    finals = curve[curve[S.STEP] == curve[S.STEP].max()]        # final checkpoints only: no training figure
+    assert figure_plan(finals, finals) == ["size"]
+    with_loss = finals.assign(**{S.LOSS: 3.0 - np.log10(finals[S.PARAMS]) / 10})
+    assert figure_plan(with_loss, with_loss) == ["size", "loss"]
+    both = pd.concat([with_loss, with_loss.assign(**{S.METRIC: "gold_bpb", S.VALUE: 1.0})])
+    assert figure_plan(with_loss, both) == ["size", "metrics"]  # discontinuous beside continuous, vs loss
+    assert figure_plan(finals.iloc[:1], finals.iloc[:1]) == []
+    # a family with one size next to one with three: the size figure has a panel for the latter only
+    mixed = pd.concat([curve, one_size.assign(**{S.FAMILY: "single"})])
+    fig = F.metric_vs_size_fit(mixed)
+    assert [ax.get_title().split(":")[0] for ax in fig.axes if ax.get_title()] == ["f"]
+    fig = F.metric_views(mixed, S.PARAMS)
+    assert {ax.get_title().split(":")[0] for ax in fig.axes if ax.get_title()} == {"f"}
+
+
+def test_a_checkpoint_off_on_many_tasks_is_flagged_and_one_off_on_one_task_is_not():
+    from emergence.report.tables import outlier_checkpoints
+
+    df = _runs()
+    broken = (df[S.CHECKPOINT] == "m4e+08@step6") & df[S.TASK].isin(["t1", "t2", "t3", "t4"])
+    df.loc[broken, S.VALUE] = 0.25                          # a broken checkpoint: chance on 4 of 5 tasks
+    once = (df[S.CHECKPOINT] == "m2e+09@step8") & (df[S.TASK] == "t1")
+    df.loc[once, S.VALUE] -= 0.3                             # one bad value: the curve's business, not flagged
+    tiny = df[S.CHECKPOINT] == "m1e+08@step9"
+    df.loc[tiny, S.VALUE] += 0.02                            # beyond the noise on every task, but 2 points only
+    out = outlier_checkpoints(df)
+    assert list(out["checkpoint"]) == ["m4e+08@step6"]
+    row = out.iloc[0]
+    assert row["tasks_off"] == 4 and row["share"] == pytest.approx(0.8) and row["z"] > 6
+    assert row["tasks"] == "t1, t2, t3, t4" and row["same_step"] == 0
+    # perplexity is judged on log values: 1210 among neighbours at ~20
+    ppl = df[df[S.TASK].isin(["t1", "t2", "t3"])].assign(**{S.METRIC: "ppl", S.CHANCE: np.nan})
+    ppl[S.VALUE] = 20.0 * (1 + 0.01 * np.sin(np.arange(len(ppl))))
+    ppl.loc[ppl[S.CHECKPOINT] == "m1e+08@step5", S.VALUE] = 1210.0
+    out = outlier_checkpoints(ppl)
+    assert list(out["checkpoint"]) == ["m1e+08@step5"] and "1210 (neighbours' median 20" in out["worst"].iloc[0]
+    assert outlier_checkpoints(df.drop(columns=[S.STEP, S.TOKENS])).empty   # no order: nothing to compare
+
+
+def test_coverage_table_shows_model_task_and_setting():
+    from emergence.report.tables import coverage
+
+    df = _runs(sizes=(1e8, 4e8), steps=3, tasks=("t1", "t2"))
+    df = df[~((df[S.MODEL] == "m4e+08") & (df[S.TASK] == "t2"))]      # never run
+    two_shots = pd.concat([df.assign(n_shot=0), df.assign(n_shot=5)])
+    c = coverage(two_shots)
+    assert c["tasks"] == ["t1", "t2"] and c["settings"] == ["n_shot"] and c["n_missing"] == 1
+    first, second = c["rows"]
+    assert (first["model"], first["cells"][0]["text"]) == ("m1e+08", "0-shot: 3 / 5-shot: 3")
+    assert second["cells"][1] is None
+    # a setting fixed per model (a ladder rung's recipe) describes the model: not split on
+    per_model = df.assign(setting=df[S.MODEL].map({"m1e+08": "recipe A", "m4e+08": "recipe B"}))
+    c = coverage(per_model)
+    assert c["settings"] == [] and c["rows"][0]["cells"][0]["text"] == "3"
+
+
+def test_the_size_figure_draws_the_stored_fit():
+    from emergence.analysis.analyze import analyze
+    from emergence.analysis.fitted import fitted_line
+
+    df = _table(sizes=8)
+    v = analyze(df, [S.PARAMS], n_boot=5, workers=1).verdicts
+    row = v[(v[S.SUBTASK] == "") & (v[S.METRIC] == "exact_match")].iloc[0].to_dict()
+    x, y = fitted_line(df, row)
+    fin = df[(df[S.SUBTASK] == "") & (df[S.METRIC] == "exact_match")]
+    assert x.min() == pytest.approx(fin[S.PARAMS].min()) and x.max() == pytest.approx(fin[S.PARAMS].max())
+    assert np.abs(np.interp(fin[S.PARAMS], x, y) - fin[S.VALUE]).max() < 0.1   # the curve goes through the data
+    assert fitted_line(df, {**row, "margin": row["margin"] + 1}) is None      # not the stored fit: not drawn
+    assert fitted_line(df, {**row, "best_model": None}) is None

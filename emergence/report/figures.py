@@ -111,7 +111,7 @@ def metric_vs_tokens(curve: pd.DataFrame, verdicts: pd.DataFrame | None = None,
         for r, fam in enumerate(families):
             g = rows[rows[S.FAMILY] == fam]
             ax = axes[r, 0]
-            norm, cmap = P.lognorm(g[S.PARAMS]), colormaps["viridis"]
+            norm, cmap = P.lognorm(g[S.PARAMS]), colormaps["cividis"]   # as points_by_size, beside it
             models = P.thin(list(g.groupby(S.MODEL, sort=False)))
             for _, m in models:
                 m = m.groupby(x, as_index=False).agg(value=(S.VALUE, "mean"), params=(S.PARAMS, "first"),

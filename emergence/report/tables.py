@@ -136,7 +136,7 @@ def coverage(df: pd.DataFrame, max_rows: int = 400) -> dict:
     tasks = sorted(df[S.TASK].astype(str).unique())
     label = _setting_labels(df, settings)
     counts = (df.assign(_setting=label, _task=df[S.TASK].astype(str))
-              .groupby(key + ["_task", "_setting"], sort=False, dropna=False)[S.CHECKPOINT].nunique())
+              .groupby(key + ["_task", "_setting"], dropna=False)[S.CHECKPOINT].nunique())
     models = list(dict.fromkeys(df[key].itertuples(index=False, name=None)))
     rows = []
     for fam, model in models[:max_rows]:
@@ -160,12 +160,14 @@ def outlier_checkpoints(df: pd.DataFrame, *, k: float = 6.0, min_tasks: int = 3,
     """Checkpoints that are outliers on many tasks at once (a broken evaluation or checkpoint,
     not a curve's shape). On each training curve (family, model, task, subtask, metric, setting)
     ordered by tokens (else step), a checkpoint's residual is its value minus the median of its
-    ``neighbours`` on each side (log values for perplexities); it is off on that curve when the
+    ``neighbours`` on each side (as many on each side) (log values for perplexities); it is off on that curve when the
     residual exceeds ``k`` robust standard deviations (1.4826 x MAD of every residual of that
     task's metric, pooled over the family's runs) and is large in itself: ``min_change`` of the
     neighbours' median (0.1: 10%; for perplexities a factor e^0.1), or, for a proportion,
     ``min_change`` / 2 in absolute terms (5 points of accuracy). A checkpoint is flagged when it is off on at
-    least ``min_tasks`` tasks and ``min_share`` of the tasks it has. The warm-up (before 1% of a
+    least ``min_tasks`` tasks and ``min_share`` of the tasks it has. A spike shifts its
+    neighbours' medians too: of adjacent points off on a curve only the furthest counts, and the
+    residuals are computed again without the points found off. The warm-up (before 1% of a
     run's tokens) is not judged: every metric moves fast there. One row per flagged checkpoint:
     family, model, checkpoint, step, tasks_off, tasks, share, worst (task, metric, value and the
     neighbours' median where it is furthest off), z and same_step: how many other runs of the
@@ -186,16 +188,12 @@ def outlier_checkpoints(df: pd.DataFrame, *, k: float = 6.0, min_tasks: int = 3,
     d["y"] = np.where(log, np.log(d["value"].where(log, 1.0)), d["value"])
     d["log"] = log
     d = d.sort_values(curve + ["x"], kind="stable").reset_index(drop=True)
-    d["ref"] = d.groupby(curve, sort=False)["y"].transform(lambda y: _neighbour_median(y.to_numpy(float), neighbours))
-    final = d.groupby([S.FAMILY, S.MODEL])["x"].transform("max")
-    d = d[(d["x"] >= 0.01 * final) & d["ref"].notna()].copy()
-    d["resid"] = d["y"] - d["ref"]
-    mad = d.groupby([S.FAMILY, S.TASK, S.SUBTASK, S.METRIC])["resid"].transform(
-        lambda r: 1.4826 * np.median(np.abs(r - np.median(r))))
-    d["z"] = (d["resid"].abs() / mad.where(mad > 0)).fillna(0.0)
-    proportion = d[S.METRIC].map(lambda m: metric_is_proportion(str(m))).astype(bool)
-    big = np.where(d["log"], min_change, np.where(proportion, min_change / 2, min_change * d["ref"].abs()))
-    d.loc[d["resid"].abs() < big, "z"] = 0.0
+    d["warmup"] = d["x"] < 0.01 * d.groupby([S.FAMILY, S.MODEL])["x"].transform("max")
+    d["skip"] = False
+    first = _residuals(d, curve, neighbours, min_change)
+    # Pass two: no point found off is anyone's neighbour (a spike shifts its neighbours' medians).
+    d.loc[first.index[first["z"] > k], "skip"] = True
+    d = _residuals(d, curve, neighbours, min_change)
     tasks = d.groupby([S.FAMILY, S.CHECKPOINT])[S.TASK].nunique()
     off = d[d["z"] > k]
     if off.empty:
@@ -240,14 +238,41 @@ def _onset_rows(onset: pd.DataFrame) -> list:
     o = onset[onset["status"].isin(["predicted", "not confirmed", "bound", "missed"])]
     return _records(_clean(o.reindex(columns=list(ONSET_COLUMNS)).rename(columns=ONSET_COLUMNS)))
 
-def _neighbour_median(y, k):
-    """Per point, the median of up to k points on each side (itself left out); NaN with fewer
-    than two neighbours, or none on one side (the ends of a curve: no trend to compare with)."""
+def _residuals(d, curve, neighbours, min_change):
+    """``d`` past the warm-up with each point's residual from its neighbours' median (``ref``,
+    ``resid``) and its robust z (0 where the change is small in itself, and for all but the
+    furthest off of adjacent points)."""
+    d = d.copy()
+    codes = d.groupby(curve, sort=False).ngroup().to_numpy()
+    y, skip, ref = d["y"].to_numpy(float), d["skip"].to_numpy(bool), np.full(len(d), np.nan)
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    for part in np.split(np.arange(len(d)), cuts):   # d is sorted by curve, then x
+        ref[part] = _neighbour_median(y[part], skip[part], neighbours)
+    d["ref"] = ref
+    d = d[~d["warmup"] & d["ref"].notna()].copy()
+    d["resid"] = d["y"] - d["ref"]
+    mad = d.groupby([S.FAMILY, S.TASK, S.SUBTASK, S.METRIC])["resid"].transform(
+        lambda r: 1.4826 * np.median(np.abs(r - np.median(r))))
+    d["z"] = (d["resid"].abs() / mad.where(mad > 0)).fillna(0.0)
+    proportion = d[S.METRIC].map(lambda m: metric_is_proportion(str(m))).astype(bool)
+    big = np.where(d["log"], min_change, np.where(proportion, min_change / 2, min_change * d["ref"].abs()))
+    d.loc[d["resid"].abs() < big, "z"] = 0.0
+    near = d.groupby(curve, sort=False)["z"]
+    d.loc[(d["z"] < near.shift(1).fillna(0)) | (d["z"] < near.shift(-1).fillna(0)), "z"] = 0.0
+    return d
+
+
+def _neighbour_median(y, skip, k):
+    """Per point, the median of its nearest neighbours not in ``skip``, as many on each side (up
+    to k; itself left out), so that a trend does not bias it; NaN where one side has none (the
+    ends of a curve: no trend to compare with)."""
     out = np.full(len(y), np.nan)
-    for i in range(1, len(y) - 1):
-        near = np.r_[y[max(0, i - k):i], y[i + 1:i + 1 + k]]
-        if len(near) >= 2:
-            out[i] = np.median(near)
+    usable = np.flatnonzero(~skip)
+    for i in range(len(y)):
+        left, right = usable[usable < i], usable[usable > i]
+        j = min(k, len(left), len(right))
+        if j:
+            out[i] = np.median(np.r_[y[left[-j:]], y[right[:j]]])
     return out
 
 def _setting_labels(df, settings):
