@@ -224,21 +224,26 @@ BASH = shutil.which("bash")
 @pytest.mark.skipif(CHROMIUM is None or BASH is None,
                     reason="Chromium is not installed (apt-get install chromium chromium-driver)")
 def test_report_opens_cleanly_in_headless_chromium(synthetic_report, tmp_path):
-    events, images, shot = _load_in_chromium(synthetic_report.html, tmp_path)
+    events, page, shot = _load_in_chromium(synthetic_report.html, tmp_path)
     errors = [e for e in events if e["kind"] in ("console-error", "exception", "log-error", "load-failed")]
     assert errors == []
     requests = [e["url"] for e in events if e["kind"] == "request"]
     assert requests and all(u.startswith(("file://", "data:")) for u in requests), requests
-    n_images, broken = images
-    assert n_images >= 4 and broken == 0
+    # every figure loads, and is shown at its natural size (its 9 pt text stays 9 pt at 100%)
+    assert len(page["images"]) >= 4
+    assert all(i["naturalWidth"] > 0 and i["complete"] for i in page["images"]), page["images"]
+    assert all(i["width"] == i["naturalWidth"] for i in page["images"]), page["images"]
+    # nothing sticks out of the page except inside a scroll box (wide tables scroll in theirs)
+    assert page["overflowing"] == [] and page["scrollWidth"] <= page["clientWidth"]
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
-    (tmp_path / "screenshot.png").write_bytes(shot)
+    (tmp_path / "screenshot.png").write_bytes(shot)   # the artifact: the whole page as it looks
+    print(f"screenshot: {tmp_path / 'screenshot.png'}")
 
 
 def _load_in_chromium(html: Path, tmp_path: Path, timeout: float = 60.0):
     """Open ``html`` in headless Chromium over the DevTools protocol on a pipe (no network, no
-    websocket library); return the console/network events, (images, broken images) and a PNG
-    screenshot."""
+    websocket library); return the console/network events, facts about the page (``_PAGE_FACTS``)
+    and a PNG screenshot of the whole page."""
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
             "--disable-dev-shm-usage", "--disable-extensions", "--mute-audio", "--window-size=1280,1800",
@@ -263,16 +268,15 @@ def _load_in_chromium(html: Path, tmp_path: Path, timeout: float = 60.0):
         cdp.call("Page.navigate", {"url": html.resolve().as_uri()}, session=session)
         cdp.wait_for("Page.loadEventFired", session)
         cdp.drain(0.5)  # late console messages
-        expr = ("JSON.stringify([document.images.length, Array.from(document.images)"
-                ".filter(i => !(i.complete && i.naturalWidth > 0)).length])")
-        images = json.loads(cdp.call("Runtime.evaluate", {"expression": expr, "returnByValue": True},
-                                     session=session)["result"]["value"])
-        shot = base64.b64decode(cdp.call("Page.captureScreenshot", {"format": "png"}, session=session)["data"])
+        page = json.loads(cdp.call("Runtime.evaluate", {"expression": _PAGE_FACTS, "returnByValue": True},
+                                   session=session)["result"]["value"])
+        shot = base64.b64decode(cdp.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
+                                         session=session)["data"])
         try:
             cdp.call("Browser.close")
         except (OSError, TimeoutError, EOFError):
             pass
-        return cdp.events, images, shot
+        return cdp.events, page, shot
     finally:
         os.close(from_parent)
         os.close(to_parent)
@@ -281,6 +285,25 @@ def _load_in_chromium(html: Path, tmp_path: Path, timeout: float = 60.0):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# Every <details> opened first, so that what it holds is laid out and measured too. An element
+# overflows when its right edge passes the page's width and no ancestor scrolls it (overflow-x
+# auto or scroll clips it to that box).
+_PAGE_FACTS = """
+(() => {
+  document.querySelectorAll('details').forEach(d => d.open = true);
+  const width = document.documentElement.clientWidth;
+  const scrolls = el => { for (let p = el.parentElement; p; p = p.parentElement) {
+      if (['auto', 'scroll', 'hidden'].includes(getComputedStyle(p).overflowX)) return true; } return false; };
+  const overflowing = Array.from(document.body.querySelectorAll('*'))
+    .filter(el => el.getBoundingClientRect().right > width + 1 && !scrolls(el))
+    .map(el => el.tagName + (el.id ? '#' + el.id : '') + ': ' + (el.textContent || '').slice(0, 60));
+  return JSON.stringify({clientWidth: width, scrollWidth: document.documentElement.scrollWidth, overflowing,
+    images: Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, naturalWidth: i.naturalWidth,
+                                                   width: i.width}))});
+})()
+"""
 
 
 def _above_4(fd):
@@ -396,9 +419,31 @@ def test_figures_have_no_overlapping_or_clipped_labels():
                "views vs loss": F.metric_views(synthetic[synthetic[S.SUBTASK] == ""], S.LOSS, pd.DataFrame(
                    [{S.FAMILY: "synthetic", S.METRIC: "exact_match", "label": "emergent", "eta": 2.6,
                      "eta_lo": 2.55, "eta_hi": 2.7}]))}
+    runs = _runs()
+    t1 = runs[runs[S.TASK] == "t1"].assign(**{S.LOSS: lambda d: 4.0 - 0.1 * np.log(d[S.TOKENS] * d[S.PARAMS] / 1e15)})
+    loss_verdict = pd.DataFrame([{S.FAMILY: "f", S.METRIC: "acc", "label": "smooth", "eta": np.nan}])
+    figures["training"] = F.metric_vs_tokens(t1, loss_verdict, pd.DataFrame({"checkpoint": ["m4e+08@step6"]}))
+    figures["training, pythia"] = F.metric_vs_tokens(lam[lam[S.METRIC] == "acc"])
+    size_verdict = pd.DataFrame([{S.FAMILY: "pythia", S.METRIC: "acc", "label": "emergent", "best_model": "threshold",
+                                  "eta": 3e8, "eta_lo": 2e8, "eta_hi": 5e8}])
+    line = (np.geomspace(7e7, 1.2e10, 20), np.linspace(0.2, 0.7, 20))
+    figures["size fit"] = F.metric_vs_size_fit(lam[lam[S.METRIC] == "acc"], size_verdict, {"pythia": line})
     for name, fig in figures.items():
         overlaps, outside = _text_problems(fig)
         assert overlaps == [] and outside == [], name
+        sizes = {t.get_text(): t.get_fontsize() for t in _visible_texts(fig)}
+        assert min(sizes.values()) >= F.P.TEXT_PT, (name, min(sizes.items(), key=lambda kv: kv[1]))
+        assert fig.get_size_inches()[0] <= F.P.MAX_WIDTH_IN + 1e-6, name   # shown at natural size, not shrunk
+    assert ReportConfig().dpi >= 100
+
+
+def _visible_texts(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
 
 
 # ---- figure choice, outliers, coverage ---------------------------------------------------------

@@ -342,7 +342,7 @@ def predictions_figure(pred: pd.DataFrame) -> Figure:
         ax2.set_xlabel("relative error (%)")
         ax.set_title("predicted vs actual", fontsize=P.TEXT_PT)
         ax2.set_title("(predicted - actual) / actual", fontsize=P.TEXT_PT)
-        P.layout(fig, np.array([[ax, ax2]]), (3.0, 0.25 * len(p) + 0.2), left=0.25 + P.width_in(p["task"], P.TEXT_PT),
+        P.layout(fig, np.array([[ax, ax2]]), (3.0, 0.25 * len(p) + 0.2), left=0.4 + P.width_in(p["task"], P.TEXT_PT),
                 wgap=0.3)
     return fig
 

@@ -112,7 +112,7 @@ def layout(fig, axes, panel, *, colorbar=None, ncol=4, left=0.85, wgap=None):
                 seen.setdefault(label, h)
     title_lines = max((ax.get_title().count("\n") + 1 if ax.get_title() else 0) for ax in axes.ravel())
     w, h = panel
-    bar = 0.75 if colorbar else 0.0           # colour bar, its tick labels and its label
+    bar = 0.9 if colorbar else 0.0            # colour bar, its tick labels and its label
     wgap = (1.0 + (bar if colorbar == "each" else 0.0)) if wgap is None else wgap
     right = 0.2 + bar
     fixed = left + (ncols - 1) * wgap + right
