@@ -180,7 +180,12 @@ def test_pythia_fixture_report(tmp_path):
     html = r.html.read_text()
     assert "pythia-deduped" in html and "EleutherAI/pythia-12b" in html
     assert "Full figures for 1 of 3 tasks" in html and "in the verdict tables only" in html
-    assert "training step" in (r.figures[0].with_suffix(".svg")).read_text()  # one line per step, colour bar
+    # a family of training checkpoints: its training curves first, then size with the verdict's fitted curve
+    names = [p.name for p in r.figures if p.suffix == ".png"]
+    assert [n.split("-", 1)[1] for n in names] == ["arc-easy-training.png", "arc-easy-size.png"]
+    assert "training tokens" in r.figures[1].read_text()
+    assert "fitted curve" in r.figures[3].read_text() and "verdict vs params: smooth" in r.figures[3].read_text()
+    assert "Coverage: which model, task and setting" in html and "16 models x 3 tasks" in html
 
 
 def test_law_band_covers_the_line_and_widens_when_extrapolating(tmp_path):
