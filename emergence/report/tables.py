@@ -152,6 +152,7 @@ def coverage(df: pd.DataFrame, max_rows: int = 400) -> dict:
                           + ", ".join(parts)})
         rows.append({"family": fam, "model": model, "cells": cells})
     return {"tasks": tasks, "rows": rows, "n_models": len(models), "settings": settings,
+            "one_family": df[S.FAMILY].nunique() == 1,
             "n_missing": sum(c is None for r in rows for c in r["cells"])}
 
 
@@ -243,16 +244,13 @@ def _residuals(d, curve, neighbours, min_change):
     ``resid``) and its robust z (0 where the change is small in itself, and for all but the
     furthest off of adjacent points)."""
     d = d.copy()
-    codes = d.groupby(curve, sort=False).ngroup().to_numpy()
-    y, skip, ref = d["y"].to_numpy(float), d["skip"].to_numpy(bool), np.full(len(d), np.nan)
-    cuts = np.flatnonzero(np.diff(codes)) + 1
-    for part in np.split(np.arange(len(d)), cuts):   # d is sorted by curve, then x
-        ref[part] = _neighbour_median(y[part], skip[part], neighbours)
-    d["ref"] = ref
+    codes = d.groupby(curve, sort=False).ngroup().to_numpy()   # d is sorted by curve, then x
+    d["ref"] = _neighbour_median(d["y"].to_numpy(float), codes, d["skip"].to_numpy(bool), neighbours)
     d = d[~d["warmup"] & d["ref"].notna()].copy()
     d["resid"] = d["y"] - d["ref"]
-    mad = d.groupby([S.FAMILY, S.TASK, S.SUBTASK, S.METRIC])["resid"].transform(
-        lambda r: 1.4826 * np.median(np.abs(r - np.median(r))))
+    pooled = [d[c] for c in (S.FAMILY, S.TASK, S.SUBTASK, S.METRIC)]
+    centre = d["resid"].groupby(pooled).transform("median")
+    mad = 1.4826 * (d["resid"] - centre).abs().groupby(pooled).transform("median")
     d["z"] = (d["resid"].abs() / mad.where(mad > 0)).fillna(0.0)
     proportion = d[S.METRIC].map(lambda m: metric_is_proportion(str(m))).astype(bool)
     big = np.where(d["log"], min_change, np.where(proportion, min_change / 2, min_change * d["ref"].abs()))
@@ -262,30 +260,46 @@ def _residuals(d, curve, neighbours, min_change):
     return d
 
 
-def _neighbour_median(y, skip, k):
-    """Per point, the median of its nearest neighbours not in ``skip``, as many on each side (up
-    to k; itself left out), so that a trend does not bias it; NaN where one side has none (the
-    ends of a curve: no trend to compare with)."""
-    out = np.full(len(y), np.nan)
+def _neighbour_median(y, codes, skip, k):
+    """Per point of curves laid end to end (``codes``: each point's curve, sorted), the median of
+    its nearest neighbours on its curve that are not in ``skip``, as many on each side (up to k;
+    itself left out), so that a trend does not bias it; NaN where one side has none (the ends of
+    a curve: no trend to compare with)."""
+    n = len(y)
     usable = np.flatnonzero(~skip)
-    for i in range(len(y)):
-        left, right = usable[usable < i], usable[usable > i]
-        j = min(k, len(left), len(right))
-        if j:
-            out[i] = np.median(np.r_[y[left[-j:]], y[right[:j]]])
+    idx = np.arange(n)
+    before, after = np.searchsorted(usable, idx, "left"), np.searchsorted(usable, idx, "right")
+    left, right = np.full((n, k), np.nan), np.full((n, k), np.nan)
+    for o in range(k):   # the o-th usable neighbour on each side, if it is on the same curve
+        for side, pos in ((left, before - 1 - o), (right, after + o)):
+            ok = (pos >= 0) & (pos < len(usable))
+            j = usable[np.clip(pos, 0, max(len(usable) - 1, 0))] if len(usable) else idx
+            ok &= codes[j] == codes
+            side[ok, o] = y[j[ok]]
+    depth = np.minimum(np.isfinite(left).sum(1), np.isfinite(right).sum(1))
+    out = np.full(n, np.nan)
+    for m in range(1, k + 1):
+        rows = depth == m
+        if rows.any():
+            out[rows] = np.median(np.hstack([left[rows, :m], right[rows, :m]]), axis=1)
     return out
 
 def _setting_labels(df, settings):
-    """Each row's evaluation setting as text ("5-shot, mc"), "" where the table has none."""
+    """Each row's evaluation setting as text ("5-shot, mc"), "" where the table has none; built
+    once per distinct combination (a table has few)."""
     if not settings:
         return pd.Series("", index=df.index)
-    parts = []
-    for c in settings:
-        v = df[c]
-        text = v.map(lambda x: "" if pd.isna(x) or x == "" else
-                     (f"{int(x)}-shot" if c == "n_shot" and float(x).is_integer() else str(x)))
-        parts.append(text)
-    return pd.concat(parts, axis=1).apply(lambda r: ", ".join(t for t in r if t), axis=1)
+    codes, combos = pd.factorize(pd.MultiIndex.from_frame(df[settings].astype(str)))
+    first = df[settings].iloc[[int(np.argmax(codes == c)) for c in range(len(combos))]]
+    text = [", ".join(t for t in (_setting_text(c, v) for c, v in zip(settings, row)) if t)
+            for row in first.itertuples(index=False, name=None)]
+    return pd.Series(np.asarray(text, dtype=object)[codes], index=df.index)
+
+def _setting_text(column, value):
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return ""
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return f"{number:g}-shot" if column == "n_shot" and pd.notna(number) else str(value)
 
 def _counts(v):
     if v.empty:
