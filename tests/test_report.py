@@ -546,3 +546,22 @@ def test_the_size_figure_draws_the_stored_fit():
     assert np.abs(np.interp(fin[S.PARAMS], x, y) - fin[S.VALUE]).max() < 0.1   # the curve goes through the data
     assert fitted_line(df, {**row, "margin": row["margin"] + 1}) is None      # not the stored fit: not drawn
     assert fitted_line(df, {**row, "best_model": None}) is None
+
+
+def test_the_glance_grid_is_one_per_axis_without_rows_that_nothing_judged():
+    from emergence.report.tables import glance
+
+    def row(task, metric, axis, label, n_shot=0):
+        return {S.FAMILY: "f", S.TASK: task, S.SUBTASK: "", S.METRIC: metric, "axis": axis, "label": label,
+                "n_shot": n_shot}
+    v = pd.DataFrame([row("a", "acc", S.PARAMS, "smooth"), row("a", "acc", S.PARAMS, "emergent", 5),
+                      row("a", "exact_match", S.PARAMS, "undetermined"),    # a metric nothing judged: no column
+                      row("b", "acc", S.PARAMS, "undetermined"),            # a task nothing judged: no row
+                      row("a", "acc", S.TOKENS, "smooth"), row("a", "acc", S.TOKENS, "flat")])
+    g = glance(v, ["a", "b"])
+    params, tokens = g["axes"]
+    assert (params["axis"], tokens["axis"]) == (S.PARAMS, S.TOKENS) and g["settings"]
+    assert [c["metric"] for c in params["columns"]] == ["acc"] and params["hidden"] == 2
+    assert [(r["task"], r["setting"], r["cells"][0]["label"]) for r in params["rows"]] == [
+        ("a", "0-shot", "smooth"), ("a", "5-shot", "emergent")]
+    assert tokens["rows"][0]["cells"][0]["text"] in ("smooth 1/2", "flat 1/2") and tokens["hidden"] == 0

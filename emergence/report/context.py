@@ -21,7 +21,8 @@ from emergence.report import plotting as P
 from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
 from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
-                                     audit_rows, coverage, fit_rows, glance, outlier_checkpoints, verdict_rows)
+                                     audit_rows, coverage, fit_rows, glance, outlier_checkpoints, setting_text,
+                                     verdict_rows)
 from emergence.tidy import fill_chance
 
 PACKAGES = ("emergence", "numpy", "pandas", "scipy", "matplotlib", "seaborn", "jinja2")
@@ -270,7 +271,7 @@ def _primary(t):
         top = key.value_counts().index[0]
         t = t[key == top]
         setting = {c: t[c].iloc[0] for c in cols}
-        setting["label"] = ", ".join(f"{c} {setting[c]}" for c in cols)
+        setting["label"] = ", ".join(t for t in (setting_text(c, setting[c]) for c in cols) if t)
     subs = t[S.SUBTASK]
     sub = "" if (subs == "").any() else subs.value_counts().index[0]
     rows = t[subs == sub]

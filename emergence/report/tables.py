@@ -47,15 +47,19 @@ def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
         sorted(set(v["axis"]) - {S.PARAMS, S.LOSS, S.FLOPS, S.TOKENS})
     kinds = kinds_of(v)  # the verdicts' metric_kind (what the tasks declared), else the name rule
     order = {t: i for i, t in enumerate(tasks or [])}
-    return {"axes": [_axis_grid(v[v["axis"] == a], a, kinds, order, max_rows) for a in axes],
-            "one_family": v[S.FAMILY].nunique() == 1}
+    # a curve per evaluation setting where the verdicts have several: a row each
+    settings = [c for c in ("n_shot", "setting") if c in v.columns and v[c].astype(str).nunique() > 1]
+    if settings:
+        v = v.assign(_setting=_setting_labels(v, settings))
+    return {"axes": [_axis_grid(v[v["axis"] == a], a, kinds, order, max_rows, bool(settings)) for a in axes],
+            "one_family": v[S.FAMILY].nunique() == 1, "settings": bool(settings)}
 
-def _axis_grid(v, axis, kinds, order, max_rows):
+def _axis_grid(v, axis, kinds, order, max_rows, by_setting=False):
     judged = v[v["label"] != "undetermined"]
     metrics = F.order_by_kind(judged[S.METRIC].unique(), kinds)
-    key = [S.FAMILY, S.TASK, S.SUBTASK]
-    keys = sorted(judged[key].drop_duplicates().itertuples(index=False),
-                  key=lambda k: (order.get(k[1], len(order)), str(k[0]), str(k[2])))
+    key = [S.FAMILY, S.TASK, S.SUBTASK] + (["_setting"] if by_setting else [])
+    keys = sorted(judged[key].drop_duplicates().itertuples(index=False, name=None),
+                  key=lambda k: (order.get(k[1], len(order)), str(k[0]), str(k[2]), *map(str, k[3:])))
     n_rows = len(keys)
     keys = keys[:max_rows]
     shown = v[v[S.METRIC].isin(metrics)].merge(pd.DataFrame(keys, columns=key))
@@ -64,10 +68,10 @@ def _axis_grid(v, axis, kinds, order, max_rows):
     for (*k, label), n in counted.sort_values(ascending=False, kind="stable").items():
         cells.setdefault(tuple(k), []).append((label, int(n)))
     rows = []
-    for fam, task, sub in keys:
+    for curve in keys:
         row = []
         for metric in metrics:
-            counts = cells.get((fam, task, sub, metric))
+            counts = cells.get((*curve, metric))
             if counts is None:
                 row.append(None)
                 continue
@@ -75,7 +79,9 @@ def _axis_grid(v, axis, kinds, order, max_rows):
             row.append({"label": top, "colour": COLOURS.get(top, "#FFFFFF"),
                         "text": top if n == 1 else f"{top} {k}/{n}",
                         "title": ", ".join(f"{label}: {c}" for label, c in counts)})
-        rows.append({"family": fam, "task": task, "subtask": sub, "cells": row})
+        rows.append({"family": curve[0], "task": curve[1], "subtask": curve[2],
+                     "setting": curve[3] if by_setting else "",
+                     "cells": row})
     return {"axis": axis, "columns": [{"metric": m, "kind": kinds.get(m) or "?"} for m in metrics],
             "rows": rows, "n_rows": n_rows, "n_curves": len(v), "hidden": len(v) - len(shown),
             "counts": v["label"].value_counts().to_dict()}
@@ -291,11 +297,12 @@ def _setting_labels(df, settings):
         return pd.Series("", index=df.index)
     codes, combos = pd.factorize(pd.MultiIndex.from_frame(df[settings].astype(str)))
     first = df[settings].iloc[[int(np.argmax(codes == c)) for c in range(len(combos))]]
-    text = [", ".join(t for t in (_setting_text(c, v) for c, v in zip(settings, row)) if t)
+    text = [", ".join(t for t in (setting_text(c, v) for c, v in zip(settings, row)) if t)
             for row in first.itertuples(index=False, name=None)]
     return pd.Series(np.asarray(text, dtype=object)[codes], index=df.index)
 
-def _setting_text(column, value):
+def setting_text(column, value) -> str:
+    """One setting value as text: n_shot 5 (or 5.0) as "5-shot", empty values as ""."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
         return ""
     number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
