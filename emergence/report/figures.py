@@ -107,10 +107,12 @@ def metric_vs_tokens(curve: pd.DataFrame, verdicts: pd.DataFrame | None = None,
     flagged = set() if outliers is None or outliers.empty else set(outliers["checkpoint"])
     with P.style():
         fig = Figure()
-        axes = fig.subplots(len(families), 2 if pooled else 1, squeeze=False)
+        side_by_side = not pooled and len(families) <= 2   # two families without loss: one row
+        shape = (1, len(families)) if side_by_side else (len(families), 2 if pooled else 1)
+        axes = fig.subplots(*shape, squeeze=False)
         for r, fam in enumerate(families):
             g = rows[rows[S.FAMILY] == fam]
-            ax = axes[r, 0]
+            ax = axes[0, r] if side_by_side else axes[r, 0]
             norm, cmap = P.lognorm(g[S.PARAMS]), colormaps["cividis"]   # as points_by_size, beside it
             models = P.thin(list(g.groupby(S.MODEL, sort=False)))
             for _, m in models:
