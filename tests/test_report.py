@@ -77,12 +77,14 @@ def test_report_files_and_self_contained_html(synthetic_report):
     assert not re.search(r"<(script|link rel=\"stylesheet\"|iframe|object|embed)\b", html, re.IGNORECASE)
     # verdicts, legend, audit, predictions and provenance are there
     for text in ("Verdicts at a glance", "metric-induced", "emergence report", "sha256", "Predictions vs actual",
-                 "Full figures for"):
+                 "Full figures for", "Coverage: which model", "Checkpoints that are outliers on many tasks",
+                 "<summary><b>vs params</b>"):
         assert text in html, text
     for label in ("emergent", "smooth", "flat", "undetermined", "inverse", "noisy"):
         assert f"<b>{label}</b>:" in html
     summary = r.summary.read_text()
     assert "## Verdicts" in summary and "emergence report" in summary
+    assert "7 models x 1 tasks: 0 model x task cells missing" in summary
     assert all(f"figures/{n}" in summary for n in pngs)
 
 

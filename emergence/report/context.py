@@ -76,7 +76,7 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
         "notes": list(dict.fromkeys(analysis.notes)),
         "counts": _counts(v), "glance": glance(v, tasks, config.max_glance_rows),
         "coverage": coverage(df), "outliers": _records(outliers.drop(columns=["tasks"]) if len(outliers) else None),
-        "n_outliers": len(outliers),
+        "n_outliers": len(outliers), "first_outliers": outliers.head(10).to_dict("records"),
         "verdicts": verdict_rows(v, analysis.fits, config.max_table_rows),
         "n_verdicts": len(v), "max_table_rows": config.max_table_rows,
         "audit": audit_rows(analysis.audit), "composites": _records(_clean(analysis.composites)),
@@ -215,7 +215,13 @@ def _task_jobs(df, t, v, composites, task, i, outliers):
     n_fam = t[S.FAMILY].nunique()
     if n_fam > F.MAX_PANELS:
         shading += f" Rows: the {F.MAX_PANELS} of {n_fam} families with most models."
-    on = lambda axis, m=None: tv[(tv["axis"] == axis) & ((tv[S.METRIC] == m) if m else True)] if not tv.empty else None  # noqa: E731
+
+    def on(axis, m=None):
+        """This curve's verdict rows on ``axis`` (of metric ``m``, else of every metric)."""
+        if tv.empty:
+            return None
+        return tv[(tv["axis"] == axis) & ((tv[S.METRIC] == m) if m else True)]
+
     jobs = []
     for kind in figure_plan(curve, t):
         if kind == "training":

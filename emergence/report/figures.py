@@ -114,21 +114,12 @@ def metric_vs_tokens(curve: pd.DataFrame, verdicts: pd.DataFrame | None = None,
             g = rows[rows[S.FAMILY] == fam]
             ax = axes[0, r] if side_by_side else axes[r, 0]
             norm, cmap = P.lognorm(g[S.PARAMS]), colormaps["cividis"]   # as points_by_size, beside it
-            models = P.thin(list(g.groupby(S.MODEL, sort=False)))
-            for _, m in models:
-                m = m.groupby(x, as_index=False).agg(value=(S.VALUE, "mean"), params=(S.PARAMS, "first"),
-                                                     checkpoint=(S.CHECKPOINT, "first")).sort_values(x)
-                colour = cmap(norm(m["params"].iloc[0])) if m["params"].notna().any() else "grey"
-                ax.plot(m[x], m["value"], color=colour, lw=1.2, marker="o", ms=2.5)
-                odd = m[m["checkpoint"].isin(flagged)]
-                if len(odd):
-                    ax.scatter(odd[x], odd["value"], s=70, facecolor="none", edgecolor="#D55E00", lw=1.5, zorder=5,
-                               label="outlier on many tasks")
+            n_runs = P.lines_per_run(ax, g, x, norm, cmap, flagged)
             P.chance(ax, g)
             P.logx(ax)
             P.metric_axis(ax, g, metric)
             ax.set_xlabel(AXIS_LABELS.get(x, "training step"))
-            ax.set_title(f"{fam}: {metric} during training ({len(models)} runs)", fontsize=P.TEXT_PT)
+            ax.set_title(f"{fam}: {metric} during training ({n_runs} runs)", fontsize=P.TEXT_PT)
             if g[S.PARAMS].notna().any():
                 P.add_colorbar(fig, norm, cmap, ax, "parameters")
             if pooled:

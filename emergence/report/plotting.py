@@ -275,6 +275,32 @@ def lines_per_step(fig, ax, g, x, metric):
     cb.ax.set_yticklabels([f"{int(steps[t]):,}" for t in ticks], fontsize=TEXT_PT)
 
 
+def lines_per_run(ax, g, x, norm, cmap, flagged=()):
+    """Each model's checkpoints along ``x`` as one line coloured by its size (one collection and
+    one scatter for all of them: a figure of 40 runs draws as fast as one of 4); checkpoints in
+    ``flagged`` ringed. Returns the number of runs drawn (at most ``MAX_LINES``)."""
+    from matplotlib.collections import LineCollection
+
+    runs = thin(list(g.groupby(S.MODEL, sort=False)))
+    segs, colours, odd = [], [], []
+    for _, m in runs:
+        m = m.groupby(x, as_index=False).agg(value=(S.VALUE, "mean"), params=(S.PARAMS, "first"),
+                                             checkpoint=(S.CHECKPOINT, "first")).sort_values(x)
+        segs.append(m[[x, "value"]].to_numpy(float))
+        size = m["params"].iloc[0]
+        colours.append(cmap(norm(size)) if pd.notna(size) and size > 0 else mcolors.to_rgba("grey"))
+        odd.append(m[m["checkpoint"].isin(flagged)])
+    ax.add_collection(LineCollection(segs, colors=colours, lw=1.2))
+    xy = np.concatenate(segs)
+    ax.scatter(xy[:, 0], xy[:, 1], s=5, lw=0, c=np.repeat(colours, [len(s) for s in segs], axis=0), zorder=3)
+    odd = pd.concat(odd)
+    if len(odd):
+        ax.scatter(odd[x], odd["value"], s=70, facecolor="none", edgecolor="#D55E00", lw=1.5, zorder=5,
+                   label="outlier on many tasks")
+    ax.autoscale_view()
+    return len(runs)
+
+
 def final_points(fig, ax, g, x):
     """Each model's last checkpoint; lines join models with the same tokens/parameter ratio."""
     fin = final_step(g).groupby(S.MODEL, as_index=False).agg(
