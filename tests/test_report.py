@@ -492,6 +492,11 @@ def test_figures_are_chosen_by_what_the_data_holds():
     assert [ax.get_title().split(":")[0] for ax in fig.axes if ax.get_title()] == ["f"]
     fig = F.metric_views(mixed, S.PARAMS)
     assert {ax.get_title().split(":")[0] for ax in fig.axes if ax.get_title()} == {"f"}
+    # against loss, a family without loss gets no panel
+    lossy = pd.concat([curve.assign(**{S.LOSS: 5.0 - curve[S.STEP] / 10}), curve.assign(**{S.FAMILY: "no loss"})])
+    fig = F.metric_vs_loss(lossy)
+    assert {ax.get_title().split(":")[0] for ax in fig.axes if ax.get_title()} == {"f"}
+    assert len(F.metric_vs_tokens(lossy).axes) == 2 + 2   # no loss for one family: tokens only, side by side
 
 
 def test_a_checkpoint_off_on_many_tasks_is_flagged_and_one_off_on_one_task_is_not():

@@ -226,11 +226,11 @@ def _task_jobs(df, t, v, composites, task, i, outliers):
     for kind in figure_plan(curve, t):
         if kind == "training":
             odd = outliers[outliers["checkpoint"].isin(set(curve[S.CHECKPOINT]))] if len(outliers) else None
+            pooled = (" Right: every checkpoint pooled against held-out loss (lower loss to the right), "
+                      "titled with the loss verdict." if _has(curve, S.LOSS) else "")
             jobs.append(FigureJob(f"{task}-training", f"{name}: {metric} during training",
-                                  "Left: each run's checkpoints against training tokens, one line per model "
-                                  "(colour: size; ringed: a checkpoint that is an outlier on many tasks). Right, "
-                                  "where the table has a held-out loss: every checkpoint pooled against it "
-                                  "(lower loss to the right), with the loss verdict." + shading,
+                                  "Each run's checkpoints against training tokens, one line per model (colour: "
+                                  "size; ringed: a checkpoint that is an outlier on many tasks)." + pooled + shading,
                                   "metric_vs_tokens", (curve, on(S.LOSS, metric), odd)))
         elif kind == "size":
             sv = on(S.PARAMS, metric)

@@ -216,8 +216,8 @@ def metric_panels(rows: pd.DataFrame, x: str, verdicts: pd.DataFrame | None = No
     checkpoint, lower loss to the right; otherwise each model's final checkpoint, log x),
     coloured by size, with chance and, where ``verdicts`` (rows on axis ``x``) has an emergent
     threshold, eta and its interval."""
-    families = [f for f in biggest_families(rows, MAX_PANELS)   # one size has no curve against size
-                if x == S.LOSS or P.sizes(rows[rows[S.FAMILY] == f], x) >= 2]
+    families = [f for f in biggest_families(rows, MAX_PANELS)   # never an empty panel, nor one of a single size
+                if (P.has(rows[rows[S.FAMILY] == f], x) if x == S.LOSS else P.sizes(rows[rows[S.FAMILY] == f], x) >= 2)]
     metrics = list(metrics if metrics is not None else rows[S.METRIC].unique())[:MAX_PANELS]
     kinds = kinds_of(rows, kinds)
     data = rows if x == S.LOSS else P.final_step(rows)
