@@ -572,3 +572,10 @@ def test_the_glance_grid_is_one_per_axis_without_rows_that_nothing_judged():
     assert [(r["task"], r["setting"], r["cells"][0]["label"]) for r in params["rows"]] == [
         ("a", "0-shot", "smooth"), ("a", "5-shot", "emergent")]
     assert tokens["rows"][0]["cells"][0]["text"] in ("smooth 1/2", "flat 1/2") and tokens["hidden"] == 0
+
+
+def test_a_reused_analysis_draws_its_fit_in_the_size_figure(analysed, tmp_path):
+    r = build_report([analysed / "t.csv"], tmp_path / "r", config=ReportConfig(max_tasks=1, workers=1))
+    assert r.analysis_source.startswith("re-used")                  # the verdicts came back from CSV
+    size = next(p for p in r.figures if p.name.endswith("-size.svg")).read_text()
+    assert "fitted curve" in size and "verdict vs params: " in size
