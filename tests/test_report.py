@@ -435,6 +435,9 @@ def test_figures_have_no_overlapping_or_clipped_labels():
                                   "eta": 3e8, "eta_lo": 2e8, "eta_hi": 5e8}])
     line = (np.geomspace(7e7, 1.2e10, 20), np.linspace(0.2, 0.7, 20))
     figures["size fit"] = F.metric_vs_size_fit(lam[lam[S.METRIC] == "acc"], size_verdict, {"pythia": line})
+    one = lam[(lam[S.METRIC] == "acc") & (lam[S.FAMILY] == "pythia")]     # one panel, the longest title
+    long_title = size_verdict.assign(best_model="saturating_threshold", eta=6.7e8, eta_lo=4.33e8, eta_hi=8.11e8)
+    figures["size fit, one panel"] = F.metric_vs_size_fit(one, long_title, {"pythia": line})
     for name, fig in figures.items():
         overlaps, outside = _text_problems(fig)
         assert overlaps == [] and outside == [], name

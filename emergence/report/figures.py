@@ -263,7 +263,7 @@ def _verdict_text(v, x, model=False):
     if pd.notna(v.get("eta")):
         unit = " nats" if x == S.LOSS else ""
         fmt = (lambda e: f"{e:.3g}") if x == S.LOSS else P.si
-        text += f", eta = {fmt(v['eta'])} [{fmt(v.get('eta_lo', np.nan))}, {fmt(v.get('eta_hi', np.nan))}]{unit}"
+        text += f"\neta = {fmt(v['eta'])} [{fmt(v.get('eta_lo', np.nan))}, {fmt(v.get('eta_hi', np.nan))}]{unit}"
     return text
 
 
