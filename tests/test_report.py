@@ -175,10 +175,17 @@ def test_report_from_a_run_directory(tiny_family_dir, tmp_path):
     print(f"report on the run: {time.perf_counter() - t0:.1f} s", r.seconds)
 
 
-def test_pythia_fixture_report(tmp_path):
-    df = pd.read_csv(FIXTURES / "pythia_small.csv.gz")  # 3 of its 9 tasks keep the analysis short
-    df[df["task"].isin(["lambada_openai", "arc_easy", "mmlu"])].to_csv(tmp_path / "pythia.csv", index=False)
-    r = build_report([tmp_path / "pythia.csv"], tmp_path / "pythia", config=ReportConfig(max_tasks=1, workers=1))
+@pytest.fixture(scope="module")
+def pythia_report(tmp_path_factory):
+    """A family of training checkpoints: the Pythia fixture, 3 of its 9 tasks (a short analysis)."""
+    root = tmp_path_factory.mktemp("pythia")
+    df = pd.read_csv(FIXTURES / "pythia_small.csv.gz")
+    df[df["task"].isin(["lambada_openai", "arc_easy", "mmlu"])].to_csv(root / "pythia.csv", index=False)
+    return build_report([root / "pythia.csv"], root / "pythia", config=ReportConfig(max_tasks=1, workers=1))
+
+
+def test_pythia_fixture_report(pythia_report):
+    r = pythia_report
     html = r.html.read_text()
     assert "pythia-deduped" in html and "EleutherAI/pythia-12b" in html
     assert "Full figures for 1 of 3 tasks" in html and "in the verdict tables only" in html
@@ -230,14 +237,16 @@ BASH = shutil.which("bash")
 
 @pytest.mark.skipif(CHROMIUM is None or BASH is None,
                     reason="Chromium is not installed (apt-get install chromium chromium-driver)")
-def test_report_opens_cleanly_in_headless_chromium(synthetic_report, tmp_path):
-    events, page, shot = _load_in_chromium(synthetic_report.html, tmp_path)
+@pytest.mark.parametrize("which", ["synthetic_report", "pythia_report"])
+def test_report_opens_cleanly_in_headless_chromium(which, request, tmp_path):
+    report = request.getfixturevalue(which)
+    events, page, shot = _load_in_chromium(report.html, tmp_path)
     errors = [e for e in events if e["kind"] in ("console-error", "exception", "log-error", "load-failed")]
     assert errors == []
     requests = [e["url"] for e in events if e["kind"] == "request"]
     assert requests and all(u.startswith(("file://", "data:")) for u in requests), requests
     # every figure loads, and is shown at its natural size (its 9 pt text stays 9 pt at 100%)
-    assert len(page["images"]) >= 4
+    assert len(page["images"]) >= 2
     assert all(i["naturalWidth"] > 0 and i["complete"] for i in page["images"]), page["images"]
     assert all(i["width"] == i["naturalWidth"] for i in page["images"]), page["images"]
     # nothing sticks out of the page except inside a scroll box (wide tables scroll in theirs)
@@ -245,6 +254,27 @@ def test_report_opens_cleanly_in_headless_chromium(synthetic_report, tmp_path):
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
     (tmp_path / "screenshot.png").write_bytes(shot)   # the artifact: the whole page as it looks
     print(f"screenshot: {tmp_path / 'screenshot.png'}")
+
+
+@pytest.mark.skipif(CHROMIUM is None or BASH is None,
+                    reason="Chromium is not installed (apt-get install chromium chromium-driver)")
+def test_the_browser_check_sees_overflow_and_scaled_figures(tmp_path):
+    """The page facts the report test relies on can fail: a table too wide outside a scroll box,
+    a figure shown smaller than drawn and an image that does not load are all seen."""
+    from emergence.report.render import FigureJob, render_figures
+
+    src = render_figures([FigureJob("x", "x", "", "predictions_figure", (pd.DataFrame(
+        {"task": ["a", "b"], "actual": [0.1, 0.2], "predicted": [0.2, 0.3]}),))], None, FAST)[0]["src"]
+    page = tmp_path / "page.html"
+    page.write_text(f'''<!DOCTYPE html><html><body style="margin: 0">
+        <div style="overflow-x: auto"><table id="inside" style="width: 3000px"><tr><td>fine</td></tr></table></div>
+        <details><summary>s</summary><table id="outside" style="width: 3000px"><tr><td>too wide</td></tr></table></details>
+        <img alt="shrunk" src="{src}" style="width: 100px"><img alt="broken" src="data:image/png;base64,AAAA">
+        </body></html>''')
+    _, facts, _ = _load_in_chromium(page, tmp_path)
+    assert [o.split(":")[0] for o in facts["overflowing"]] == ["TABLE#outside", "TBODY", "TR", "TD"]
+    shrunk, broken = facts["images"]
+    assert shrunk["width"] == 100 < shrunk["naturalWidth"] and broken["naturalWidth"] == 0
 
 
 def _load_in_chromium(html: Path, tmp_path: Path, timeout: float = 60.0):
