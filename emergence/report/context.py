@@ -21,7 +21,7 @@ from emergence.report import plotting as P
 from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
 from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
-                                     audit_rows, coverage, fit_rows, glance, outlier_checkpoints, setting_text,
+                                     audit_rows, coverage, fit_rows, glance, outlier_checkpoints, outlier_rule, setting_text,
                                      verdict_rows)
 from emergence.tidy import fill_chance
 
@@ -76,7 +76,7 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
         "notes": list(dict.fromkeys(analysis.notes)),
         "counts": _counts(v), "glance": glance(v, tasks, config.max_glance_rows),
         "coverage": coverage(df), "outliers": _records(outliers.drop(columns=["tasks"]) if len(outliers) else None),
-        "n_outliers": len(outliers), "first_outliers": outliers.head(10).to_dict("records"),
+        "n_outliers": len(outliers), "outlier_rule": outlier_rule(), "first_outliers": outliers.head(10).to_dict("records"),
         "verdicts": verdict_rows(v, analysis.fits, config.max_table_rows),
         "n_verdicts": len(v), "max_table_rows": config.max_table_rows,
         "audit": audit_rows(analysis.audit), "composites": _records(_clean(analysis.composites)),

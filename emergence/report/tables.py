@@ -223,6 +223,23 @@ def outlier_checkpoints(df: pd.DataFrame, *, k: float = 6.0, min_tasks: int = 3,
     return out.sort_values(["tasks_off", "z"], ascending=False, ignore_index=True)
 
 
+def outlier_rule() -> str:
+    """``outlier_checkpoints``' rule in one paragraph, with its default thresholds (the report's
+    legend for the table)."""
+    import inspect
+
+    d = {k: v.default for k, v in inspect.signature(outlier_checkpoints).parameters.items()
+         if v.default is not inspect.Parameter.empty}
+    return (f"On each training curve a checkpoint is off when it differs from the median of its nearest "
+            f"neighbours (up to {d['neighbours']} on each side, as many on each side) by more than {d['k']:g} robust "
+            f"standard deviations (1.4826 x MAD of that task metric's residuals over the family's runs) and by "
+            f"{d['min_change']:.0%} (perplexities: compared on log values, a factor of e^{d['min_change']:g}; proportions: "
+            f"{50 * d['min_change']:g} points); the "
+            f"residuals are computed again with the points found off left out of everyone's neighbours. A "
+            f"checkpoint off on at least {d['min_tasks']} tasks and {d['min_share']:.0%} of the tasks it has is "
+            f"listed; the warm-up (before 1% of a run's tokens) is not judged.")
+
+
 def confidence(row) -> str:
     """How strongly the data back the label: its model's AIC margin over the best alternative."""
     if row.get("label") == "undetermined":
