@@ -234,7 +234,7 @@ def _task_jobs(df, t, v, composites, task, i, outliers):
                                   "metric_vs_tokens", (curve, on(S.LOSS, metric), odd)))
         elif kind == "size":
             sv = on(S.PARAMS, metric)
-            lines = _fitted_lines(df, sv)
+            lines = _fitted_lines(df, sv, setting)
             jobs.append(FigureJob(f"{task}-size", f"{name}: {metric} vs size",
                                   "Each model's final checkpoint (95% interval; lines join models trained on "
                                   "the same tokens per parameter) with the curve the size verdict chose (black), "
@@ -299,9 +299,13 @@ def _as_text(values):
     num = pd.to_numeric(values, errors="coerce")
     return values.astype(str).where(num.isna(), num.map(lambda x: f"{x:g}"))
 
-def _fitted_lines(df, size_verdicts):
-    """{family: (x, y)} of the curve each family's size verdict chose (``analysis.fitted``)."""
+def _fitted_lines(df, size_verdicts, setting):
+    """{family: (x, y)} of the curve each family's size verdict chose (``analysis.fitted``); none
+    where the figure shows one setting of a curve the verdicts judged across settings (the fit
+    would not be of the points drawn)."""
     if size_verdicts is None or size_verdicts.empty:
+        return {}
+    if any(c != "label" and c not in size_verdicts.columns for c in setting):
         return {}
     lines = {}
     for row in size_verdicts.to_dict("records"):
