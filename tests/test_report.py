@@ -530,6 +530,9 @@ def test_figures_are_chosen_by_what_the_data_holds():
     fig = F.metric_vs_loss(lossy)
     assert {ax.get_title().split(":")[0] for ax in fig.axes if ax.get_title()} == {"f"}
     assert len(F.metric_vs_tokens(lossy).axes) == 2 + 2   # no loss for one family: tokens only, side by side
+    one = one_size.assign(**{S.LOSS: 5.0 - one_size[S.STEP] / 10})
+    assert F.loss_panels(F.checkpoints(one)) == [S.TOKENS]   # one size: no loss-vs-parameters panel
+    assert F.loss_panels(F.checkpoints(lossy.dropna(subset=[S.LOSS]))) == [S.PARAMS, S.TOKENS]
 
 
 def test_a_checkpoint_off_on_many_tasks_is_flagged_and_one_off_on_one_task_is_not():

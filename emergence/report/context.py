@@ -39,9 +39,10 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
     shown = tasks[:config.max_tasks]
     law = law_curves(df, analysis.fits)
     jobs = []
-    if _has(df, S.LOSS) and _has(df, S.PARAMS):
+    panels = F.loss_panels(F.checkpoints(df).dropna(subset=[S.LOSS, S.PARAMS])) if _has(df, S.LOSS) else []
+    if _has(df, S.PARAMS) and panels:
         n_fam = df.loc[df[S.LOSS].notna(), S.FAMILY].nunique()
-        caption = _scaling_caption(law) + (f" Rows: the {F.MAX_PANELS} of {n_fam} families with most models."
+        caption = _scaling_caption(law, panels) + (f" Rows: the {F.MAX_PANELS} of {n_fam} families with most models."
                                            if n_fam > F.MAX_PANELS else "")
         jobs.append(FigureJob("loss-scaling", "Held-out loss vs parameters, tokens and compute", caption,
                          "loss_scaling_figure", (F.checkpoints(df), None if law.empty else law)))
@@ -324,7 +325,10 @@ def _band(form, params, N, D, pts, fam, ratio):
                          "extrapolated": N > pts[S.PARAMS].max()})
 
 
-def _scaling_caption(law):
+def _scaling_caption(law, panels):
+    if S.PARAMS not in panels:
+        return ("One model size: held-out loss against training tokens (one line per model)"
+                + (" and training compute." if S.FLOPS in panels else "."))
     text = ("Left: final checkpoint of each model with the fitted law (solid), its extrapolation to 10x the "
             "largest model (dashed) and a 95% band (delta method from the residuals). Middle: each model's "
             "training curve against tokens. Right: every checkpoint against training compute.")

@@ -29,7 +29,7 @@ def loss_scaling_figure(df: pd.DataFrame, curves: pd.DataFrame | None = None) ->
     extrapolation; loss vs tokens (one line per model); loss vs FLOPs (every checkpoint).
     ``curves``: rows (family, form, params, tokens, loss, lo, hi, extrapolated) from the report."""
     pts = checkpoints(df).dropna(subset=[S.LOSS, S.PARAMS])
-    panels = [c for c in (S.PARAMS, S.TOKENS, S.FLOPS) if P.has(pts, c)]
+    panels = loss_panels(pts)
     families = biggest_families(pts, MAX_PANELS)
     with P.style():
         fig = Figure()
@@ -59,6 +59,13 @@ def loss_scaling_figure(df: pd.DataFrame, curves: pd.DataFrame | None = None) ->
             P.add_colorbar(fig, norm, cmap, axes[row, -1], "parameters")
         P.layout(fig, axes, (3.5, 2.6), colorbar="last")
     return fig
+
+
+def loss_panels(pts: pd.DataFrame) -> list:
+    """The x axes the loss figure has data for: parameters only where a family has two sizes or
+    more (one size is no curve), tokens and compute where they are known."""
+    sized = any(P.sizes(g) >= 2 for _, g in pts.groupby(S.FAMILY)) if len(pts) else False
+    return [c for c in (S.PARAMS, S.TOKENS, S.FLOPS) if P.has(pts, c) and (c != S.PARAMS or sized)]
 
 
 def metric_vs_size(curve: pd.DataFrame, x: str = S.PARAMS) -> Figure:
@@ -119,8 +126,10 @@ def metric_vs_tokens(curve: pd.DataFrame, verdicts: pd.DataFrame | None = None,
             P.logx(ax)
             P.metric_axis(ax, g, metric)
             ax.set_xlabel(AXIS_LABELS.get(x, "training step"))
-            ax.set_title(f"{fam}: {metric} during training ({n_runs} runs)", fontsize=P.TEXT_PT)
-            if g[S.PARAMS].notna().any():
+            one = P.sizes(g) == 1
+            runs = f"{n_runs} run" + ("" if n_runs == 1 else "s") + (f", {P.si(g[S.PARAMS].max())} parameters" if one else "")
+            ax.set_title(f"{fam}: {metric} during training ({runs})", fontsize=P.TEXT_PT)
+            if P.sizes(g) >= 2:   # one size needs no colour scale: the title gives it
                 P.add_colorbar(fig, norm, cmap, ax, "parameters")
             if pooled:
                 ax = axes[r, 1]
