@@ -446,9 +446,9 @@ def _trim_rows(name, df, axis, drops: dict, config=None) -> list:
 
 def _first_judged(df, k) -> pd.Series:
     """Rows among the first ``k`` distinct token counts of their run past the warm-up."""
-    from emergence.analysis.verdicts import ClassifyConfig, _warmup
+    from emergence.analysis.verdicts import ClassifyConfig, warmup_mask
 
-    warm = _warmup(df, ClassifyConfig().warmup_fraction)
+    warm = warmup_mask(df, ClassifyConfig().warmup_fraction)
     rank = df[S.TOKENS].where(~warm & (df[S.TOKENS] > 0)).groupby(
         [df[S.FAMILY], df[S.MODEL]]).rank(method="dense")
     return rank <= k

@@ -222,7 +222,7 @@ def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY
                  extra_keys=("n_shot",), warmup_fraction=0.0):
     """(meta, curves, dropped, note, skip, warmup) of one axis (see ``verdicts``), or None when no
     row is left. ``skip``: {curve index: reason} for curves whose axis duplicates another;
-    ``warmup``: per curve, the warm-up checkpoints left out (``_warmup``)."""
+    ``warmup``: per curve, the warm-up checkpoints left out (``warmup_mask``)."""
     xcol = axis
     if xcol not in df.columns:
         raise KeyError(f"The table has no {xcol!r} column for axis {axis!r}; columns: {', '.join(map(str, df.columns))}")
@@ -248,7 +248,7 @@ def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY
     meta = data[keys].iloc[order[starts]].reset_index(drop=True)
     x, y = data[xcol].to_numpy(float), data[S.VALUE].to_numpy(float)
     ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if axis != "capability" else True)
-    warm = _warmup(data, warmup_fraction) if axis in (S.TOKENS, S.FLOPS, S.LOSS) else np.zeros(len(x), bool)
+    warm = warmup_mask(data, warmup_fraction) if axis in (S.TOKENS, S.FLOPS, S.LOSS) else np.zeros(len(x), bool)
     dropped = np.bincount(codes[~ok], minlength=groups)
     warmup = np.bincount(codes[ok & warm], minlength=groups)
     ok &= ~warm
@@ -279,7 +279,7 @@ def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY
     return meta, curves, dropped, note, skip, warmup
 
 
-def _warmup(data, fraction):
+def warmup_mask(data, fraction):
     """Rows in the warm-up of their run: before ``fraction`` of the run's (family, model) final
     tokens (steps where the run has no token counts). A run's last checkpoint is never warm-up."""
     if fraction <= 0 or S.MODEL not in data or not ({S.TOKENS, S.STEP} & set(data.columns)):
