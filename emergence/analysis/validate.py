@@ -28,8 +28,29 @@ def default_reference_dir() -> Path | None:
     return None
 
 
+_TABLES: dict = {}   # reference tables read during one validate(): several sections use each
+
+
+def _reference_table(path) -> pd.DataFrame:
+    """A reference tidy table with chance filled in, read once per ``validate`` (a copy: sections
+    filter and add columns)."""
+    from emergence.tidy import fill_chance, read_tidy
+
+    key = str(path)
+    if key not in _TABLES:
+        _TABLES[key] = fill_chance(read_tidy([path]))
+    return _TABLES[key].copy()
+
+
 def validate(reference_dir: Path | None = None, *, n_curves: int = 600, n_families: int = 48, seed: int = 0) -> str:
     """Run every section; return the markdown of VALIDATION.md."""
+    try:
+        return _validate(reference_dir, n_curves, n_families, seed)
+    finally:
+        _TABLES.clear()
+
+
+def _validate(reference_dir, n_curves, n_families, seed) -> str:
     sections, timings = [], []
     for title, short, fn in (
             ("Synthetic curves with known verdicts", "synthetic curves", lambda: synthetic_section(n_curves, seed)),
@@ -161,10 +182,8 @@ def onset_gadre_section(reference_dir, cutoff: float = 1e9) -> str:
     path = reference_dir / "tidy" / "gadre_overtraining.csv" if reference_dir else None
     if not path or not path.exists():
         return "Skipped: `tidy/gadre_overtraining.csv` not found."
-    from emergence.tidy import read_tidy
-
     return _onset_backtest_section(
-        read_tidy([path]), cutoff, ("dataset", lambda r: r[S.FAMILY].removeprefix("open_lm-")),
+        _reference_table(path), cutoff, ("dataset", lambda r: r[S.FAMILY].removeprefix("open_lm-")),
         f"Three pretraining datasets, 11M-6.9B parameters at 5-640 tokens per parameter (final checkpoints "
         f"only). Fit below {cutoff:.0e} parameters (11M-411M, every token budget); hold out 1.4B (20 and 80 "
         "tokens per parameter) and 6.9B (20). Rows: every curve emergent against loss in either view. "
@@ -176,9 +195,7 @@ def onset_olmo_section(reference_dir, cutoff: float = 2e9) -> str:
     path = reference_dir / "tidy" / "olmo_ladder.csv.gz" if reference_dir else None
     if not path or not path.exists():
         return "Skipped: `tidy/olmo_ladder.csv.gz` not found."
-    from emergence.tidy import read_tidy
-
-    ladder = read_tidy([path])
+    ladder = _reference_table(path)
     ladder = ladder[ladder[S.FAMILY] == "olmo-ladder"]
     return _onset_backtest_section(
         ladder, cutoff, ("split", lambda r: r[S.SUBTASK]),
@@ -245,7 +262,6 @@ def smooth_null_section(reference_dir, seed: int = 0, replicates: int = 2, max_c
     from emergence.analysis.significance import add_significance
     from emergence.analysis.synthetic import resimulate_smooth
     from emergence.analysis.verdicts import verdicts
-    from emergence.tidy import fill_chance, read_tidy
 
     sources = (("Gadre et al. ladder", "gadre_overtraining.csv", S.LOSS, None),
                ("OLMo model ladder", "olmo_ladder.csv.gz", S.LOSS, "olmo-ladder"),
@@ -257,7 +273,7 @@ def smooth_null_section(reference_dir, seed: int = 0, replicates: int = 2, max_c
         path = reference_dir / "tidy" / file
         if not path.exists():
             continue
-        df = fill_chance(read_tidy([path]))
+        df = _reference_table(path)
         df = df if family is None else df[df[S.FAMILY] == family]
         sim = resimulate_smooth(df, axis, replicates=replicates, max_curves=max_curves, seed=seed)
         if sim.empty:
@@ -377,9 +393,7 @@ def _shown(path: Path) -> str:
 def _pythia_zero_shot(path) -> pd.DataFrame:
     """Pythia's zero-shot acc and acc_norm, MMLU as one task (subjects averaged per checkpoint:
     subject curves are very noisy)."""
-    from emergence.tidy import fill_chance, read_tidy
-
-    df = fill_chance(read_tidy([path]))
+    df = _reference_table(path)
     df = df[(df["n_shot"] == 0) & df[S.METRIC].isin(["acc", "acc_norm"])]
     mmlu = df[S.TASK] == "mmlu"
     keys = [c for c in df.columns if c not in (S.SUBTASK, S.VALUE, S.STDERR, "source_file", "_file")]
@@ -410,9 +424,7 @@ def robustness_section(reference_dir, seed: int = 0) -> str:
                             ClassifyConfig(warmup_fraction=0.0))
     olmo = reference_dir / "tidy" / "olmo_ladder.csv.gz" if reference_dir else None
     if olmo and olmo.exists():
-        from emergence.tidy import fill_chance, read_tidy
-
-        df = fill_chance(read_tidy([olmo]))
+        df = _reference_table(olmo)
         df = df[(df[S.FAMILY] == "olmo-ladder") & df[S.METRIC].astype(str).str.startswith("acc_len_norm")]
         loss = df[S.LOSS]
         lines += _trim_rows("OLMo ladder acc_len_norm vs loss, pooled over the 25 runs", df, S.LOSS, {
