@@ -78,7 +78,7 @@ class Suite:
     family: str
     repo: str
     size: str                   # the counted size: the suites' names round (OLMo-1B has 1.18B)
-    params: int                 # total, as the hub's safetensors count it
+    params: int                 # total as published (hub file counts; tests rederive it)
     embedding: int              # input plus untied output embedding
     tokens_per_step: int        # global batch x sequence length of the training config
     scheme: str                 # "olmo" (stepN-tokensMB) or "amber" (ckpt_NNN)
