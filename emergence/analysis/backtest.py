@@ -66,6 +66,39 @@ class Split:
     skipped: dict
 
 
+@dataclass(frozen=True)
+class BacktestConfig:
+    """What ``emergence backtest`` ran with; written beside the table."""
+
+    cutoff: float
+    by: str = S.PARAMS
+    predictors: list | None = None   # None: every registered predictor
+    pool: bool = False               # False: each family is split on its own
+    task_loss: str = "auto"
+    metrics: list | None = None
+    tasks: list | None = None
+    benchmarks: list | None = None
+    n_boot: int = 20                 # per predictor: enough for a rough 90% interval at a fit's cost
+    seed: int = 0
+
+    def options(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def write_backtest(table: pd.DataFrame, out_dir, config: BacktestConfig) -> list:
+    """backtest.csv (every row), backtest.md (the summary table) and backtest.json (the config)."""
+    import json
+    from pathlib import Path
+
+    from emergence.files import write_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_atomic(out / "backtest.csv", table.to_csv(index=False)),
+            write_atomic(out / "backtest.md", markdown(table) + "\n"),
+            write_atomic(out / "backtest.json", json.dumps(config.options(), indent=2) + "\n")]
+
+
 def split(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, pool: bool = False, task_loss: str = "auto",
           metrics=None, tasks=None, benchmarks=None, n_boot: int = 20, seed: int = 0) -> Split:
     """Problems of ``df`` at ``cutoff``: per family (one group with ``pool``), per (task, subtask,
@@ -79,6 +112,7 @@ def split(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, pool: bool = F
 
     if by not in (S.PARAMS, S.FLOPS):
         raise ValueError(f"by={by!r}: split by 'params' or 'flops'")
+    _check_names(df, task_loss, metrics, tasks)
     df = fill_chance(df)
     groups = [("all", df)] if pool else list(df.groupby(S.FAMILY, sort=True))
     bench = _benchmark_matrix(df, benchmarks) if benchmarks else None
@@ -146,7 +180,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (group, task, subtask, metric, target): the winner, its error, the spread of
     the data, and the verdict; plus each predictor's error as a column."""
     keys = ["group", "task", "subtask", "metric", "model"]
-    ran = table.dropna(subset=["model"])
+    ran = table.dropna(subset=["model"]) if "model" in table else table.iloc[:0]
     if ran.empty:
         return pd.DataFrame(columns=keys)
     wide = ran.pivot_table(index=keys, columns="predictor", values="abs_err", aggfunc="first")
@@ -179,12 +213,37 @@ def markdown(table: pd.DataFrame, *, digits: int = 3) -> str:
     return "\n".join(head + lines)
 
 
-def win_counts(table: pd.DataFrame) -> pd.Series:
-    """How often each predictor wins (task x target pairs), most first."""
-    return table[table.get("winner", False) == True]["predictor"].value_counts()  # noqa: E712 (NaN rows)
+def predictor_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per predictor: rows that ran and that could not, mean and median abs error, how often the
+    interval holds the actual value, and wins (task x target pairs where its error is smallest)."""
+    out = []
+    for name, g in table.groupby("predictor", sort=False):
+        ok = g[g["status"].eq("ok") & g["abs_err"].notna()] if "abs_err" in g else g.iloc[:0]
+        has = ok.dropna(subset=["pred_low", "pred_high"]) if len(ok) else ok
+        inside = ((has["pred_low"] <= has["actual"]) & (has["actual"] <= has["pred_high"])) if len(has) else []
+        out.append({"predictor": name, "ran": len(ok), "not_run": int((g["status"] == "not run").sum()),
+                    "mae": ok["abs_err"].mean() if len(ok) else np.nan,
+                    "median_abs_err": ok["abs_err"].median() if len(ok) else np.nan,
+                    "coverage": float(np.mean(inside)) if len(has) else np.nan,
+                    "wins": int(g["winner"].fillna(False).astype(bool).sum()) if "winner" in g else 0,
+                    "reason": g.loc[g["status"] == "not run", "reason"].iloc[0] if (g["status"] == "not run").any() else ""})
+    return pd.DataFrame(out)
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def _check_names(df, task_loss, metrics, tasks):
+    """Names the table does not have stop the run (an option is never silently ignored)."""
+    from emergence.names import unknown_message
+
+    known = {"metric": sorted(df[S.METRIC].astype(str).unique()), "task": sorted(df[S.TASK].astype(str).unique())}
+    asked = [("metric", [task_loss] if task_loss not in ("auto", "none") else []), ("metric", metrics or []),
+             ("task", tasks or [])]
+    for kind, names in asked:
+        for name in names:
+            if name not in known[kind]:
+                raise ValueError(unknown_message(kind, name, known[kind]))
+
 
 def _rows(p: Problem, name: str, fn, level: float, by: str) -> list:
     base = {"group": p.group, "task": p.task, "subtask": p.subtask, "metric": p.metric, "predictor": name,
@@ -337,5 +396,7 @@ def _benchmark_matrix(df, benchmarks) -> pd.DataFrame:
     missing = sorted(set(benchmarks) - set(fin[S.TASK]))
     if missing:
         raise ValueError(f"benchmarks {missing} are not tasks of the table")
-    wide = fin.groupby([S.MODEL, S.TASK])[S.VALUE].mean().unstack(S.TASK)
-    return wide[list(benchmarks)].dropna()
+    wide = fin.groupby([S.MODEL, S.TASK])[S.VALUE].mean().unstack(S.TASK)[list(benchmarks)]
+    # a model missing a few benchmarks keeps its place with their mean (Ruan et al. impute too)
+    wide = wide[wide.notna().mean(axis=1) >= 0.5]
+    return wide.fillna(wide.mean())

@@ -18,9 +18,11 @@ its first step: the loss law's refits, or resampled models). A predictor that ca
   them (Ruan et al. 2024).
 """
 
+import warnings
+
 import numpy as np
 import pandas as pd
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
 
 from emergence import schema as S
 from emergence.analysis.backtest import CannotPredict, Forecast, Problem, compute_of
@@ -100,10 +102,14 @@ def flp(p: Problem) -> Forecast:
     ok = np.isfinite(c_train) & np.isfinite(y)
     if ok.sum() < 4:
         raise CannotPredict(f"{int(ok.sum())} training models with compute and {col}: the loss law needs 4")
+    key = ("compute", col, tuple(sorted(p.train[S.MODEL]))) if col == S.LOSS else None
     try:
-        law = fit_size_law(c_train[ok], y[ok], n_boot=p.n_boot, seed=p.seed, level=LEVEL)
+        law = p.cache[key] if key in p.cache else fit_size_law(c_train[ok], y[ok], n_boot=p.n_boot, seed=p.seed,
+                                                                level=LEVEL)
     except FitError as err:
         raise CannotPredict(f"loss-from-compute law: {err}") from err
+    if key is not None:
+        p.cache[key] = law
     slope, icpt = np.polyfit(past[col].to_numpy(float), past[S.VALUE].to_numpy(float), 1)
     l_hat = law.predict(c_test)
     draws = law.predict_draws(c_test) if law.draws is not None else None
@@ -175,10 +181,14 @@ def _intermediate(p: Problem, prefer: str = "task_loss"):
     """The loss a two-stage predictor goes through: ``prefer`` when the training models have it,
     else the other one, with a note; a family with neither cannot be predicted this way."""
     order = [prefer] + [c for c in ("task_loss", S.LOSS) if c != prefer]
-    for col in order:
-        if p.train[col].notna().all() and p.history[col].notna().sum() >= 4:
-            return col, "" if col == prefer else f"via {_label(col)} (no {_label(prefer)})"
-    raise CannotPredict(_no_loss(p))
+    present = [c for c in order if p.train[c].notna().all()]
+    if not present:
+        raise CannotPredict(_no_loss(p))
+    col = present[0]
+    if p.history[col].notna().sum() < 4:
+        raise CannotPredict(f"{int(p.history[col].notna().sum())} training checkpoints with {_label(col)}: "
+                            "the link to accuracy needs 4")
+    return col, "" if col == prefer else f"via {_label(col)} (no {_label(prefer)})"
 
 
 def _no_loss(p):
@@ -266,7 +276,9 @@ def _fit_capability_sigmoid(x, y, chance):
     def f(xx, *c):
         return _capability(xx, np.array(c), chance)
     try:
-        coef, _ = curve_fit(f, x, y, p0=np.zeros(x.shape[1] + 1), maxfev=20000)
+        with warnings.catch_warnings():   # an exact fit has no covariance to estimate; only coef is used
+            warnings.simplefilter("ignore", OptimizeWarning)
+            coef, _ = curve_fit(f, x, y, p0=np.zeros(x.shape[1] + 1), maxfev=20000)
     except (RuntimeError, ValueError) as err:
         raise CannotPredict(f"sigmoid of the task on the components failed: {err}") from err
     return coef
