@@ -11,51 +11,19 @@ the data, and how far its prediction moves when the largest training size is dro
 (Lourie et al. 2025 found only 39% of 46 tasks scaling predictably).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from emergence import schema as S
+from emergence.analysis.predictors import PREDICTORS, CannotPredict, Forecast, Problem, compute_of
 
 # A task is called predictable when the winner's error and its cutoff sensitivity are both at
 # most this share of the data's spread (sd of the task's final scores over all models): an
 # error of half a standard deviation still orders models; more is no better than the mean.
 PREDICTABLE_SHARE = 0.5
 LOSS_METRIC_PREFIXES = ("bpb", "logprob", "ppl", "perplexity", "loss", "ce_loss", "prob_correct")
-
-
-class CannotPredict(ValueError):
-    """A predictor cannot run on a problem; the message is the row's reason."""
-
-
-@dataclass(frozen=True, eq=False)
-class Problem:
-    """One curve to predict. Frames have one row per model (``train``, ``test``: final checkpoints)
-    or per checkpoint (``history``: every checkpoint of the training models), with columns model,
-    params, tokens, flops, loss, step, value and task_loss (NaN where the table has none)."""
-
-    group: str
-    task: str
-    subtask: str
-    metric: str
-    chance: float
-    train: pd.DataFrame
-    test: pd.DataFrame
-    history: pd.DataFrame
-    benchmarks: pd.DataFrame | None = None   # model x standard benchmark scores, for observational scaling
-    n_boot: int = 20
-    seed: int = 0
-    cache: dict = field(default_factory=dict)  # fits shared by the problems of one split (the loss law)
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """Predictions for ``problem.test`` rows, bootstrap draws (rows) and a note ('' when clean)."""
-
-    predicted: np.ndarray
-    draws: np.ndarray | None = None
-    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,8 +122,6 @@ def backtest(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, predictors=
     at ``level`` (bootstrap draws of the predictor), status and reason; then ``winner`` (the
     smallest error among the rows that ran), ``shift`` (how far the prediction moves when the
     largest training size is dropped; with ``sensitivity``) and ``predictable`` with ``evidence``."""
-    from emergence.analysis.predictors import PREDICTORS
-
     names = list(PREDICTORS) if predictors is None else list(predictors)
     unknown = [n for n in names if n not in PREDICTORS]
     if unknown:
@@ -374,15 +340,6 @@ def _final_rows(df) -> pd.DataFrame:
     last = key.groupby(df[S.MODEL]).transform("max")
     out = df[key == last]
     return out.drop_duplicates(S.MODEL, keep="last") if S.TASK not in df else out
-
-
-def compute_of(frame) -> pd.Series:
-    """Training compute per row: the table's flops when every row has them, else 6 N D for all
-    (one convention across the models compared)."""
-    flops = pd.to_numeric(frame[S.FLOPS], errors="coerce") if S.FLOPS in frame else None
-    if flops is not None and flops.notna().all():
-        return flops
-    return 6 * pd.to_numeric(frame[S.PARAMS], errors="coerce") * pd.to_numeric(frame[S.TOKENS], errors="coerce")
 
 
 def _split_values(finals, by) -> pd.Series:

@@ -1,6 +1,6 @@
-"""The predictors of the backtest (``analysis.backtest``): each a function ``Problem -> Forecast``
-that fits on ``problem.train`` / ``problem.history`` and predicts ``problem.test``, registered in
-``PREDICTORS``. Intervals come from each predictor's own bootstrap (``problem.n_boot`` draws of
+"""The predictors of the backtest (``analysis.backtest``) and their contract: each a function
+``Problem -> Forecast`` that fits on ``problem.train`` / ``problem.history`` and predicts
+``problem.test``, registered in ``PREDICTORS``. Intervals come from each predictor's own bootstrap (``problem.n_boot`` draws of
 its first step: the loss law's refits, or resampled models). A predictor that cannot run raises
 ``CannotPredict`` with the reason.
 
@@ -19,19 +19,61 @@ its first step: the loss law's refits, or resampled models). A predictor that ca
 """
 
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from emergence import schema as S
-from emergence.analysis.backtest import CannotPredict, Forecast, Problem, compute_of
 from emergence.analysis.scaling import FitError, fit_chinchilla, fit_size_law
 
 ONSET_MARGIN = 0.05    # FLP: a checkpoint is past the onset above chance + 5% of the room above chance
 SKIP_FRACTION = 0.1    # the sigmoid's fit drops each run's first 10% of steps (Bhagia et al.: noisy start)
 N_COMPONENTS = 3       # observational scaling: Ruan et al. use the top 3 principal components
 LEVEL = 0.9
+
+
+class CannotPredict(ValueError):
+    """A predictor cannot run on a problem; the message is the row's reason."""
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """One curve to predict. Frames have one row per model (``train``, ``test``: final checkpoints)
+    or per checkpoint (``history``: every checkpoint of the training models), with columns model,
+    params, tokens, flops, loss, step, value and task_loss (NaN where the table has none)."""
+
+    group: str
+    task: str
+    subtask: str
+    metric: str
+    chance: float
+    train: pd.DataFrame
+    test: pd.DataFrame
+    history: pd.DataFrame
+    benchmarks: pd.DataFrame | None = None   # model x standard benchmark scores, for observational scaling
+    n_boot: int = 20
+    seed: int = 0
+    cache: dict = field(default_factory=dict)  # fits shared by the problems of one split (the loss law)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Predictions for ``problem.test`` rows, bootstrap draws (rows) and a note ('' when clean)."""
+
+    predicted: np.ndarray
+    draws: np.ndarray | None = None
+    note: str = ""
+
+
+def compute_of(frame) -> pd.Series:
+    """Training compute per row: the table's flops when every row has them, else 6 N D for all
+    (one convention across the models compared)."""
+    flops = pd.to_numeric(frame[S.FLOPS], errors="coerce") if S.FLOPS in frame else None
+    if flops is not None and flops.notna().all():
+        return flops
+    return 6 * pd.to_numeric(frame[S.PARAMS], errors="coerce") * pd.to_numeric(frame[S.TOKENS], errors="coerce")
 
 
 def two_step(p: Problem) -> Forecast:
@@ -51,7 +93,7 @@ def power_law(p: Problem) -> Forecast:
     if ok.sum() < 3 or np.ptp(c_train[ok]) == 0:
         raise CannotPredict(f"{int(ok.sum())} training models with compute (flops, or params and tokens): "
                             "a power law in compute needs 3 at 2 or more compute levels")
-    coef, cov = np.polyfit(c_train[ok], z[ok], 1, cov=True) if ok.sum() > 3 else (np.polyfit(c_train[ok], z[ok], 1), None)
+    coef, cov = np.polyfit(c_train[ok], z[ok], 1, cov=True) if ok.sum() > 4 else (np.polyfit(c_train[ok], z[ok], 1), None)
     draws = None
     if cov is not None and p.n_boot and np.all(np.isfinite(cov)):
         draws = np.random.default_rng(p.seed).multivariate_normal(coef, cov, size=p.n_boot)
