@@ -100,7 +100,7 @@ def headline_lines(ref: Path) -> list:
         return ["Skipped: `olmo_ladder/` not found."]
     df = _olmo_cached(ref)
     exact = olmo_ladder_validation(ref, df, n_boot=0)
-    seeds = pd.concat([olmo_ladder_validation(ref, df, seed=s).assign(seed=s) for s in SEEDS])
+    seeds = olmo_ladder_validation(ref, df, seed=tuple(SEEDS))
     per_seed = seeds.groupby(["target", "seed"])["our_abs_err"].mean().mul(100)
     dev = OLMO_TARGETS[DEV_TARGET][0]
     lines = ["### Headline numbers: OLMo-2 from the 190M-1B ladder, across seeds", "",
