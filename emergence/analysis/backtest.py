@@ -104,13 +104,12 @@ def split(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, pool: bool = F
             fin = _final_rows(frame)
             chance = pd.to_numeric(curve[0][S.CHANCE], errors="coerce").dropna()
             problems.append(Problem(
-                str(name), task, subtask, metric, float(chance.iloc[0]) if len(chance) else 0.0,
+                str(name), task if n_shot == "" else f"{task} ({n_shot}-shot)", subtask, metric,
+                float(chance.iloc[0]) if len(chance) else 0.0,
                 fin[fin[S.MODEL].isin(train_models)].reset_index(drop=True),
                 fin[fin[S.MODEL].isin(test_models)].reset_index(drop=True),
                 frame[frame[S.MODEL].isin(train_models)].reset_index(drop=True),
                 bench, n_boot, seed, cache))
-            if n_shot != "":
-                object.__setattr__(problems[-1], "task", f"{task} ({n_shot}-shot)")
     return Split(problems, skipped)
 
 
@@ -247,8 +246,8 @@ def _scored(fc: Forecast, i: int, actual: float, level: float) -> dict:
 
 
 def _add_shift(table, df, cutoff, names, opts, seed):
-    """Refit with the largest training size (or compute) left out, n_boot = 0: the change of each
-    prediction is the cutoff sensitivity."""
+    """Refit with the table's largest training size (or compute) below the cutoff left out,
+    n_boot = 0: the change of each prediction is the cutoff sensitivity."""
     by = opts["by"]
     finals = _final_rows(df)
     values = _split_values(finals, by)
