@@ -191,7 +191,7 @@ def predictor_summary(table: pd.DataFrame) -> pd.DataFrame:
                     "median_abs_err": ok["abs_err"].median() if len(ok) else np.nan,
                     "coverage": float(np.mean(inside)) if len(has) else np.nan,
                     "wins": int(g["winner"].fillna(False).astype(bool).sum()) if "winner" in g else 0,
-                    "reason": g.loc[g["status"] == "not run", "reason"].iloc[0] if (g["status"] == "not run").any() else ""})
+                    "reason": next(iter(g.loc[g["status"] == "not run", "reason"]), "")})
     return pd.DataFrame(out)
 
 

@@ -1,7 +1,7 @@
 """The predictors of the backtest (``analysis.backtest``) and their contract: each a function
 ``Problem -> Forecast`` that fits on ``problem.train`` / ``problem.history`` and predicts
-``problem.test``, registered in ``PREDICTORS``. Intervals come from each predictor's own bootstrap (``problem.n_boot`` draws of
-its first step: the loss law's refits, or resampled models). A predictor that cannot run raises
+``problem.test``, registered in ``PREDICTORS``. Intervals come from each predictor's own
+bootstrap (``problem.n_boot`` draws of its first step: the loss law's refits, or resampled models). A predictor that cannot run raises
 ``CannotPredict`` with the reason.
 
 - ``two_step``: loss from (N, D), accuracy as a sigmoid of that loss (Bhagia et al. 2024); the
@@ -93,7 +93,9 @@ def power_law(p: Problem) -> Forecast:
     if ok.sum() < 3 or np.ptp(c_train[ok]) == 0:
         raise CannotPredict(f"{int(ok.sum())} training models with compute (flops, or params and tokens): "
                             "a power law in compute needs 3 at 2 or more compute levels")
-    coef, cov = np.polyfit(c_train[ok], z[ok], 1, cov=True) if ok.sum() > 4 else (np.polyfit(c_train[ok], z[ok], 1), None)
+    # a covariance needs 5 points (numpy scales it by n - 4); with fewer there are no draws
+    x_ok, z_ok = c_train[ok], z[ok]
+    coef, cov = np.polyfit(x_ok, z_ok, 1, cov=True) if ok.sum() > 4 else (np.polyfit(x_ok, z_ok, 1), None)
     draws = None
     if cov is not None and p.n_boot and np.all(np.isfinite(cov)):
         draws = np.random.default_rng(p.seed).multivariate_normal(coef, cov, size=p.n_boot)
@@ -104,9 +106,10 @@ def power_law(p: Problem) -> Forecast:
 def loss_to_loss(p: Problem) -> Forecast:
     hist = _history(p, S.LOSS, "task_loss")
     if len(hist) < 4:
+        no_metric = p.history["task_loss"].isna().all()
         raise CannotPredict("needs the model's loss and the task's loss on 4 or more checkpoints "
                             f"({len(hist)} have both): the table has no task-loss metric (task_loss=...)"
-                            if p.history["task_loss"].isna().all() else f"only {len(hist)} checkpoints with both losses")
+                            if no_metric else f"only {len(hist)} checkpoints with both losses")
     law = _law(p, S.LOSS)
     l_hat, l_draws = _law_at(law, p.test)
     floor = law.params.get("E", law.params.get("L_inf", 0.0))
@@ -175,8 +178,9 @@ def onset(p: Problem) -> Forecast:
     fit = v.best_fit if v.label == "emergent" else (smooth[0] if smooth else v.best_fit)
     if fit is None:
         raise CannotPredict(f"no curve fits the small models' {p.metric} on loss ({v.label})")
+    shape = "threshold" if fit is v.best_fit and v.label == "emergent" else fit.name
     return Forecast(_clip(fit.predict(l_hat)), None if l_draws is None else _clip(fit.predict(l_draws)),
-                    f"verdict {v.label}: {'threshold' if fit is v.best_fit and v.label == 'emergent' else fit.name} model")
+                    f"verdict {v.label}: {shape} model")
 
 
 def obs_scaling(p: Problem) -> Forecast:

@@ -210,7 +210,8 @@ def _block(b: Backtest) -> list:
     title, table, intro, per_target = b.title, b.table, b.intro, b.per_target
     lines = [f"### {title}", "", intro, ""]
     ps = predictor_summary(table)
-    lines += ["| predictor | rows run | not run | MAE | median abs. error | interval holds actual | wins | why not run |",
+    lines += ["| predictor | rows run | not run | MAE | median abs. error | interval holds actual | wins "
+              "| why not run |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in ps.to_dict("records"):
         cov = "" if pd.isna(r["coverage"]) else f"{r['coverage']:.0%}"
