@@ -284,8 +284,8 @@ def _fit_two_steps(train, last_n, skip_frac, smooth, chance, seeds, *, n_boot, l
         xs += _moving_average(both[S.VALUE + "_x"].to_numpy()[start:], smooth)
         ys += _moving_average(both[S.VALUE + "_y"].to_numpy()[start:], smooth)
     first = fit_chinchilla(n, d, y, n_boot=n_boot, seed=seeds[0], level=level)
-    laws = [first] + [first if not n_boot else fit_chinchilla(n, d, y, n_boot=n_boot, seed=s, level=level)
-                      for s in seeds[1:]]
+    laws = [first] + [first if not n_boot else fit_chinchilla(n, d, y, n_boot=n_boot, seed=s, level=level,
+                                                              best=first.theta) for s in seeds[1:]]
     return laws, fit_sigmoid(xs, ys, chance=chance)
 
 
