@@ -280,8 +280,8 @@ def _verdict(err, shift, spread):
         return "unknown", "no spread in the data to compare with"
     e, s = err / spread, (shift / spread if np.isfinite(shift) else np.nan)
     ok = e <= PREDICTABLE_SHARE and (not np.isfinite(s) or s <= PREDICTABLE_SHARE)
-    moved = f", cutoff shift {s:.2f}" if np.isfinite(s) else ", cutoff shift n/a"
-    return ("yes" if ok else "no"), f"error {e:.2f}{moved} (x sd {spread:.3f})"
+    moved = f", cutoff shift {s:.2f} sd" if np.isfinite(s) else ", cutoff shift n/a"
+    return ("yes" if ok else "no"), f"error {e:.2f} sd{moved} (sd {spread:.3f})"
 
 
 def _curves(g, metrics, tasks, task_loss):
