@@ -139,6 +139,12 @@ def test_nothing_to_hold_out_or_fit_is_a_reason_not_a_crash():
     assert "No problem could be backtested" in markdown(table)
 
 
+def test_a_table_without_scores_says_so():
+    df = _family(lambda L, n, d: _sigmoid_of(L), steps=(1.0,))
+    table = backtest(df.assign(**{S.METRIC: "bpb"}), 5e8, predictors=["power_law"])
+    assert table["reason"].iloc[0].startswith("no task scored in [0, 1]")
+
+
 def test_winner_and_predictable_on_an_exact_family():
     table = backtest(_family(lambda L, n, d: _sigmoid_of(L)), 5e8, predictors=["two_step", "power_law"], n_boot=0)
     s = summary(table)

@@ -132,6 +132,9 @@ def backtest(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, predictors=
     for p in sp.problems:
         for n in names:
             rows += _rows(p, n, PREDICTORS[n], level, by)
+    if not rows:
+        rows = [{"group": "", "predictor": n, "status": "not run", "reason": "no task scored in [0, 1] to predict "
+                 "(every metric is a loss, or outside [0, 1]; name them with metrics=...)"} for n in names]
     table = pd.DataFrame(rows)
     if table.empty or "model" not in table:
         return table
@@ -173,8 +176,9 @@ def markdown(table: pd.DataFrame, *, digits: int = 3) -> str:
             cell = "-" if pd.isna(v) else f"{v:.{digits}f}"
             cells.append(f"**{cell}**" if p == r.get("winner") else cell)
         task = r["task"] + (f" / {r['subtask']}" if r["subtask"] else "") + f" ({r['metric']})"
+        verdict = [r.get(k) if isinstance(r.get(k), str) else "" for k in ("predictable", "evidence")]
         lines.append(f"| {r['group']} | {task} | {r['model']} | {r['actual']:.3f} | " + " | ".join(cells)
-                     + f" | {r.get('predictable', '')} | {r.get('evidence', '')} |")
+                     + f" | {verdict[0]} | {verdict[1]} |")
     return "\n".join(head + lines)
 
 
