@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--cutoff", type=float, required=True, help="models with params (or flops) below it train")
     b.add_argument("--by", choices=("params", "flops"), default="params", help="what the cutoff applies to")
     b.add_argument("--predictors", help="comma-separated (default: all of two_step, power_law, loss_to_loss, flp, "
-                   "onset, obs_scaling)")
+                   "onset, obs_scaling, obs_compute)")
     b.add_argument("--pool", action="store_true", help="split all families together (targets of another family)")
     b.add_argument("--task-loss", default="auto", help="metric that is each task's continuous loss: 'auto' "
                    "(bpb with the metric's [suffix]), 'none', or a metric name")

@@ -104,6 +104,31 @@ def test_obs_scaling_recovers_a_sigmoid_of_capability_components():
     assert summary(table)["winner"].eq("obs_scaling").all()   # compute alone does not see the skill
 
 
+def test_obs_compute_recovers_components_from_compute_and_family_efficiency():
+    rows, n_models = [], 40
+    loadings = np.random.default_rng(1).uniform(0.05, 0.15, (2, 5))
+    offsets = {"f0": 0.0, "f1": 0.8, "f2": -0.6, "f3": 0.3}
+    for i in range(n_models):
+        fam, logc = f"f{i % 4}", 20 + 3 * (i / n_models)
+        skill = np.array([offsets[fam] + 0.7 * (logc - 21), 0.2 * (logc - 21) - offsets[fam]])
+        base = {S.FAMILY: fam, S.MODEL: f"m{i}", S.PARAMS: 1e9, S.TOKENS: 10 ** logc / 6e9, S.FLOPS: 10 ** logc,
+                S.SUBTASK: "", S.CHANCE: 0.0}
+        rows += [{**base, S.TASK: f"bench{j}", S.METRIC: "acc", S.VALUE: 0.5 + skill @ loadings[:, j]}
+                 for j in range(5)]
+        rows.append({**base, S.TASK: "hard", S.METRIC: "acc", S.VALUE: 1 / (1 + np.exp(-3 * skill[0]))})
+    df = pd.DataFrame(rows)
+    table = backtest(df, 10 ** 22.2, by=S.FLOPS, pool=True, tasks=["hard"], predictors=["obs_compute", "power_law"],
+                     benchmarks=[f"bench{j}" for j in range(5)], n_boot=3, sensitivity=False)
+    assert _errors(table, "obs_compute").max() < 0.02
+    ps = predictor_summary(table).set_index("predictor")
+    assert ps.loc["obs_compute", "mae"] < ps.loc["power_law", "mae"] / 5   # one compute law misses the offsets
+    unseen = backtest(df.assign(**{S.FAMILY: np.where(df[S.MODEL] == "m39", "new", df[S.FAMILY])}), 10 ** 22.2,
+                      by=S.FLOPS, pool=True, tasks=["hard"], predictors=["obs_compute"],
+                      benchmarks=[f"bench{j}" for j in range(5)], n_boot=0, sensitivity=False)
+    new = unseen[unseen["model"] == "m39"].iloc[0]
+    assert new["status"] == "not run" and "no training model of new" in new["reason"]
+
+
 def test_onset_predicts_held_out_models_of_a_threshold_family():
     fam = synthetic_family(3, "overtrained")
     df = fam.table[fam.table[S.TASK] == "threshold"]
@@ -170,7 +195,8 @@ def test_unknown_names_stop_with_a_suggestion():
 def test_every_predictor_is_registered_with_the_same_signature():
     import inspect
 
-    assert set(PREDICTORS) == {"two_step", "power_law", "loss_to_loss", "flp", "onset", "obs_scaling"}
+    assert set(PREDICTORS) == {"two_step", "power_law", "loss_to_loss", "flp", "onset", "obs_scaling",
+                               "obs_compute"}
     assert all(list(inspect.signature(fn).parameters) == ["p"] for fn in PREDICTORS.values())
 
 

@@ -321,7 +321,7 @@ def _task_loss_rows(g, task, sub, shot, metric, task_loss):
 
 
 def _frame(rows, task_loss_rows):
-    cols = [S.MODEL, S.PARAMS, S.TOKENS, S.FLOPS, S.LOSS, S.STEP]
+    cols = [S.FAMILY, S.MODEL, S.PARAMS, S.TOKENS, S.FLOPS, S.LOSS, S.STEP]
     f = rows.reindex(columns=cols + [S.VALUE]).copy()
     f[S.STEP] = pd.to_numeric(f[S.STEP], errors="coerce")
     if task_loss_rows is None:

@@ -15,7 +15,8 @@ bootstrap (``problem.n_boot`` draws of its first step: the loss law's refits, or
 - ``onset``: the emergence verdict on the loss axis (``verdicts.classify``); its threshold model
   (or best smooth fit) at the loss the law predicts (``analysis.onset``'s predictor).
 - ``obs_scaling``: principal components of standard benchmark scores, accuracy a sigmoid of
-  them (Ruan et al. 2024).
+  them (Ruan et al. 2024); ``obs_compute``: the same components predicted from log compute and a
+  per-family compute efficiency, for targets whose benchmarks are not known yet.
 """
 
 import warnings
@@ -206,8 +207,44 @@ def obs_scaling(p: Problem) -> Forecast:
     return Forecast(_capability(x_test, coef, p.chance), np.array(draws) if draws else None)
 
 
+def obs_compute(p: Problem) -> Forecast:
+    """Observational scaling without the target's own benchmark scores: each component is linear
+    in log compute with one slope and an intercept per family (the family's compute efficiency,
+    Ruan et al. 2024), then the same sigmoid as ``obs_scaling``."""
+    if p.benchmarks is None or p.benchmarks.empty:
+        raise CannotPredict("no standard benchmark scores to take components of (benchmarks=..., --benchmarks)")
+    scores = _components(p.benchmarks)
+    train = p.train[p.train[S.MODEL].isin(scores.index)].reset_index(drop=True)
+    if len(train) < N_COMPONENTS + 3:
+        raise CannotPredict(f"{len(train)} training models with every standard benchmark: the sigmoid of "
+                            f"{N_COMPONENTS} components needs {N_COMPONENTS + 3}")
+    logc = np.log(compute_of(pd.concat([train, p.test], ignore_index=True)).to_numpy(float))
+    families = sorted(train[S.FAMILY].astype(str).unique())
+    design = np.column_stack([logc] + [(pd.concat([train, p.test])[S.FAMILY].astype(str) == f).to_numpy(float)
+                                       for f in families])
+    fit_rows, test_rows = design[:len(train)], design[len(train):]
+    x_train, y = scores.loc[train[S.MODEL]].to_numpy(float), train[S.VALUE].to_numpy(float)
+    unseen = sorted(set(p.test[S.FAMILY].astype(str)) - set(families))
+
+    def predict(idx):
+        ok = np.isfinite(fit_rows[idx, 0])
+        if ok.sum() < len(families) + 2:
+            raise CannotPredict(f"{int(ok.sum())} training models with compute: one slope and "
+                                f"{len(families)} family intercepts need {len(families) + 2}")
+        slopes = np.linalg.lstsq(fit_rows[idx][ok], x_train[idx][ok], rcond=None)[0]
+        pcs = test_rows @ slopes
+        pcs[test_rows[:, 1:].sum(axis=1) == 0] = np.nan      # a family with no training model
+        return _capability(pcs, _fit_capability_sigmoid(x_train[idx], y[idx], p.chance), p.chance)
+
+    point = predict(np.arange(len(y)))
+    rng = np.random.default_rng(p.seed)
+    draws = [_or_nan(predict, rng.integers(0, len(y), len(y)), len(point)) for _ in range(p.n_boot)]
+    note = f"no training model of {', '.join(unseen)}: no compute efficiency to use" if unseen else ""
+    return Forecast(point, np.array(draws) if draws else None, note)
+
+
 PREDICTORS = {"two_step": two_step, "power_law": power_law, "loss_to_loss": loss_to_loss, "flp": flp,
-              "onset": onset, "obs_scaling": obs_scaling}
+              "onset": onset, "obs_scaling": obs_scaling, "obs_compute": obs_compute}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -328,6 +365,14 @@ def _fit_capability_sigmoid(x, y, chance):
     except (RuntimeError, ValueError) as err:
         raise CannotPredict(f"sigmoid of the task on the components failed: {err}") from err
     return coef
+
+
+def _or_nan(fn, idx, n):
+    """``fn(idx)``, or NaN where a bootstrap resample cannot be fitted."""
+    try:
+        return fn(idx)
+    except CannotPredict:
+        return np.full(n, np.nan)
 
 
 def _clip(v):

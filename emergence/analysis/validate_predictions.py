@@ -180,14 +180,16 @@ def obsscaling_backtest(ref: Path):
         return "Skipped: `tidy/obsscaling.csv.gz` not found."
     df = read_tidy([path], where=lambda d: d[S.TASK].isin(OBS_TASKS + OBS_BENCHMARKS) & d[S.FLOPS].notna())
     table = backtest(df, OBS_CUTOFF, by=S.FLOPS, pool=True, tasks=OBS_TASKS, benchmarks=OBS_BENCHMARKS,
-                     predictors=["power_law", "obs_scaling", "two_step"], n_boot=BACKTEST_BOOT)
+                     predictors=["power_law", "obs_scaling", "obs_compute", "two_step"], n_boot=BACKTEST_BOOT)
     return Backtest(f"ObsScaling: public models below {OBS_CUTOFF:.2g} FLOPs to those above", table, intro=(
         "Ruan et al. 2024's base models with published compute, pooled over their families, split at the "
         "compute of Llama-2 7B (a split of ours: the paper's own held-out split is not reproduced here); the "
         "2-shot 'emergent' BIG-bench tasks scored in [0, 1]. Observational "
         "scaling takes the top 3 principal components of the eight standard benchmarks of every model "
         "(centred, unstandardised, missing scores imputed with the benchmark mean) and fits a sigmoid from "
-        "them to the task; the compute power law is the baseline Ruan et al. compare against."))
+        "them to the task; `obs_compute` predicts the components from log compute with one slope and an "
+        "intercept per family (its compute efficiency), for a target whose benchmarks are not known; the "
+        "compute power law is the baseline Ruan et al. compare against."))
 
 
 # ----------------------------------------------------------------------------- helpers
