@@ -70,7 +70,8 @@ def reading(tables) -> str:
         maes = ", ".join(f"{r.predictor} {r.mae:.3f}" for r in ran.sort_values("mae").itertuples())
         yes = (s["predictable"] == "yes").mean()
         said.append(f"{name}: {top.predictor} wins {top.wins} of {len(s)} task x target pairs "
-                    f"(MAE {maes}; {len(ps) - len(ran)} predictor(s) could not run); predictable {yes:.0%}")
+                    f"(MAE over the rows each could run: {maes}; {len(ps) - len(ran)} predictor(s) ran on none); "
+                    f"predictable {yes:.0%}")
     return ("**Reading.** " + "; ".join(said) + ". The winner is picked after seeing the held-out errors, so "
             "its error is an optimistic bound on what any single predictor chosen in advance would do, and "
             "`predictable` inherits that optimism; the cutoff shift (refit without the largest training size) "
