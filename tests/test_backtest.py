@@ -180,6 +180,18 @@ def test_winner_and_predictable_on_an_exact_family():
     assert "**" in markdown(table)
 
 
+def test_validation_block_and_reading_come_from_the_table(tmp_path):
+    from emergence.analysis.validate_predictions import Backtest, _block, predictors_section, reading
+
+    table = backtest(_family(lambda L, n, d: _sigmoid_of(L)), 5e8, predictors=["two_step", "power_law"], n_boot=0)
+    lines = _block(Backtest("toy", table, "intro"))
+    assert lines[0] == "### toy" and any(line.startswith("| two_step | 6 | 0 |") for line in lines)
+    assert lines[-1].endswith("6 of 6 task x target pairs (100%).")
+    assert reading([("toy", table)]).startswith("**Reading.** toy: two_step wins 6 of 6")
+    assert reading([]).endswith("not found.") and predictors_section(None).startswith("Skipped")
+    assert "Skipped: `tidy/pythia.csv.gz` not found." in predictors_section(tmp_path)
+
+
 def test_unknown_names_stop_with_a_suggestion():
     df = _family(lambda L, n, d: _sigmoid_of(L), steps=(1.0,))
     with pytest.raises(ValueError, match="two_step"):

@@ -72,6 +72,8 @@ def reading(tables) -> str:
         said.append(f"{name}: {top.predictor} wins {top.wins} of {len(s)} task x target pairs "
                     f"(MAE over the rows each could run: {maes}; {len(ps) - len(ran)} predictor(s) ran on none); "
                     f"predictable {yes:.0%}")
+    if not said:
+        return "**Reading.** No backtest table: their reference data was not found."
     return ("**Reading.** " + "; ".join(said) + ". The winner is picked after seeing the held-out errors, so "
             "its error is an optimistic bound on what any single predictor chosen in advance would do, and "
             "`predictable` inherits that optimism; the cutoff shift (refit without the largest training size) "
