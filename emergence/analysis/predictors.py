@@ -108,9 +108,9 @@ def loss_to_loss(p: Problem) -> Forecast:
     hist = _history(p, S.LOSS, "task_loss")
     if len(hist) < 4:
         no_metric = p.history["task_loss"].isna().all()
-        raise CannotPredict("needs the model's loss and the task's loss on 4 or more checkpoints "
-                            f"({len(hist)} have both): the table has no task-loss metric (task_loss=...)"
-                            if no_metric else f"only {len(hist)} checkpoints with both losses")
+        raise CannotPredict("no task-loss metric in the table (task_loss=...): needs the model's and the "
+                            "task's loss on 4 or more checkpoints" if no_metric
+                            else f"{len(hist)} checkpoints with both the model's and the task's loss: needs 4")
     law = _law(p, S.LOSS)
     l_hat, l_draws = _law_at(law, p.test)
     floor = law.params.get("E", law.params.get("L_inf", 0.0))

@@ -221,7 +221,7 @@ def _block(b: Backtest) -> list:
     for r in ps.to_dict("records"):
         cov = "" if pd.isna(r["coverage"]) else f"{r['coverage']:.0%}"
         lines.append(f"| {r['predictor']} | {r['ran']} | {r['not_run']} | {_f(r['mae'])} | {_f(r['median_abs_err'])} | "
-                     f"{cov} | {r['wins']} | {r['reason'][:90]} |")
+                     f"{cov} | {r['wins']} | {_short(r['reason'])} |")
     s = summary(table)
     if s.empty:
         return lines
@@ -242,6 +242,10 @@ def _block(b: Backtest) -> list:
     lines.append(f"Predictable (winner's error and cutoff shift <= 0.5 sd of the task's scores): {yes} of "
                  f"{len(s)} task x target pairs ({yes / len(s):.0%}).")
     return lines
+
+
+def _short(text, n=100):
+    return text if len(text) <= n else text[:n - 3].rsplit(" ", 1)[0] + " ..."
 
 
 def _f(v, digits=3):
