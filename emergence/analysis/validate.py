@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from emergence import schema as S
+from emergence.analysis.validate_predictions import predictors_section
 
 REFERENCE_ENV = "EMERGENCE_REFERENCE_DATA"
 
@@ -68,6 +69,8 @@ def _validate(reference_dir, n_curves, n_families, n_ladders, seed) -> str:
             ("Chinchilla refit", "chinchilla refit", lambda: chinchilla_section(reference_dir)),
             ("OLMo ladder: predicting OLMo-2 13B from the 190M-1B rungs", "olmo ladder",
              lambda: olmo_section(reference_dir)),
+            ("Predictions: headline numbers across seeds, and every predictor on the same splits", "predictions",
+             lambda: predictors_section(reference_dir)),
             ("Pythia: verdicts across sizes and training", "pythia", lambda: pythia_section(reference_dir)),
             ("Verdicts that do not move: trimming and the observation window", "trimming and window",
              lambda: robustness_section(reference_dir, seed)),
