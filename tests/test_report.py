@@ -195,6 +195,10 @@ def test_pythia_fixture_report(pythia_report):
     assert "training tokens" in r.figures[1].read_text()
     assert "fitted curve" in r.figures[3].read_text() and "verdict vs params: smooth" in r.figures[3].read_text()
     assert "Coverage: which model, task and setting" in html and "16 models x 3 tasks" in html
+    # trimming sensitivity: each checkpoint axis judged again without each run's first judged checkpoints
+    section = html[html.index('id="trimming"'):html.index('id="verdict-table"')]
+    assert section.count("<td>tokens</td>") == 3 and "first 3 judged checkpoint(s) per run" in section
+    assert "vs tokens, first 1 judged checkpoint(s) per run:" in r.summary.read_text()
 
 
 def test_law_band_covers_the_line_and_widens_when_extrapolating(tmp_path):

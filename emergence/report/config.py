@@ -14,4 +14,5 @@ class ReportConfig:
     cutoff: float | None = None   # backtest below this many parameters when the analysis runs here
     workers: int = 0              # processes drawing figures and fitting curves; 0: one per CPU (figures: <= 4), 1: none
     seed: int = 0
+    trimming: bool = True         # judge the checkpoint axes again without each run's first 1-3 judged checkpoints
     title: str | None = None

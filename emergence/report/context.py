@@ -16,13 +16,14 @@ from emergence.analysis.fitted import fitted_line
 from emergence.analysis.scaling import law_band
 from emergence.analysis.verdicts import LABELS
 from emergence.metric_rules import CONTINUOUS, DISCONTINUOUS, kinds_of
+from emergence.analysis.trimming import earliest_checkpoints
 from emergence.report import figures as F
 from emergence.report import plotting as P
 from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
 from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
                                      audit_rows, coverage, fit_rows, glance, outlier_checkpoints, outlier_rule, setting_text,
-                                     verdict_rows)
+                                     trimming_rows, verdict_rows)
 from emergence.tidy import fill_chance
 
 PACKAGES = ("emergence", "numpy", "pandas", "scipy", "matplotlib", "seaborn", "jinja2")
@@ -47,6 +48,7 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
         jobs.append(FigureJob("loss-scaling", "Held-out loss vs parameters, tokens and compute", caption,
                          "loss_scaling_figure", (F.checkpoints(df), None if law.empty else law)))
     outliers = outlier_checkpoints(df)
+    trimming = earliest_checkpoints(df, workers=config.workers) if config.trimming else None
     sections = [_task_jobs(df, df[df[S.TASK] == task], v, analysis.composites, task, i, outliers)
                 for i, task in enumerate(shown)]
     jobs += [j for s in sections for j in s.pop("jobs")]
@@ -77,6 +79,7 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
         "notes": list(dict.fromkeys(analysis.notes)),
         "counts": _counts(v), "glance": glance(v, tasks, config.max_glance_rows),
         "coverage": coverage(df), "outliers": _records(outliers.drop(columns=["tasks"]) if len(outliers) else None),
+        "trimming": trimming_rows(trimming), "trimming_computed": config.trimming,
         "n_outliers": len(outliers), "outlier_rule": outlier_rule(), "first_outliers": outliers.head(10).to_dict("records"),
         "verdicts": verdict_rows(v, analysis.fits, config.max_table_rows),
         "n_verdicts": len(v), "max_table_rows": config.max_table_rows,

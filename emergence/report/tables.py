@@ -353,6 +353,16 @@ def _clean(t):
         t[S.SUBTASK] = t[S.SUBTASK].fillna("").astype(str)
     return t
 
+def trimming_rows(trimming: pd.DataFrame) -> list:
+    """The trimming-sensitivity table (``analysis.trimming.earliest_checkpoints``) as text rows."""
+    if trimming is None or trimming.empty:
+        return []
+    return [{"axis": r.axis, "dropped": r.dropped, "curves": int(r.curves),
+             "changed": "" if not np.isfinite(r.labels_changed) else f"{r.labels_changed:.0%}",
+             "emergent": f"{r.emergent_before} -> {r.emergent_after}",
+             "emergent_changed": f"{r.emergent_changed} of {r.emergent_either}"} for r in trimming.itertuples()]
+
+
 def _records(t):
     if t is None or t.empty:
         return {"columns": [], "rows": []}
