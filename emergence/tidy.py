@@ -19,7 +19,8 @@ from emergence import schema as S
 from emergence.metric_rules import METRIC_KINDS, looks_like_accuracy, task_chance  # noqa: F401 (re-exported)
 
 # Columns the reference tables carry beyond the core schema; kept when present.
-N_SHOT, SETTING, LOSS_NAME, CHANCE_SOURCE = "n_shot", "setting", "loss_name", "chance_source"
+LOSS_NAME, CHANCE_SOURCE = "loss_name", "chance_source"
+N_SHOT, SETTING = S.N_SHOT, S.SETTING  # in the schema now; these names stay for existing callers
 
 REQUIRED = (S.FAMILY, S.MODEL, S.TASK, S.METRIC, S.VALUE)
 NUMERIC = (S.PARAMS, S.PARAMS_NONEMBED, S.TOKENS, S.STEP, S.FLOPS, S.LOSS, S.VALUE, S.STDERR, S.N,
@@ -46,7 +47,7 @@ def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, 
     """Read and check one or more tidy files (.csv, .csv.gz, .parquet) into one DataFrame.
 
     Requires family, model, task, metric, value; adds missing optional schema columns as empty;
-    keeps extra columns (loss_name, n_shot, setting, ...). ``duplicates="first"`` keeps the first
+    keeps extra columns (loss_name, ...); ``setting`` is text, empty = the default setting. ``duplicates="first"`` keeps the first
     of rows sharing a key instead of raising. ``invalid="skip"`` drops every row of a task's
     metric that has an accuracy outside [0, 1], with a note, instead of raising (one bad metric
     does not sink the rest of a run). ``where(df) -> bool mask`` keeps only some rows
@@ -97,6 +98,8 @@ def check_tidy(df: pd.DataFrame, *, source: str = "<DataFrame>", duplicates: str
     if added:
         notes.append(f"optional column(s) absent, left empty: {added}")
     df[S.SUBTASK] = df[S.SUBTASK].fillna("").astype(str)
+    df[S.SETTING] = df[S.SETTING].fillna("").astype(str).str.strip()
+    _check_n_shot(df)
     df[S.METRIC_KIND] = _coerce_kind(df)
     df[S.HIGHER_IS_BETTER] = _coerce_direction(df)
     _check_one_per_metric(df)
@@ -392,6 +395,15 @@ def _coerce_version(col: pd.Series) -> pd.Series:
     if known.any():   # once per distinct value: tables have a handful of versions in 10^5 rows
         out[known] = values[known].map({v: text(v) for v in values[known].unique()})
     return out
+
+
+def _check_n_shot(df):
+    """``n_shot`` counts examples: a whole number, 0 or more (empty = unknown)."""
+    shots = df[S.N_SHOT].to_numpy(float)
+    bad = np.isfinite(shots) & ((shots < 0) | (shots != np.round(shots)))
+    if bad.any():
+        raise TidyError(f"column {S.N_SHOT!r} has {shots[bad][0]:g} at {_where(df, bad)}; it counts few-shot "
+                        "examples (0 or more), empty = unknown")
 
 
 def _check_one_version(df):

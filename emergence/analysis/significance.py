@@ -146,7 +146,7 @@ def curve_arrays(df, rows, axis, warmup_fraction: float = ClassifyConfig().warmu
     """(index in the verdict table, (x, y, runs, stderr, n, higher_is_better, axis, bounded)) of
     each verdict row (``rows``, one axis), from df's rows, chosen as ``verdicts`` chooses them
     (the final step of each model on the params axes; no warm-up checkpoint on the others)."""
-    keys = [k for k in (S.FAMILY, S.TASK, S.SUBTASK, S.METRIC, "n_shot") if k in rows and k in df]
+    keys = [k for k in (S.FAMILY, S.TASK, S.SUBTASK, S.METRIC, *S.SETTING_KEYS) if k in rows and k in df]
     if axis == S.TOKENS and S.MODEL in rows and S.MODEL in df:
         keys.append(S.MODEL)
     used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, S.TOKENS, axis, S.VALUE, S.STDERR, S.N]) if c in df]
