@@ -166,6 +166,8 @@ def _checkpoint(data, index, path, family=None, user=None):
         repo = pattern.sub(repl, repo)
     ck = index.get((repo.lower(), revision))
     if ck is not None:
+        if user is not None:
+            _agrees_with_registry(ck, user)
         return ck
     config = local_config(repo) if _is_local(repo) else None
     name = _model_name(repo, config)
@@ -176,15 +178,32 @@ def _checkpoint(data, index, path, family=None, user=None):
     if entry is None and user is not None:
         raise ValueError(f"{path}: model {name!r} (pretrained={repo}) is not in --meta {user.source}; add a "
                          f"[models.{name}] table (or a CSV row) with its params and tokens")
-    counts = user.counts(entry, revision) if entry is not None else {}
+    step = re.fullmatch(r"step(\d+)", revision or "")
+    step = int(step.group(1)) if step else None
+    counts = user.counts(entry, revision, step) if entry is not None else {}
     if counts.get("params") is None and config is not None:
         counts["params"], counts["params_nonembed"] = count_parameters(config, where=f"{path}: pretrained={repo}")
     model = entry.name if entry is not None else name
-    step = re.fullmatch(r"step(\d+)", revision or "")
-    step = counts.get("step", int(step.group(1)) if step else None)
+    step = counts.get("step", step)
     return Checkpoint(family=family or "", name=f"{model}@{revision}" if revision else model, repo=repo,
                       revision=revision, model=model, params=counts.get("params"),
                       params_nonembed=counts.get("params_nonembed"), tokens=counts.get("tokens"), step=step)
+
+
+def _agrees_with_registry(ck, user):
+    """A --meta entry for a registered checkpoint must say what the registry says."""
+    entry = user.find(ck.repo, ck.model)
+    if entry is None or (entry.checkpoints and (ck.revision or "main") not in entry.checkpoints):
+        return
+    for key, value in user.counts(entry, ck.revision, ck.step).items():
+        known = getattr(ck, key, None)
+        if known is not None and key != "tokens_per_step" and float(known) != float(value):
+            raise ValueError(f"{entry.where}: {key} = {_number(value)}, but the registered family {ck.family!r} "
+                             f"says {_number(known)} for {ck.name}; drop the entry (the registry has it) or fix it")
+
+
+def _number(value) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _model_args(data, path) -> tuple[str, str | None]:

@@ -50,7 +50,7 @@ class UserMeta:
                 return m
         return self.models.get(name) if name else None
 
-    def counts(self, model: ModelMeta, revision: str | None) -> dict:
+    def counts(self, model: ModelMeta, revision: str | None, step: int | None = None) -> dict:
         """params, params_nonembed, tokens, step of one checkpoint: its revision's entry over the
         model's fields; tokens from ``tokens_per_step`` x step where not given; params counted
         from ``config`` where not given. A model with per-revision entries but none for this
@@ -62,6 +62,8 @@ class UserMeta:
                             f"[models.{_toml_key(model.name)}.checkpoints.{_toml_key(key)}]")
         out = {k: v for k, v in model.fields.items() if k in WHOLE + NUMBER}
         out.update(model.checkpoints.get(key, {}))
+        if out.get("step") is None and step is not None:   # the revision's own step (step1000)
+            out["step"] = step
         if out.get("tokens") is None and out.get("tokens_per_step") is not None and out.get("step") is not None:
             out["tokens"] = float(out["tokens_per_step"] * out["step"])
         if out.get("params") is None and model.fields.get("config"):
