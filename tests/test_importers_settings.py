@@ -109,6 +109,12 @@ def test_curves_never_mix_settings():
     v = verdicts(check_tidy(pd.DataFrame(rows)), "params", workers=1)
     assert sorted(zip(v[S.N_SHOT], v[S.SETTING])) == [(0, ""), (5, ""), (5, "mc")]
     assert (v["n_points"] == 5).all()
+    from emergence.report.tables import glance, verdict_rows
+
+    grid = glance(v.assign(axis="params"))
+    assert grid["any_setting"] and [r["setting"] for r in grid["rows"]] == ["0-shot", "5-shot", "5-shot, mc"]
+    assert sorted(r["setting"] for r in verdict_rows(v)) == ["0-shot", "5-shot", "5-shot, mc"]
+    assert not glance(v.drop(columns=list(S.SETTING_KEYS)))["any_setting"]
 
 
 def test_a_table_without_settings_reads_with_a_note_and_bad_shots_are_errors(tmp_path):

@@ -20,7 +20,7 @@ from emergence.report import plotting as P
 from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
 from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
-                                     audit_rows, fit_rows, glance, verdict_rows)
+                                     audit_rows, fit_rows, glance, setting_label, verdict_rows)
 from emergence.tidy import fill_chance
 
 PACKAGES = ("emergence", "numpy", "pandas", "scipy", "matplotlib", "seaborn", "jinja2")
@@ -72,6 +72,7 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
         "notes": list(dict.fromkeys(analysis.notes)),
         "counts": _counts(v), "glance": glance(v, tasks, config.max_glance_rows),
         "verdicts": verdict_rows(v, analysis.fits, config.max_table_rows),
+        "any_setting": _any_setting(v),
         "n_verdicts": len(v), "max_table_rows": config.max_table_rows,
         "audit": audit_rows(analysis.audit), "composites": _records(_clean(analysis.composites)),
         "fits": fit_rows(analysis.fits),
@@ -90,6 +91,14 @@ ONSET_CAPTION = (
     "family's recipe, the same from all models, and the sizes between which the family's measured "
     "losses cross the all-model eta (grey). A triangle is a lower bound: the small models never "
     "reached eta, so only 'above this size' can be said.")
+
+
+def _any_setting(verdicts: pd.DataFrame) -> bool:
+    """Whether any curve has a known few-shot count or a setting: then the tables show the column."""
+    if verdicts.empty:
+        return False
+    return any(setting_label(r) for r in verdicts.reindex(columns=list(S.SETTING_KEYS)).drop_duplicates()
+               .to_dict("records"))
 
 
 def rank_tasks(df: pd.DataFrame, verdicts: pd.DataFrame) -> list:

@@ -45,19 +45,21 @@ def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
     kinds = kinds_of(v)  # the verdicts' metric_kind (what the tasks declared), else the name rule
     columns = [(a, m) for a in axes for m in F.order_by_kind(v.loc[v["axis"] == a, S.METRIC].unique(), kinds)]
     order = {t: i for i, t in enumerate(tasks or [])}
-    keys = sorted(v[[S.FAMILY, S.TASK, S.SUBTASK]].drop_duplicates().itertuples(index=False),
-                  key=lambda k: (order.get(k[1], len(order)), str(k[0]), str(k[2])))
+    v = v.assign(_setting=[setting_label(r) for r in v.to_dict("records")])  # a row per setting of a task
+    row_keys = [S.FAMILY, S.TASK, S.SUBTASK, "_setting"]
+    keys = sorted(v[row_keys].drop_duplicates().itertuples(index=False),
+                  key=lambda k: (order.get(k[1], len(order)), str(k[0]), str(k[2]), str(k[3])))
     rows, n_rows = [], len(keys)
     keys = keys[:max_rows]
-    shown = v.merge(pd.DataFrame(keys, columns=[S.FAMILY, S.TASK, S.SUBTASK]))
-    cells = {}  # (family, task, subtask, axis, metric) -> [(label, count)], commonest first
-    counted = shown.groupby([S.FAMILY, S.TASK, S.SUBTASK, "axis", S.METRIC, "label"]).size()
+    shown = v.merge(pd.DataFrame(keys, columns=row_keys))
+    cells = {}  # (family, task, subtask, setting, axis, metric) -> [(label, count)], commonest first
+    counted = shown.groupby(row_keys + ["axis", S.METRIC, "label"]).size()
     for (*key, label), n in counted.sort_values(ascending=False, kind="stable").items():
         cells.setdefault(tuple(key), []).append((label, int(n)))
-    for fam, task, sub in keys:
+    for fam, task, sub, setting in keys:
         row = []
         for axis, metric in columns:
-            counts = cells.get((fam, task, sub, axis, metric))
+            counts = cells.get((fam, task, sub, setting, axis, metric))
             if counts is None:
                 row.append(None)
                 continue
@@ -65,10 +67,11 @@ def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
             row.append({"label": top, "colour": COLOURS.get(top, "#FFFFFF"),
                         "text": top if n == 1 else f"{top} {k}/{n}",
                         "title": ", ".join(f"{label}: {c}" for label, c in counts)})
-        rows.append({"family": fam, "task": task, "subtask": sub, "cells": row})
+        rows.append({"family": fam, "task": task, "subtask": sub, "setting": setting, "cells": row})
     spans = [{"axis": a, "span": sum(1 for c in columns if c[0] == a)} for a in axes]
     return {"columns": [{"axis": a, "metric": m, "kind": kinds.get(m) or "?"} for a, m in columns],
-            "axes": spans, "rows": rows, "one_family": v[S.FAMILY].nunique() == 1, "n_rows": n_rows}
+            "axes": spans, "rows": rows, "one_family": v[S.FAMILY].nunique() == 1, "n_rows": n_rows,
+            "any_setting": any(r["setting"] for r in rows)}
 
 def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_rows: int | None = None) -> list:
     """The verdict table as records: label, confidence and evidence first; emergent first."""
@@ -86,7 +89,8 @@ def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_r
             eta = f"{_fmt(r['eta'])} [{_fmt(r.get('eta_lo'))}, {_fmt(r.get('eta_hi'))}]"
             if r["axis"] == S.LOSS and r[S.FAMILY] in size_law:
                 eta += f"; N_c = {_critical(r, size_law[r[S.FAMILY]])}"
-        out.append({"family": r[S.FAMILY], "task": r[S.TASK], "subtask": r[S.SUBTASK], "metric": r[S.METRIC],
+        out.append({"family": r[S.FAMILY], "task": r[S.TASK], "subtask": r[S.SUBTASK], "setting": setting_label(r),
+                    "metric": r[S.METRIC],
                     "axis": r["axis"], "model": _text(r.get(S.MODEL)), "label": r["label"],
                     "colour": COLOURS.get(r["label"], "#FFFFFF"), "confidence": confidence(r),
                     "reason": _text(r.get("reason")), "margin": _fmt(r.get("margin"), 3),
@@ -95,6 +99,15 @@ def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_r
                     "breakthroughness": _fmt(r.get("breakthroughness"), 3),
                     "linearity": _fmt(r.get("linearity"), 3), "wei": _text(r.get("wei_emergent"))})
     return out
+
+def setting_label(row) -> str:
+    """'5-shot, mc' for a curve's n_shot and setting; '' for an unknown count and the default."""
+    shots, setting = row.get(S.N_SHOT), row.get(S.SETTING)
+    parts = [] if shots is None or pd.isna(shots) else [f"{int(shots)}-shot"]
+    if setting is not None and not pd.isna(setting) and str(setting).strip():
+        parts.append(str(setting).strip())
+    return ", ".join(parts)
+
 
 def fit_rows(fits: pd.DataFrame) -> list:
     """Scaling-law parameters as records: estimate, 95% interval, status."""
