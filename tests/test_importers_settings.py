@@ -68,6 +68,12 @@ def test_lmeval_04_shots_come_per_task_from_n_shot_then_configs_then_config(tmp_
                     **{"n-shot": {"a": 3}, "configs": {"b": {"num_fewshot": 2}}})
     shots = import_lmeval([path]).set_index(S.TASK)[S.N_SHOT]
     assert shots.to_dict() == {"a": 3, "b": 2, "c": 0}
+    # A group without a count of its own has its children's (lm-eval versions differ here).
+    path = _results(tmp_path, "g.json", "org/m", results={"g": {"acc,none": 0.5}, "g_x": {"acc,none": 0.6},
+                                                          "g_y": {"acc,none": 0.7}},
+                    group_subtasks={"g": ["g_x", "g_y"]}, **{"n-shot": {"g_x": 5, "g_y": 5}})
+    df = import_lmeval([path])
+    assert df.set_index(S.SUBTASK)[S.N_SHOT].to_dict() == {"": 5, "x": 5, "y": 5}
 
 
 @pytest.mark.parametrize("fields,key", [({"n-shot": {"arc_easy": -1}}, r"'n-shot\.arc_easy' is -1"),

@@ -359,13 +359,17 @@ def _shots(data, path):
         raise ValueError(f"{path}: 'configs' is {_shown(configs)}; expected a table per task")
     default = _shot_count((data.get("config") or {}).get("num_fewshot"), path, "config.num_fewshot")
 
-    def shots(name):
+    groups = data.get("group_subtasks") if isinstance(data.get("group_subtasks"), dict) else {}
+
+    def shots(name, seen=()):
         if table.get(name) is not None:
             return _shot_count(table[name], path, f"n-shot.{name}")
         task_config = configs.get(name)
         if isinstance(task_config, dict) and task_config.get("num_fewshot") is not None:
             return _shot_count(task_config["num_fewshot"], path, f"configs.{name}.num_fewshot")
-        return default
+        # A group some lm-eval versions give no count: its children's, where they all agree.
+        children = {shots(c, seen + (name,)) for c in groups.get(name) or () if c not in seen + (name,)}
+        return children.pop() if len(children) == 1 and None not in children else default
     return shots
 
 
