@@ -19,7 +19,7 @@ from emergence import schema as S
 from emergence.metric_rules import METRIC_KINDS, looks_like_accuracy, task_chance  # noqa: F401 (re-exported)
 
 # Columns the reference tables carry beyond the core schema; kept when present.
-LOSS_NAME, CHANCE_SOURCE = "loss_name", "chance_source"
+LOSS_NAME, CHANCE_SOURCE, SOURCE_NOTE = "loss_name", "chance_source", "source_note"
 N_SHOT, SETTING = S.N_SHOT, S.SETTING  # in the schema now; these names stay for existing callers
 
 REQUIRED = (S.FAMILY, S.MODEL, S.TASK, S.METRIC, S.VALUE)
@@ -43,7 +43,7 @@ class TidyWarning(UserWarning):
 
 
 def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, invalid: str = "error",
-              where=None) -> pd.DataFrame:
+              where=None, setting_is_note: bool = False) -> pd.DataFrame:
     """Read and check one or more tidy files (.csv, .csv.gz, .parquet) into one DataFrame.
 
     Requires family, model, task, metric, value; adds missing optional schema columns as empty;
@@ -52,6 +52,10 @@ def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, 
     metric that has an accuracy outside [0, 1], with a note, instead of raising (one bad metric
     does not sink the rest of a run). ``where(df) -> bool mask`` keeps only some rows
     before the checks (large files); row numbers in messages still count from the file's top.
+    ``setting_is_note``: the files' ``setting`` column describes where rows come from ("ladder
+    rung, token budget 10xC", as in the reference tables), not how a task was evaluated; it is
+    kept as ``source_note`` and ``setting`` left at the default, so that curves pool as the
+    source meant (a setting splits curves).
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
@@ -65,6 +69,8 @@ def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, 
             raise TidyError(f"{path}: no data rows (only a header)")
         frames.append(frame[np.asarray(where(frame), dtype=bool)] if where is not None else frame)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if setting_is_note and S.SETTING in df.columns:
+        df = df.rename(columns={S.SETTING: SOURCE_NOTE})
     return check_tidy(df, source=", ".join(map(str, paths)), duplicates=duplicates, check_accuracy=check_accuracy,
                       invalid=invalid)
 

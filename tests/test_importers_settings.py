@@ -136,6 +136,15 @@ def test_a_table_without_settings_reads_with_a_note_and_bad_shots_are_errors(tmp
         read_tidy([path])
 
 
+def test_a_descriptive_setting_column_can_be_read_as_a_note(tmp_path):
+    path = tmp_path / "ref.csv"
+    rows = [f"f,m{i},{10 ** (6 + i)},t,acc,{0.1 * i},ladder rung {i}" for i in range(4)]
+    path.write_text("family,model,params,task,metric,value,setting\n" + "\n".join(rows) + "\n")
+    assert read_tidy([path])[S.SETTING].nunique() == 4       # four settings: four one-point curves
+    df = read_tidy([path], setting_is_note=True)
+    assert set(df[S.SETTING]) == {""} and df["source_note"].tolist() == [f"ladder rung {i}" for i in range(4)]
+
+
 # ----------------------------------------------------------------------------- metadata
 @pytest.mark.parametrize("suffix,text", [(".toml", LADDER_TOML), (".csv", LADDER_CSV)])
 def test_meta_file_gives_family_params_and_tokens(tmp_path, suffix, text):
@@ -195,6 +204,13 @@ def test_a_local_model_folder_is_counted_from_its_config_json(tmp_path):
     assert count_parameters(folder / "config.json") == (total, total - embed)
     df = import_lmeval([_results(tmp_path, "r.json", str(folder))], family="tiny", strict=True)
     assert (df[S.MODEL].item(), df[S.PARAMS].item(), df[S.PARAMS_NONEMBED].item()) == ("tiny-neox", total, total - embed)
+    meta = tmp_path / "m.toml"   # a meta entry's config, relative to the meta file
+    meta.write_text('family = "tiny"\n[models.tiny-hub]\nconfig = "ckpts/tiny-neox/config.json"\n')
+    df = import_lmeval([_results(tmp_path / "hub", "r.json", "org/tiny-hub")], meta=meta, strict=True)
+    assert (df[S.MODEL].item(), df[S.PARAMS].item()) == ("tiny-hub", total)
+    meta.write_text('family = "tiny"\n[models.tiny-hub]\nconfig = "nowhere/config.json"\n')
+    with pytest.raises(MetaError, match=r"m\.toml: models\.tiny-hub\.config: no config\.json at .*nowhere"):
+        import_lmeval([_results(tmp_path / "hub", "r.json", "org/tiny-hub")], meta=meta)
 
 
 @pytest.mark.parametrize("text,message", [

@@ -164,7 +164,7 @@ def onset_gadre_section(reference_dir, cutoff: float = 1e9) -> str:
     from emergence.tidy import read_tidy
 
     return _onset_backtest_section(
-        read_tidy([path]), cutoff, ("dataset", lambda r: r[S.FAMILY].removeprefix("open_lm-")),
+        read_tidy([path], setting_is_note=True), cutoff, ("dataset", lambda r: r[S.FAMILY].removeprefix("open_lm-")),
         f"Three pretraining datasets, 11M-6.9B parameters at 5-640 tokens per parameter (final checkpoints "
         f"only). Fit below {cutoff:.0e} parameters (11M-411M, every token budget); hold out 1.4B (20 and 80 "
         "tokens per parameter) and 6.9B (20). Rows: every curve emergent against loss in either view. "
@@ -178,7 +178,7 @@ def onset_olmo_section(reference_dir, cutoff: float = 2e9) -> str:
         return "Skipped: `tidy/olmo_ladder.csv.gz` not found."
     from emergence.tidy import read_tidy
 
-    ladder = read_tidy([path])
+    ladder = read_tidy([path], setting_is_note=True)
     ladder = ladder[ladder[S.FAMILY] == "olmo-ladder"]
     return _onset_backtest_section(
         ladder, cutoff, ("split", lambda r: r[S.SUBTASK]),
@@ -257,7 +257,7 @@ def smooth_null_section(reference_dir, seed: int = 0, replicates: int = 2, max_c
         path = reference_dir / "tidy" / file
         if not path.exists():
             continue
-        df = fill_chance(read_tidy([path]))
+        df = fill_chance(read_tidy([path], setting_is_note=True))
         df = df if family is None else df[df[S.FAMILY] == family]
         sim = resimulate_smooth(df, axis, replicates=replicates, max_curves=max_curves, seed=seed)
         if sim.empty:
@@ -286,7 +286,7 @@ def chinchilla_section(reference_dir) -> str:
     from emergence.analysis.scaling import HOFFMANN_2022, replicate_chinchilla
     from emergence.tidy import read_tidy
 
-    fit, cmp = replicate_chinchilla(read_tidy([path]), n_boot=100, seed=0)
+    fit, cmp = replicate_chinchilla(read_tidy([path], setting_is_note=True), n_boot=100, seed=0)
     replication = {"E": (1.82, 0.03), "alpha": (0.348, 0.015), "beta": (0.366, 0.021)}
     rows = ["| parameter | ours | 95% CI | Besiroglu et al. 2024 | Hoffmann et al. 2022 |", "|---|---:|---|---:|---:|"]
     for name in ("E", "A", "B", "alpha", "beta"):
@@ -359,7 +359,8 @@ def labelled_section(reference_dir, labels=None) -> str:
     tables = {}
     for f, g in labels.groupby("data"):
         keep = set(g[S.TASK])
-        tables[f] = fill_chance(read_tidy([Path(reference_dir) / "tidy" / f], where=lambda d, k=keep: d[S.TASK].isin(k)))
+        tables[f] = fill_chance(read_tidy([Path(reference_dir) / "tidy" / f], where=lambda d, k=keep: d[S.TASK].isin(k),
+                                               setting_is_note=True))
     found = L.detector_verdicts(labels, tables, workers=1)
     return L.report(labels, found, L.sensitivity(labels, tables, workers=1))
 
@@ -379,7 +380,7 @@ def _pythia_zero_shot(path) -> pd.DataFrame:
     subject curves are very noisy)."""
     from emergence.tidy import fill_chance, read_tidy
 
-    df = fill_chance(read_tidy([path]))
+    df = fill_chance(read_tidy([path], setting_is_note=True))
     df = df[(df["n_shot"] == 0) & df[S.METRIC].isin(["acc", "acc_norm"])]
     mmlu = df[S.TASK] == "mmlu"
     keys = [c for c in df.columns if c not in (S.SUBTASK, S.VALUE, S.STDERR, "source_file", "_file")]
@@ -412,7 +413,7 @@ def robustness_section(reference_dir, seed: int = 0) -> str:
     if olmo and olmo.exists():
         from emergence.tidy import fill_chance, read_tidy
 
-        df = fill_chance(read_tidy([olmo]))
+        df = fill_chance(read_tidy([olmo], setting_is_note=True))
         df = df[(df[S.FAMILY] == "olmo-ladder") & df[S.METRIC].astype(str).str.startswith("acc_len_norm")]
         loss = df[S.LOSS]
         lines += _trim_rows("OLMo ladder acc_len_norm vs loss, pooled over the 25 runs", df, S.LOSS, {

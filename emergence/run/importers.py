@@ -1,5 +1,8 @@
-"""Import lm-eval result JSON files as the tidy table, with family metadata, chance levels and
-each metric's kind and direction where lm-eval says them.
+"""Import lm-eval result JSON files as the tidy table, with family metadata (the registry's, or
+the user's: ``--family``, ``--meta``, a local config.json; :mod:`emergence.run.meta`), each
+result's few-shot count, chance levels and each metric's kind and direction where lm-eval says
+them. A result in two files is kept once when the numbers agree, and is an error naming both
+files when they do not.
 
 Total over its input: every file gives rows, a clear error naming the file and the key, or (for
 a metric with no finite number: NaN, Infinity, null, "N/A") a skip that is counted, logged and
