@@ -19,6 +19,7 @@ from emergence import schema as S
 from emergence import tasks as T
 from emergence.metric_rules import task_chance
 from emergence.run.lmeval import ACCURACY_METRICS, DISCRETE_METRICS, short_name
+from emergence.run.meta import family_name, read_meta, require_essentials, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
     """
     import pandas as pd
 
-    from emergence.run.meta import read_meta
-
     if duplicates not in ("error", "first"):
         raise ValueError(f"duplicates must be 'error' or 'first', not {duplicates!r}")
     if registry is None:
@@ -66,7 +65,7 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
 
         registry = collect(plugin_manager())
     user = read_meta(meta) if meta is not None and not hasattr(meta, "models") else meta
-    family = _family_name(family, user, registry)
+    family = family_name(family, user, registry)
     index = {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
     rows, seen, unknown, skipped, doubles = [], {}, set(), [], []
     for path in _json_files(paths):
@@ -98,33 +97,6 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
     for note in df.attrs["notes"]:
         log.warning("%s", note)
     return df
-
-
-def require_essentials(df, meta_given: bool = False):
-    """Refuse an imported table that ``emergence analyze`` would refuse or could not analyse:
-    a model without family, without params and tokens (no axis), or a family whose models have
-    a size axis for some and not others. The error says which flag supplies what is missing,
-    and then the table's own checks run (``emergence.tidy.check_tidy``)."""
-    from emergence.tidy import check_tidy
-
-    models = df.drop_duplicates(S.CHECKPOINT)
-    nameless = models[models[S.FAMILY].fillna("") == ""]
-    if len(nameless):
-        raise ValueError(f"no family for {_listed(nameless[S.MODEL])} (no registered family lists them): pass "
-                         "--family NAME, or put family = \"NAME\" in the --meta file")
-    where = "in the --meta file" if meta_given else "with --meta FILE"
-    blind = models[models[S.PARAMS].isna() & models[S.TOKENS].isna()]
-    if len(blind):
-        raise ValueError(f"no params or tokens for {_listed(blind[S.CHECKPOINT])}: nothing to put them on a scale; "
-                         f"give each model's params (and tokens per checkpoint) {where}, or evaluate a local "
-                         "model folder that holds its config.json")
-    for fam, g in models.groupby(S.FAMILY):
-        for col in (S.PARAMS, S.TOKENS):
-            have = g[col].notna()
-            if have.any() and not have.all():
-                raise ValueError(f"family {fam!r}: {col} known for {_listed(g.loc[have, S.CHECKPOINT])} but not for "
-                                 f"{_listed(g.loc[~have, S.CHECKPOINT])}; give {col} {where} for every checkpoint")
-    check_tidy(df, source="the imported table", duplicates="error")
 
 
 def _json_files(paths) -> list[Path]:
@@ -159,54 +131,11 @@ def _read_results(path: Path) -> dict:
 
 
 def _checkpoint(data, index, path, family=None, user=None):
-    """The checkpoint a results file is of: a registered one, else one built from ``family``,
-    the user's metadata and a local config.json."""
-    from emergence.families import Checkpoint
-    from emergence.run.meta import count_parameters, local_config
-
+    """The checkpoint a results file is of (see :func:`emergence.run.meta.resolve_checkpoint`)."""
     repo, revision = _model_args(data, path)
     for pattern, repl in REPO_ALIASES:
         repo = pattern.sub(repl, repo)
-    ck = index.get((repo.lower(), revision))
-    if ck is not None:
-        if user is not None:
-            _agrees_with_registry(ck, user)
-        return ck
-    config = local_config(repo) if _is_local(repo) else None
-    name = _model_name(repo, config)
-    entry = user.find(repo, name) if user is not None else None
-    if entry is None and name is None:
-        raise ValueError(f"{path}: pretrained={repo} is a local path, and a folder above a model is no model name; "
-                         f"name the model in --meta (a [models.NAME] table with repo = \"{repo}\")")
-    if entry is None and user is not None:
-        raise ValueError(f"{path}: model {name!r} (pretrained={repo}) is not in --meta {user.source}; add a "
-                         f"[models.{name}] table (or a CSV row) with its params and tokens")
-    step = re.fullmatch(r"step(\d+)", revision or "")
-    step = int(step.group(1)) if step else None
-    counts = user.counts(entry, revision, step) if entry is not None else {}
-    if counts.get("params") is None and config is not None:
-        counts["params"], counts["params_nonembed"] = count_parameters(config, where=f"{path}: pretrained={repo}")
-    model = entry.name if entry is not None else name
-    step = counts.get("step", step)
-    return Checkpoint(family=family or "", name=f"{model}@{revision}" if revision else model, repo=repo,
-                      revision=revision, model=model, params=counts.get("params"),
-                      params_nonembed=counts.get("params_nonembed"), tokens=counts.get("tokens"), step=step)
-
-
-def _agrees_with_registry(ck, user):
-    """A --meta entry for a registered checkpoint must say what the registry says."""
-    entry = user.find(ck.repo, ck.model)
-    if entry is None or (entry.checkpoints and (ck.revision or "main") not in entry.checkpoints):
-        return
-    for key, value in user.counts(entry, ck.revision, ck.step).items():
-        known = getattr(ck, key, None)
-        if known is not None and key != "tokens_per_step" and float(known) != float(value):
-            raise ValueError(f"{entry.where}: {key} = {_number(value)}, but the registered family {ck.family!r} "
-                             f"says {_number(known)} for {ck.name}; drop the entry (the registry has it) or fix it")
-
-
-def _number(value) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    return resolve_checkpoint(repo, revision, index, family=family, user=user, where=str(path))
 
 
 def _model_args(data, path) -> tuple[str, str | None]:
@@ -227,37 +156,6 @@ def _model_args(data, path) -> tuple[str, str | None]:
     if revision is not None and (isinstance(revision, bool) or not isinstance(revision, (str, int))):
         raise ValueError(f"{path}: 'config.model_args.revision' is {_shown(revision)}; expected text")
     return repo, None if revision in (None, "", "main") else str(revision)
-
-
-def _is_local(repo: str) -> bool:
-    """A path rather than a hub id: absolute, relative (./, ../, ~), more than org/name, or here."""
-    return (repo.startswith(("/", ".", "~")) or "\\" in repo or repo.strip("/").count("/") > 1
-            or Path(repo).expanduser().exists())
-
-
-def _model_name(repo: str, config) -> str | None:
-    """The name of a hub id (``org/name`` -> name); of a local path only where it is the model's
-    own folder (it holds config.json); else None."""
-    if not _is_local(repo):
-        return repo.rstrip("/").split("/")[-1]
-    if config is not None:
-        return config.parent.name
-    return None
-
-
-def _family_name(family, user, registry) -> str | None:
-    """--family, or the --meta file's family; the two must agree, and neither may be the name
-    of a registered family (whose checkpoints the registry already knows)."""
-    if family is not None and (not isinstance(family, str) or not family.strip()):
-        raise ValueError(f"--family {family!r}: expected a name")
-    named = user.family if user is not None else None
-    if family and named and family != named:
-        raise ValueError(f"--family {family!r} disagrees with family = {named!r} in --meta {user.source}")
-    family = family or named
-    if family in registry.families:
-        raise ValueError(f"--family {family!r} is a registered family: its checkpoints are matched without "
-                         "--family; name the models no registry lists with another family name")
-    return family
 
 
 def _duplicate(key, path, value, stderr, first, how, doubles: list):
@@ -298,11 +196,6 @@ def _typed(df):
     df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
     return df.sort_values([S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC, S.N_SHOT], kind="stable",
                           ignore_index=True)
-
-
-def _listed(names, limit: int = 3) -> str:
-    names = list(dict.fromkeys(map(str, names)))
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _result_rows(data, path, skipped: list):

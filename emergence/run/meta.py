@@ -1,6 +1,9 @@
 """Model metadata from the user, for result files of models no registered family lists: the
-``--meta`` file (TOML or CSV: model -> params, params_nonembed, tokens, step, per checkpoint) and
-parameter counts from a local ``config.json`` (the model built on the meta device, no weights).
+``--meta`` file (TOML or CSV: model -> params, params_nonembed, tokens, step, per checkpoint),
+parameter counts from a local ``config.json`` (the model built on the meta device, no weights),
+the rule that names a model (a hub id's last part; a local path only through --meta or as a
+model folder here: ``resolve_checkpoint``) and the check that an imported table has what
+``emergence analyze`` needs (``require_essentials``). Every importer uses them.
 
 The format is documented in docs/lm-eval.md ("Metadata from the user"). Every error names the
 file and the key; nothing here writes a file.
@@ -8,9 +11,11 @@ file and the key; nothing here writes a file.
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emergence import schema as S
 from emergence.names import read_toml, unknown_message
 
 # Fields a model or checkpoint entry may hold, and what each must be.
@@ -118,6 +123,120 @@ def local_config(repo: str) -> Path | None:
         if (folder / "config.json").is_file():
             return folder / "config.json"
     return None
+
+
+def require_essentials(df, meta_given: bool = False):
+    """Refuse an imported table that ``emergence analyze`` would refuse or could not analyse:
+    a model without family, without params and tokens (no axis), or a family whose models have
+    a size axis for some and not others. The error says which flag supplies what is missing,
+    and then the table's own checks run (``emergence.tidy.check_tidy``)."""
+    from emergence.tidy import check_tidy
+
+    models = df.drop_duplicates(S.CHECKPOINT)
+    nameless = models[models[S.FAMILY].fillna("") == ""]
+    if len(nameless):
+        raise ValueError(f"no family for {_listed(nameless[S.MODEL])} (no registered family lists them): pass "
+                         "--family NAME, or put family = \"NAME\" in the --meta file")
+    where = "in the --meta file" if meta_given else "with --meta FILE"
+    blind = models[models[S.PARAMS].isna() & models[S.TOKENS].isna()]
+    if len(blind):
+        raise ValueError(f"no params or tokens for {_listed(blind[S.CHECKPOINT])}: nothing to put them on a scale; "
+                         f"give each model's params (and tokens per checkpoint) {where}, or import results of a local "
+                         "model folder that holds its config.json")
+    for fam, g in models.groupby(S.FAMILY):
+        for col in (S.PARAMS, S.TOKENS):
+            have = g[col].notna()
+            if have.any() and not have.all():
+                raise ValueError(f"family {fam!r}: {col} known for {_listed(g.loc[have, S.CHECKPOINT])} but not for "
+                                 f"{_listed(g.loc[~have, S.CHECKPOINT])}; give {col} {where} for every checkpoint")
+    check_tidy(df, source="the imported table", duplicates="error")
+
+
+def family_name(family, user, registry) -> str | None:
+    """--family, or the --meta file's family; the two must agree, and neither may be the name
+    of a registered family (whose checkpoints the registry already knows)."""
+    if family is not None and (not isinstance(family, str) or not family.strip()):
+        raise ValueError(f"--family {family!r}: expected a name")
+    named = user.family if user is not None else None
+    if family and named and family != named:
+        raise ValueError(f"--family {family!r} disagrees with family = {named!r} in --meta {user.source}")
+    family = family or named
+    if family in registry.families:
+        raise ValueError(f"--family {family!r} is a registered family: its checkpoints are matched without "
+                         "--family; name the models no registry lists with another family name")
+    return family
+
+
+def resolve_checkpoint(repo: str, revision: str | None, index: dict, *, family: str | None = None,
+                       user: UserMeta | None = None, where: str = ""):
+    """The checkpoint of a result naming model ``repo`` at ``revision``: the registered one
+    (``index``: {(repo lowercased, revision): Checkpoint}), checked against ``user``'s entry for
+    it; else one named and counted from ``user`` (the --meta file) and a local config.json, in
+    ``family``. A local path is named only by a meta entry's ``repo`` or as a model folder here;
+    ``where`` (the result file) starts every error."""
+    from emergence.families import Checkpoint
+
+    ck = index.get((repo.lower(), revision))
+    if ck is not None:
+        if user is not None:
+            _agrees_with_registry(ck, user)
+        return ck
+    config = local_config(repo) if is_local(repo) else None
+    name = model_name(repo, config)
+    entry = user.find(repo, name) if user is not None else None
+    if entry is None and name is None:
+        raise ValueError(f"{where}: pretrained={repo} is a local path, and a folder above a model is no model name; "
+                         f"name the model in --meta (a [models.NAME] table with repo = \"{repo}\")")
+    if entry is None and user is not None:
+        raise ValueError(f"{where}: model {name!r} (pretrained={repo}) is not in --meta {user.source}; add a "
+                         f"[models.{name}] table (or a CSV row) with its params and tokens")
+    step = re.fullmatch(r"step(\d+)", revision or "")
+    step = int(step.group(1)) if step else None
+    counts = user.counts(entry, revision, step) if entry is not None else {}
+    if counts.get("params") is None and config is not None:
+        counts["params"], counts["params_nonembed"] = count_parameters(config, where=f"{where}: pretrained={repo}")
+    model = entry.name if entry is not None else name
+    step = counts.get("step", step)
+    return Checkpoint(family=family or "", name=f"{model}@{revision}" if revision else model, repo=repo,
+                      revision=revision, model=model, params=counts.get("params"),
+                      params_nonembed=counts.get("params_nonembed"), tokens=counts.get("tokens"), step=step)
+
+
+def _agrees_with_registry(ck, user):
+    """A --meta entry for a registered checkpoint must say what the registry says."""
+    entry = user.find(ck.repo, ck.model)
+    if entry is None or (entry.checkpoints and (ck.revision or "main") not in entry.checkpoints):
+        return
+    for key, value in user.counts(entry, ck.revision, ck.step).items():
+        known = getattr(ck, key, None)
+        if known is not None and key != "tokens_per_step" and float(known) != float(value):
+            raise ValueError(f"{entry.where}: {key} = {_number(value)}, but the registered family {ck.family!r} "
+                             f"says {_number(known)} for {ck.name}; drop the entry (the registry has it) or fix it")
+
+
+def _number(value) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def is_local(repo: str) -> bool:
+    """A path rather than a hub id: absolute, relative (./, ../, ~), more than org/name, or here."""
+    return (repo.startswith(("/", ".", "~")) or "\\" in repo or repo.strip("/").count("/") > 1
+            or Path(repo).expanduser().exists())
+
+
+def model_name(repo: str, config) -> str | None:
+    """The name of a hub id (``org/name`` -> name); of a local path only where it is the model's
+    own folder (it holds config.json); else None."""
+    if not is_local(repo):
+        return repo.rstrip("/").split("/")[-1]
+    if config is not None:
+        return config.parent.name
+    return None
+
+
+def _listed(names, limit: int = 3) -> str:
+    names = list(dict.fromkeys(map(str, names)))
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 # ----------------------------------------------------------------------------- helpers
