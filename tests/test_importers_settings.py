@@ -4,6 +4,7 @@ from the user (--family, --meta, a local config.json)."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -121,6 +122,16 @@ def test_curves_never_mix_settings():
     assert grid["any_setting"] and [r["setting"] for r in grid["rows"]] == ["0-shot", "5-shot", "5-shot, mc"]
     assert sorted(r["setting"] for r in verdict_rows(v)) == ["0-shot", "5-shot", "5-shot, mc"]
     assert not glance(v.drop(columns=list(S.SETTING_KEYS)))["any_setting"]
+
+
+def test_a_tasks_figures_show_its_commonest_setting_and_say_which():
+    from emergence.report.context import _one_setting
+
+    t = pd.DataFrame({S.TASK: "t", S.N_SHOT: [0.0, 0.0, 5.0], S.SETTING: ["", "", "mc"], S.VALUE: [1, 2, 3]})
+    tv = pd.DataFrame({S.TASK: "t", S.N_SHOT: [0.0, 5.0], S.SETTING: [np.nan, "mc"], "label": ["smooth", "flat"]})
+    rows, verdicts, label = _one_setting(t, tv)
+    assert rows[S.VALUE].tolist() == [1, 2] and verdicts["label"].tolist() == ["smooth"] and label == "0-shot"
+    assert _one_setting(t.iloc[:2], tv)[2] == ""     # one setting: nothing to say
 
 
 def test_a_table_without_settings_reads_with_a_note_and_bad_shots_are_errors(tmp_path):

@@ -186,10 +186,10 @@ def provenance(sources, df: pd.DataFrame, analysis_origin: str, command: str, co
 
 def _task_jobs(t, v, composites, task, i):
     """Figure jobs for one task: size, loss, metric views, composite."""
+    t, tv, setting = _one_setting(t, v[(v[S.TASK] == task)] if not v.empty else v)
     sub, metric = _primary(t)
     curve = t[(t[S.SUBTASK] == sub) & (t[S.METRIC] == metric)]
-    tv = v[(v[S.TASK] == task)] if not v.empty else v
-    name = f"{task}" + (f" / {sub}" if sub else "")
+    name = f"{task}" + (f" / {sub}" if sub else "") + (f" ({setting})" if setting else "")
     jobs = []
     if _has(curve, S.PARAMS):
         jobs.append(FigureJob(f"{task}-size", f"{name}: {metric} vs size",
@@ -225,6 +225,31 @@ def _task_jobs(t, v, composites, task, i):
                          "composite_figure", (fam_t, x), {"k_eff": float(row["k_eff"])}))
     return {"task": task, "subtask": sub, "metric": metric, "anchor": f"task-{i}",
             "figures": [j.stem for j in jobs], "jobs": jobs}
+
+def _one_setting(t, tv):
+    """A task's rows and verdicts of its commonest (n_shot, setting), and that setting's label
+    where the task has several: a figure, like a curve, never mixes settings (every setting's
+    verdicts are in the tables)."""
+    keys = [k for k in S.SETTING_KEYS if k in t.columns]
+    if not keys or len(t[keys].drop_duplicates()) < 2:
+        return t, tv, ""
+    top = t.groupby(keys, dropna=False).size().sort_values(ascending=False, kind="stable").index[0]
+    top = dict(zip(keys, top if isinstance(top, tuple) else (top,)))
+    return _in_setting(t, top), _in_setting(tv, top) if not tv.empty else tv, setting_label(top)
+
+
+def _in_setting(df, setting: dict):
+    """Rows of ``df`` in ``setting``; an empty n_shot matches empty, an empty setting matches ""
+    or missing (a CSV reads "" back as missing)."""
+    keep = pd.Series(True, index=df.index)
+    for key, value in setting.items():
+        col = df[key] if key in df.columns else pd.Series(np.nan, index=df.index)
+        if pd.isna(value) or value == "":
+            keep &= col.isna() | (col == "") if key == S.SETTING else col.isna()
+        else:
+            keep &= col == value
+    return df[keep]
+
 
 def _primary(t):
     """The curve a task's figures show: the whole task (subtask "") if present, else its commonest
