@@ -14,6 +14,7 @@ from emergence.run.meta import MetaError, count_parameters, read_meta
 from emergence.tidy import read_tidy
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pythia_lmeval" / "pythia-v1"
+PYTHIA_RAW = Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "pythia" / "raw" / "pythia-v1"
 LADDER_TOML = """\
 family = "my-ladder"
 
@@ -61,6 +62,12 @@ def test_a_folder_of_zero_and_five_shot_files_imports_as_one_table():
     five = json.loads((FIXTURE / "pythia-160m/five-shot/160m-5shot_step3000.json").read_text())
     assert sorted(arc[S.N_SHOT]) == [0, 5] and set(df[S.SETTING]) == {""}
     assert arc.loc[arc[S.N_SHOT] == 5, S.VALUE].item() == five["results"]["arc_easy"]["acc"]
+
+
+@pytest.mark.skipif(not PYTHIA_RAW.is_dir(), reason="no ../shared/reference-data")
+def test_a_published_pythia_model_folder_imports_as_one_table():
+    df = import_lmeval([PYTHIA_RAW / "pythia-160m"], strict=True)   # 27 zero-shot and 15 five-shot files
+    assert df.groupby(S.N_SHOT)[S.CHECKPOINT].nunique().to_dict() == {0: 27, 5: 15} and df.attrs["notes"] == []
 
 
 def test_lmeval_04_shots_come_per_task_from_n_shot_then_configs_then_config(tmp_path):
