@@ -141,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--output", "-o", default="VALIDATION.md")
     v.add_argument("--curves", type=int, default=600, help="synthetic curves to classify")
     v.add_argument("--families", type=int, default=48, help="synthetic families for the onset backtest")
+    v.add_argument("--ladders", type=int, default=60, help="synthetic ladders for the floor rule")
     v.set_defaults(func=cmd_validate)
 
     rp = sub.add_parser("report", help="one self-contained HTML report (+ summary.md, PNG/SVG figures) of tables or runs")
@@ -308,7 +309,7 @@ def cmd_validate(args) -> int:
     ref = Path(args.reference_data) if args.reference_data else default_reference_dir()
     if args.reference_data and not (ref / "tidy").is_dir():
         raise FileNotFoundError(f"{ref} has no tidy/ folder of reference tables")
-    text = validate(ref, n_curves=args.curves, n_families=args.families)
+    text = validate(ref, n_curves=args.curves, n_families=args.families, n_ladders=args.ladders)
     write_atomic(args.output, text)
     print(text)
     return 0

@@ -1,4 +1,5 @@
-"""The hub family catalogue: registration, the Pythia checkpoint grid and the declared counts."""
+"""The hub family catalogue: registration, the Pythia and suite checkpoint grids, revision names and
+the declared counts."""
 
 import pytest
 
@@ -24,7 +25,7 @@ def checkpoints(registry):
 
 def test_registers_every_family(registry):
     assert {"pythia", "pythia-deduped", "gpt2", "opt", "cerebras-gpt", "qwen2.5",
-            "olmo-2"} <= set(registry.families)
+            "olmo-2", "olmo-1", "olmo-2-stage1", "amber"} <= set(registry.families)
     for family in registry.families.values():
         assert family.description and family.homepage.startswith("https://")
         assert all(ck.family == family.name for ck in family.checkpoints)
@@ -81,7 +82,7 @@ def test_names_unique_across_families(registry):
 
 def test_other_families_have_a_repo_per_size(registry):
     for family in registry.families.values():
-        if family.name.startswith("pythia"):
+        if family.steps:   # suites of training checkpoints, tested below
             continue
         assert len(family.sizes) >= 4, family.name
         assert len(family.checkpoints) == len(family.sizes), family.name
@@ -114,3 +115,91 @@ def test_documented_token_counts(checkpoints):
     assert checkpoints["Qwen2.5-0.5B"].tokens == 18e12
     assert checkpoints["OLMo-2-0325-32B"].tokens == 6e12
     assert checkpoints["gpt2-medium"].tokens is None
+
+
+AMBER_TOKENS_PER_CHECKPOINT = 1_706_976 * 2048   # sequences per data chunk x trained positions
+
+
+def test_amber_lists_all_360_checkpoints(registry):
+    family = registry.families["amber"]
+    assert family.sizes == ["7b"] and family.steps == list(range(360))
+    cks = list(family.checkpoints)
+    assert [ck.revision for ck in cks[:-1]] == [f"ckpt_{k:03d}" for k in range(359)]
+    assert cks[-1].revision is None and cks[-1].name == "Amber@ckpt_359"   # the default branch
+    assert all(ck.tokens == (ck.step + 1) * AMBER_TOKENS_PER_CHECKPOINT for ck in cks)
+    # The model card's data mix totals 1259.13B tokens: 360 chunks of sequences of 2049 tokens.
+    assert round(360 * 1_706_976 * 2049 / 1e7) == 125913
+
+
+@pytest.mark.parametrize("repo, revision, step, tokens", [
+    ("allenai/OLMo-1B-hf", "step1000-tokens4B", 1000, 1000 * 2048 * 2048),
+    ("allenai/OLMo-1B-hf", "step425000-tokens1781B", 425000, 425000 * 2048 * 2048),
+    ("allenai/OLMo-1B-hf", "step738020-tokens3094B", 738020, 738020 * 2048 * 2048),
+    ("allenai/OLMo-2-1124-7B", "stage1-step928646-tokens3896B", 928646, 928646 * 1024 * 4096),
+    ("allenai/OLMo-2-1124-7B", "step1000-tokens5B", 1000, 1000 * 1024 * 4096),   # the model card's form
+    ("allenai/OLMo-2-0425-1B", "stage1-step140000-tokens294B", 140000, 140000 * 512 * 4096),
+    ("LLM360/Amber", "ckpt_000", 0, AMBER_TOKENS_PER_CHECKPOINT),
+    ("LLM360/Amber", "ckpt_356", 356, 357 * AMBER_TOKENS_PER_CHECKPOINT),
+])
+def test_revision_to_step_and_tokens(repo, revision, step, tokens):
+    from emergence_plugins.hub_families import revision_step_tokens
+
+    assert revision_step_tokens(repo, revision) == (step, tokens)
+
+
+def test_olmo2_names_are_the_rounded_up_token_count():
+    from emergence_plugins.hub_families import SUITES, olmo_revision, revision_step_tokens
+
+    olmo2 = [s for s in SUITES if s.name_rounding == "ceil"]
+    assert {s.repo for s in olmo2} == {"allenai/OLMo-2-1124-7B", "allenai/OLMo-2-0425-1B"}
+    for suite in olmo2:
+        for revision in suite.revisions:
+            step, _ = revision_step_tokens(suite.repo, revision)
+            assert olmo_revision(suite.repo, step) == revision
+    with pytest.raises(ValueError, match="list_repo_refs"):
+        olmo_revision("allenai/OLMo-1B-hf", 1000)   # OLMo-1 names carry the run's own count
+
+
+@pytest.mark.parametrize("repo, revision, message", [
+    ("allenai/OLMo-1B-hf", "main", "stepN-tokensMB"),
+    ("allenai/OLMo-2-1124-7B", "stage2-ingredient1-step11931-tokens50B", "stepN-tokensMB"),
+    ("allenai/OLMo-1B-hf", "step1000-tokens40B", "names 40B tokens, but step 1000"),
+    ("LLM360/Amber", "ckpt_1", "ckpt_NNN"),
+    ("LLM360/amber", "ckpt_001", "Did you mean 'LLM360/Amber'"),
+])
+def test_bad_revisions_name_the_repo(repo, revision, message):
+    from emergence_plugins.hub_families import revision_step_tokens
+
+    with pytest.raises(ValueError, match=message):
+        revision_step_tokens(repo, revision)
+
+
+def test_suite_checkpoints_from_any_branch_list():
+    from emergence_plugins.hub_families import suite_checkpoints
+
+    cks = suite_checkpoints("allenai/OLMo-2-1124-7B", ["stage1-step5000-tokens21B", "stage1-step150-tokens1B"])
+    assert [ck.step for ck in cks] == [150, 5000]
+    assert cks[0].name == "OLMo-2-1124-7B@stage1-step150-tokens1B" and cks[0].family == "olmo-2-stage1"
+    assert cks[0].training_flops == 6.0 * 7_298_617_344 * 150 * 1024 * 4096
+
+
+def _llama_like(layers, d, ffn, vocab, norms_per_block, final_norm, tied):
+    """Parameters of a bias-free SwiGLU decoder: attention 4 d^2 and MLP 3 d ffn per block."""
+    embed = vocab * d * (1 if tied else 2)
+    return layers * (4 * d * d + 3 * d * ffn + norms_per_block * d) + final_norm * d + embed, embed
+
+
+@pytest.mark.parametrize("name, arch", [
+    # OLMo-1: LayerNorm without parameters; 1B ties its embedding (configs/official/OLMo-1B.yaml).
+    ("OLMo-1B-hf@step1000-tokens4B", (16, 2048, 8192, 50304, 0, 0, True)),
+    ("OLMo-7B-hf", (32, 4096, 11008, 50304, 0, 0, False)),
+    # OLMo 2: RMSNorm after attention and MLP, plus q and k norms, untied (configs/official-*).
+    ("OLMo-2-1124-7B@stage1-step150-tokens1B", (32, 4096, 11008, 100352, 4, 1, False)),
+    ("OLMo-2-0425-1B@stage1-step140000-tokens294B", (16, 2048, 8192, 100352, 4, 1, False)),
+    # Amber: the LLaMA-7B configuration its training code loads.
+    ("Amber@ckpt_000", (32, 4096, 11008, 32000, 2, 1, False)),
+])
+def test_suite_parameter_counts_follow_the_architecture(checkpoints, name, arch):
+    total, embed = _llama_like(*arch)
+    ck = checkpoints[name]
+    assert (ck.params, ck.params_nonembed) == (total, total - embed)

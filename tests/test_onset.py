@@ -129,12 +129,12 @@ def test_validate_writes_every_section_and_skips_missing_reference_data(tmp_path
     out = tmp_path / "VALIDATION.md"
     assert main(["validate", "--reference-data", str(tmp_path / "nowhere"), "-o", str(out)]) == 1
     assert not out.exists()                      # a wrong folder is an error, not a silent skip
-    assert main(["validate", "--curves", "30", "--families", "3", "-o", str(out)]) == 0
+    assert main(["validate", "--curves", "30", "--families", "3", "--ladders", "4", "-o", str(out)]) == 0
     text = out.read_text()
     assert text.count("Skipped: ") == 7 and "Reference data: `not found`" in text
     for title in ("Synthetic curves with known verdicts", "Where a task emerges: synthetic families",
                   "Where a task emerges: synthetic families with run-level offsets",
-                  "False emergent on re-simulated real smooth curves",
+                  "False emergent on re-simulated real smooth curves", "The floor rule, chosen on development ladders",
                   "Where a task emerges: Gadre", "Where a task emerges: OLMo", "Chinchilla refit", "OLMo ladder", "Pythia"):
         assert f"## {title}" in text
     assert "| overtrained |" in text and "3 generated families" in text
@@ -161,4 +161,32 @@ def test_report_shows_where_tasks_emerge(tmp_path):
     # An analysis folder without the backtest is not reused when one is asked for.
     assert main(["analyze", str(table), "--workers", "1", "--n-boot", "0"]) == 0
     again = build_report(table, tmp_path / "again", config=config)
-    assert "no backtest" in again.analysis_source and 'id="onset"' in again.html.read_text()
+    assert "analysed without --cutoff" in again.analysis_source and 'id="onset"' in again.html.read_text()
+
+
+def test_warm_up_checkpoints_change_nothing_in_the_backtest():
+    fam = synthetic_family(3, "fixed_tokens")
+    t = fam.table
+    first = t.loc[t.groupby([S.MODEL, S.TASK])[S.STEP].idxmin()]
+    # before 1% of each run's tokens: the initial loss plateau, answers at chance
+    warm = pd.concat([first.assign(**{S.STEP: s, S.TOKENS: first[S.TOKENS] * s / first[S.STEP] / 100,
+                                      S.LOSS: 9.0 - s / 10, S.VALUE: first[S.CHANCE], S.CHECKPOINT: f"step{s}"})
+                      for s in (1, 2, 4)], ignore_index=True)
+    cols = [S.TASK, "status", "label_small", "label_full", "n_train_points", "eta_pred", "eta_full"]
+    plain = onset_backtest(t, fam.cutoff, n_boot=0, include_all=True)[cols]
+    warmed = onset_backtest(pd.concat([t, warm], ignore_index=True), fam.cutoff, n_boot=0, include_all=True)[cols]
+    pd.testing.assert_frame_equal(plain, warmed)
+
+
+def test_report_reuses_an_analysis_made_with_its_cutoff_even_when_nothing_emerged(tmp_path, capsys):
+    fam = synthetic_family(1, "overtrained")
+    table = tmp_path / "smooth.csv"
+    fam.table[fam.table[S.TASK] == "smooth"].to_csv(table, index=False)   # the control: no onset to find
+    cutoff = f"{fam.cutoff:.6g}"
+    assert main(["analyze", str(table), "--x", "loss", "--cutoff", cutoff, "--n-boot", "5", "--workers", "1"]) == 0
+    capsys.readouterr()
+    report = ["report", str(table), "--max-tasks", "0", "--n-boot", "5"]
+    assert main(report + ["-o", str(tmp_path / "same"), "--cutoff", cutoff]) == 0
+    assert "re-used from" in capsys.readouterr().out
+    assert main(report + ["-o", str(tmp_path / "other"), "--cutoff", f"{fam.cutoff * 2:.6g}"]) == 0
+    assert f"analysed with --cutoff {fam.cutoff:g}" in capsys.readouterr().out

@@ -282,3 +282,14 @@ def test_a_window_much_narrower_than_a_gentle_sigmoid_is_still_judged():
     x = np.geomspace(1e9, 1.05e9, 6)                  # 0.02 decade: the gentle width is 45 windows
     v = classify(x, _sample(np.linspace(0.3, 0.5, 6)), n=1000, chance=0.25)
     assert v.label == "smooth" and v.evidence.judged   # a steady rise that starts above chance
+
+
+def test_the_floor_rule_is_chosen_on_dense_ladders_by_its_stated_rule():
+    from emergence.analysis.dense_ladders import dense_ladder, floor_rule_benchmark
+
+    table, floor_points, judged = dense_ladder(1000)
+    thr = table[table[S.TASK] == "threshold"]
+    assert judged == 6 * 36 and len(thr) == 6 * 40 and 0 <= floor_points <= judged
+    out = floor_rule_benchmark(6, shares=(0.0, 0.3), workers=1).set_index("share")
+    assert out.loc[0.0, "recall"] > out.loc[0.3, "recall"]      # a 30% floor is more than most ladders hold
+    assert (out["false_emergent"] <= 0.01).all() and out["chosen"].tolist() == [True, False]

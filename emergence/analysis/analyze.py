@@ -56,6 +56,7 @@ class Analysis:
     onset: pd.DataFrame = field(default_factory=pd.DataFrame)     # with a cutoff: where tasks emerge
     table_sha256: str = ""          # table_hash of the table analysed: the manifest ties the folder to it
     not_judged: pd.DataFrame = field(default_factory=pd.DataFrame)  # curves with no shape to judge, and why
+    settings: dict = field(default_factory=dict)  # n_boot, seed, cutoff: what a reader may reuse it for
 
     def tables(self) -> dict:
         backtests = {"backtest": self.backtest, "onset": self.onset} if not self.onset.empty else {}
@@ -150,7 +151,8 @@ def analyze(df: pd.DataFrame, axes=None, *, n_boot: int = 100, seed: int = 0, wo
                           if r.get("status") == "undetermined"]
         seconds["backtest"] = lap()
     return Analysis(verdict_table, audit, composites, fits, notes + fit_notes, seconds, backtest, onset,
-                    table_sha256=sha256, not_judged=not_judged)
+                    table_sha256=sha256, not_judged=not_judged,
+                    settings={"n_boot": n_boot, "seed": seed, "cutoff": cutoff})
 
 
 def derive_flops(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -189,7 +191,7 @@ def write_analysis(analysis: Analysis, out_dir) -> list[Path]:
     for name in TABLES:  # an earlier analysis' tables that this one has not (a backtest)
         if f"{name}.csv" not in files:
             (out_dir / f"{name}.csv").unlink(missing_ok=True)
-    record = {"table_sha256": analysis.table_sha256, "versions": _versions(),
+    record = {"table_sha256": analysis.table_sha256, "versions": _versions(), "settings": analysis.settings,
               "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
     return written + [write_atomic(manifest, json.dumps(record, indent=2) + "\n")]
 
@@ -224,7 +226,7 @@ def read_analysis(folder, table_sha256: str | None = None) -> Analysis:
     notes = [n for n in data.get("notes.txt", b"").decode("utf-8").splitlines() if n]
     return Analysis(tables["verdicts"], tables["audit"], tables["composites"], tables["fits"], notes,
                     backtest=tables["backtest"], onset=tables["onset"], table_sha256=manifest.get("table_sha256", ""),
-                    not_judged=tables["not_judged"])
+                    not_judged=tables["not_judged"], settings=manifest.get("settings", {}))
 
 
 def find_analysis(sources) -> Path | None:

@@ -25,7 +25,7 @@ SCORED = ("emergent", "smooth", "flat", "inverse")
 COLUMNS = ("data", "family", "task", "subtask", "n_shot", "metric", "axis", "label", "source", "where", "note",
            "where_checked")   # "yes": the location was checked in the source's own files; "no": recalled
 POOLED = "*"
-SENSITIVITY = ("emergent_margin", "jump_se", "trend_margin")
+SENSITIVITY = ("emergent_margin", "jump_se", "trend_margin", "min_floor_share", "floor_tolerance", "warmup_fraction")
 
 
 def load_labels(path=None) -> pd.DataFrame:
@@ -143,7 +143,7 @@ def report(labels: pd.DataFrame, found: pd.DataFrame, sens: pd.DataFrame) -> str
         "", "Confusion matrix (rows: published label, columns: verdict):", "", "```",
         r["confusion"].to_string() if len(r["confusion"]) else "(none)", "```", "",
         "Sensitivity: each threshold of `ClassifyConfig` halved and doubled, the others at their defaults "
-        f"(emergent_margin {base.emergent_margin:g}, jump_se {base.jump_se:g}, trend_margin {base.trend_margin:g}).", "",
+        "(" + ", ".join(f"{name} {getattr(base, name):g}" for name in SENSITIVITY) + ").", "",
         "| threshold | value | accuracy | false emergent | emergent recall |", "|---|---:|---:|---:|---:|",
         f"| (defaults) | | {pct(r['accuracy'])} | {pct(r['false_emergent'])} | {pct(r['emergent_recall'])} |"]
     for s in sens.itertuples():

@@ -26,7 +26,7 @@ from emergence import schema as S
 from emergence.analysis.scaling import FitError, ScalingFit, critical_size, fit_chinchilla, fit_size_law, loss_points
 from emergence.tidy import fill_chance
 from emergence.analysis.significance import SignificanceConfig, curve_significance
-from emergence.analysis.verdicts import ClassifyConfig, classify
+from emergence.analysis.verdicts import ClassifyConfig, classify, warmup_mask
 from emergence.metric_rules import directions_of, metric_is_proportion
 
 SMOOTH_MODELS = ("linear", "power_law", "sigmoid_gentle")
@@ -124,8 +124,9 @@ def _family_backtest(family, group, cutoff, tokens_per_param, n_boot, seed, conf
     held_keys = set(held[S.MODEL])
 
     keys = [k for k in (S.TASK, S.SUBTASK, S.METRIC, *S.SETTING_KEYS) if k in group]
+    judged = group[~warmup_mask(group, config.warmup_fraction)]   # as the verdicts judge the loss axis
     rows = []
-    for key, curve in group.groupby(keys, sort=True, dropna=False):
+    for key, curve in judged.groupby(keys, sort=True, dropna=False):
         meta = {S.FAMILY: family, **dict(zip(keys, key if isinstance(key, tuple) else (key,)))}
         full = classify(curve, axis=S.LOSS, config=config)
         part = classify(curve[small[curve.index]], axis=S.LOSS, config=config)

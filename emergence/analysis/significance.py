@@ -36,7 +36,7 @@ import pandas as pd
 from emergence import schema as S
 from emergence.analysis.curves import Axis, bin_curve, noise_model, one_blas_thread
 from emergence.analysis.parallel import map_chunks
-from emergence.analysis.verdicts import LN9, ClassifyConfig, _warmup
+from emergence.analysis.verdicts import LN9, ClassifyConfig, _widths, warmup_mask
 from emergence.metric_rules import metric_higher_is_better, metric_is_proportion
 
 
@@ -75,7 +75,7 @@ def curve_significance(x, y, runs=None, *, stderr=None, n=None, higher_is_better
     t, yo, sigma, cl = _run_bins(t, yo, sigma, runs, classify_config.max_points)
     n_cl = int(cl.max()) + 1
     rng = np.random.default_rng(config.seed)
-    d = _Design.of(t, _shapes(np.unique(t), classify_config))
+    d = _Design.of(t, _shapes(np.unique(t), *_widths(ax, x, classify_config)))
 
     # (1) runs resampled: multiplicity of each run in each draw, as weights on its bins
     counts = rng.multinomial(n_cl, np.full(n_cl, 1.0 / n_cl), size=config.run_draws).T    # (clusters, B)
@@ -159,7 +159,7 @@ def curve_arrays(df, rows, axis, warmup_fraction: float = ClassifyConfig().warmu
         last = data.groupby([S.FAMILY, S.MODEL], dropna=False)[S.STEP].transform("max")
         data = data[(data[S.STEP] == last) | last.isna()]
     elif axis in (S.TOKENS, S.FLOPS, S.LOSS):   # as the verdicts judged them: warm-up left out
-        data = data[~_warmup(data, warmup_fraction)]
+        data = data[~warmup_mask(data, warmup_fraction)]
     want = rows[keys].copy()
     want[S.SUBTASK] = want[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in want else ""
     want["_row"] = np.arange(len(rows))
@@ -206,12 +206,13 @@ def _run_bins(t, y, sigma, runs, max_points):
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 
-def _shapes(ut, cfg):
+def _shapes(ut, steep_width, gentle_width):
     """name: (kind, grid of nonlinear parameters, parameter count, is a rising threshold).
-    The verdicts' candidate families on coarser grids (the resampling refits them per draw)."""
+    The verdicts' candidate families on coarser grids (the resampling refits them per draw);
+    the sigmoid widths are the verdicts' absolute ones on this curve's t axis (``_widths``)."""
     inner = np.linspace(ut[1], ut[-2], 41, endpoint=False)
-    gentle = np.geomspace(0.5, 2 * LN9 / cfg.gentle_width, 8)
-    steep = np.geomspace(2 * LN9 / cfg.steep_width, 2 * LN9 / 0.02, 8)
+    gentle = np.geomspace(0.5, 2 * LN9 / gentle_width, 8)
+    steep = np.geomspace(2 * LN9 / steep_width, 2 * LN9 / 0.02, 8)
     return {"linear": ("linear", np.zeros((1, 0)), 2, False),
             "power_law": ("exp", np.r_[-np.geomspace(12, 0.25, 15), np.geomspace(0.25, 12, 15)][:, None], 3, False),
             "sigmoid_gentle": ("logistic", _pairs(gentle, np.linspace(-0.5, 1.5, 21)), 4, False),

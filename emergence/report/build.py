@@ -10,6 +10,7 @@ draws them and renders the Jinja2 templates. Only the ``max_tasks`` most informa
 figures, so that a 100k-row table renders in seconds; every curve is in the verdict table.
 """
 
+import math
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -134,8 +135,11 @@ def _analysis(df, sources, analysis_dir, reanalyze, config, out_dir):
             result, problem = read_analysis(folder, table_hash(df)), ""
         except UnusableAnalysis as e:
             problem = str(e)
-        if not problem and analysis_dir is None and config.cutoff is not None and result.onset.empty:
-            problem = "it has no backtest (onset.csv) for --cutoff"
+        if not problem and analysis_dir is None and config.cutoff is not None:
+            done = result.settings.get("cutoff")
+            if done is None or not math.isclose(done, config.cutoff):
+                problem = ("it was analysed without --cutoff" if done is None
+                           else f"it was analysed with --cutoff {done:g}, not {config.cutoff:g}")
         if not problem:
             return result, f"re-used from {folder} (written by `emergence analyze`)"
         if analysis_dir is not None:
