@@ -9,7 +9,7 @@ from pathlib import Path
 from emergence.files import write_atomic
 from emergence.names import unknown_message
 
-COMMANDS = ("run", "export", "analyze", "report", "validate", "import", "plugins", "families", "tasks",
+COMMANDS = ("run", "export", "analyze", "backtest", "report", "validate", "import", "plugins", "families", "tasks",
             "check-task", "demo", "lab")
 
 
@@ -23,7 +23,7 @@ def main(argv=None) -> int:
         _parser().print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command not in ("analyze", "report", "validate"):  # these load no model: skip importing transformers (~2 s)
+    if args.command not in ("analyze", "backtest", "report", "validate"):  # these load no model: skip importing transformers (~2 s)
         from emergence.run.executors import quiet_libraries
 
         quiet_libraries()
@@ -134,6 +134,26 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--cutoff", type=float, help="backtest: fit on models with fewer parameters, predict the rest's "
                    "loss (backtest.csv) and where tasks emerge (onset.csv)")
     a.set_defaults(func=cmd_analyze)
+
+    b = sub.add_parser("backtest", help="fit every predictor below a size or compute cutoff, score it on the "
+                       "rest: one error table (backtest.csv, backtest.md)")
+    b.add_argument("tables", nargs="+", metavar="TABLE", help="tidy .csv/.csv.gz/.parquet files or run directories")
+    b.add_argument("--cutoff", type=float, required=True, help="models with params (or flops) below it train")
+    b.add_argument("--by", choices=("params", "flops"), default="params", help="what the cutoff applies to")
+    b.add_argument("--predictors", help="comma-separated (default: all of two_step, power_law, loss_to_loss, flp, "
+                   "onset, obs_scaling, obs_compute)")
+    b.add_argument("--pool", action="store_true", help="split all families together (targets of another family)")
+    b.add_argument("--task-loss", default="auto", help="metric that is each task's continuous loss: 'auto' "
+                   "(bpb with the metric's [suffix]), 'none', or a metric name")
+    b.add_argument("--metrics", help="comma-separated metrics to predict (default: every score in [0, 1])")
+    b.add_argument("--tasks", help="comma-separated tasks to predict (default: all)")
+    b.add_argument("--benchmarks", help="comma-separated tasks whose scores form the capability components "
+                   "of obs_scaling")
+    b.add_argument("--n-boot", type=int, default=20, help="bootstrap draws per predictor for the intervals")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--duplicates", choices=("error", "first"), default="error")
+    b.add_argument("--output", "-o", default="backtest", help="folder for backtest.csv, backtest.md, backtest.json")
+    b.set_defaults(func=cmd_backtest)
 
     v = sub.add_parser("validate", help="rerun the analysis validation and write VALIDATION.md")
     v.add_argument("--reference-data", help="folder with tidy/ and the raw sources (default: "
@@ -300,6 +320,24 @@ def cmd_analyze(args) -> int:
     write_analysis(result, out)
     print(summary(result))
     print(f"{len(df)} rows analysed -> {out}/")
+    return 0
+
+
+def cmd_backtest(args) -> int:
+    from emergence.analysis.analyze import load_tables
+    from emergence.analysis.backtest import BacktestConfig, backtest, markdown, write_backtest
+
+    def names(v):
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+
+    config = BacktestConfig(cutoff=args.cutoff, by=args.by, predictors=names(args.predictors), pool=args.pool,
+                            task_loss=args.task_loss, metrics=names(args.metrics), tasks=names(args.tasks),
+                            benchmarks=names(args.benchmarks), n_boot=args.n_boot, seed=args.seed)
+    df = load_tables(args.tables, duplicates=args.duplicates)
+    table = backtest(df, **config.options())
+    written = write_backtest(table, args.output, config)
+    print(markdown(table))
+    print(f"{len(table)} rows -> {', '.join(map(str, written))}")
     return 0
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from emergence import schema as S
 from emergence.analysis.curves import Axis
-from emergence.analysis.decompose import CONTINUOUS, DISCONTINUOUS, decompose, metric_audit, metric_kind, predict_composite
+from emergence.analysis.decompose import (CONTINUOUS, DISCONTINUOUS, backtest_composite, decompose, metric_audit,
+                                          metric_kind, predict_composite)
 from emergence.analysis.synthetic import composite, generate
 
 SIZES = np.geomspace(7e7, 1.2e10, 10)
@@ -91,3 +92,26 @@ def test_generator_composites_are_explained_by_their_subtasks():
     for c in comps:
         pred = predict_composite(c.subtasks, c.y)
         assert pred.rmse_independent < 0.1 and c.subtasks.shape[1] == len(c.x)
+
+
+def test_k_eff_fitted_on_small_models_predicts_the_larger_composite():
+    """Dependent sub-steps (composite = mean^2): the exponent fitted below the cutoff predicts
+    the held-out composite; the product rule (k = 5) does not."""
+    q = np.linspace(0.3, 0.9, len(SIZES))
+    curves = {(f"s{j}", "acc"): (q + 0.01 * j, 0.0) for j in range(5)}
+    curves[("", "exact_match")] = (np.mean([q + 0.01 * j for j in range(5)], axis=0) ** 2, 0.0)
+    out = backtest_composite(_table(SIZES, curves), 1e9).iloc[0]
+    assert out["status"] == "ok" and out["k_eff_small"] == pytest.approx(2, abs=0.01)
+    assert out["n_heldout"] == int((SIZES >= 1e9).sum()) and out["mae_k_eff"] < 1e-3 < out["mae_independent"]
+
+
+def test_composite_backtest_says_why_a_side_is_empty():
+    x, q, c = composite(noise=False)
+    curves = {(f"s{j}", "acc"): (q[j], 0.0) for j in range(5)}
+    curves[("", "exact_match")] = (c, 0.0)
+    table = _table(x, curves)
+    assert backtest_composite(table, 1e6)["reason"].iloc[0] == "no checkpoints with params below 1e+06"
+    one_small = backtest_composite(table, 8e7).iloc[0]
+    assert one_small["status"] == "not run" and "the small side" in one_small["reason"]
+    with pytest.raises(ValueError, match="no values in 'flops'"):
+        backtest_composite(table, 1e9, by=S.FLOPS)

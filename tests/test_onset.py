@@ -131,7 +131,7 @@ def test_validate_writes_every_section_and_skips_missing_reference_data(tmp_path
     assert not out.exists()                      # a wrong folder is an error, not a silent skip
     assert main(["validate", "--curves", "30", "--families", "3", "--ladders", "4", "-o", str(out)]) == 0
     text = out.read_text()
-    assert text.count("Skipped: ") == 7 and "Reference data: `not found`" in text
+    assert text.count("Skipped: ") == 8 and "Reference data: `not found`" in text
     for title in ("Synthetic curves with known verdicts", "Where a task emerges: synthetic families",
                   "Where a task emerges: synthetic families with run-level offsets",
                   "False emergent on re-simulated real smooth curves", "The floor rule, chosen on development ladders",

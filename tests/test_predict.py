@@ -100,6 +100,15 @@ def test_two_step_bagged_intervals_and_missing_metrics(ladder):
     assert missing["status"].tolist() == ["undetermined"] and "acc[mc]" in missing["reason"].iloc[0]
 
 
+def test_two_step_with_several_seeds_matches_one_seed_at_a_time(ladder):
+    spec = TaskSpec("arc_easy", (("arc_easy", 1.0),))
+    both = two_step_predict(ladder, [spec], LADDER, ["3B-10xC"], n_boot=10, seed=(0, 1), last_n=1)
+    assert both["seed"].tolist() == [0, 1] and both["predicted"].nunique() == 2
+    for s in (0, 1):
+        one = two_step_predict(ladder, [spec], LADDER, ["3B-10xC"], n_boot=10, seed=s, last_n=1)
+        assert "seed" not in one and one["predicted"].iloc[0] == both.loc[both["seed"] == s, "predicted"].iloc[0]
+
+
 def test_task_curve_weights_and_missing_parts(ladder):
     mmlu = TaskSpec("mmlu", OLMO_MAIN_TASKS[0].parts)
     curve = task_curve(ladder, "1B-10xC", mmlu, "acc_len_norm[rc]")

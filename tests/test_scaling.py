@@ -187,3 +187,14 @@ def test_chinchilla_replication():
     assert cmp["ratio"] > 3 and cmp["objective_fit"] == pytest.approx(fit.objective, rel=1e-9)
     assert huber_objective(HOFFMANN_2022, [1e9], [2e10], [2.5]) > 0
     assert compare_to_published(fit, [1e9], [2e10], [2.5])["ratio"] > 0
+
+
+def test_a_new_bootstrap_around_a_known_optimum_equals_a_fresh_fit():
+    rng = np.random.default_rng(1)
+    N = np.repeat(np.geomspace(1e7, 1e9, 4), 3)
+    D = N * np.tile([10, 20, 40], 4)
+    L = (1.8 + 400 / N ** 0.34 + 410 / D ** 0.28) * np.exp(rng.normal(0, 0.01, N.size))
+    first = fit_chinchilla(N, D, L, n_boot=0)
+    fresh = fit_chinchilla(N, D, L, n_boot=8, seed=3)
+    again = fit_chinchilla(N, D, L, n_boot=8, seed=3, best=first.theta)
+    assert np.allclose(again.theta, fresh.theta) and np.allclose(again.draws, fresh.draws, equal_nan=True)

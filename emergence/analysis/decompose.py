@@ -2,7 +2,8 @@
 
 Owns ``predict_composite`` (a composite's exact match from its sub-task accuracies: their
 product, as if independent, and (mean accuracy)^k_eff with a fitted exponent, for dependent
-sub-steps), ``decompose`` (the same over a tidy table, with the errors) and ``metric_audit``
+sub-steps), ``decompose`` (the same over a tidy table, with the errors), ``backtest_composite``
+(k_eff fitted on small models, scored on the composite of larger ones) and ``metric_audit``
 (per task: the verdict in every view, and whether a threshold is 'metric-induced' (only the
 discontinuous metrics show it; continuous metrics and sub-tasks improve smoothly) or
 'genuine' (a threshold in every view)).
@@ -95,6 +96,46 @@ def decompose(df: pd.DataFrame, *, subtask_metric: str = "acc", composite_metric
                      "max_error_independent": pred.max_error_independent,
                      "max_error_fitted": pred.max_error_fitted,
                      "composite_min": float(c.loc[common].min()), "composite_max": float(c.loc[common].max())})
+    return pd.DataFrame(rows)
+
+
+def backtest_composite(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, subtask_metric: str = "acc",
+                       composite_metric: str = "exact_match", extra_keys=("n_shot",)) -> pd.DataFrame:
+    """The decomposition as a prediction: ``k_eff`` fitted on the checkpoints of models with
+    ``by`` < cutoff, then the composite of the larger models predicted from their sub-task
+    accuracies, (mean accuracy)^k_eff and the product rule, beside the descriptive fit on all
+    checkpoints (``decompose``). One row per (family, task); a task whose split leaves fewer
+    than 2 checkpoints on either side gets a row saying why."""
+    if by not in df.columns or df[by].isna().all():
+        raise ValueError(f"no values in {by!r}: cannot split at a cutoff")
+    rows = []
+    small = df[by] < cutoff
+    for side in (small, ~small):
+        if not side.any():
+            return pd.DataFrame([{"status": "not run", "reason": f"no checkpoints with {by} "
+                                  f"{'below' if side is small else 'at or above'} {cutoff:.3g}"}])
+    fit_all = decompose(df, subtask_metric=subtask_metric, composite_metric=composite_metric, extra_keys=extra_keys)
+    train = decompose(df[small], subtask_metric=subtask_metric, composite_metric=composite_metric,
+                      extra_keys=extra_keys)
+    keys = [S.FAMILY, S.TASK] + [k for k in extra_keys if k in df.columns]
+    for r in fit_all.to_dict("records"):
+        key = {k: r[k] for k in keys}
+        fitted = train
+        for k, v in key.items() if not train.empty else ():
+            fitted = fitted[fitted[k] == v] if pd.notna(v) else fitted[fitted[k].isna()]
+        held = _composite_points(df[~small], key, subtask_metric, composite_metric)
+        row = {**key, "k": r["k"], "k_eff_all": r["k_eff"], "rmse_descriptive": r["rmse_fitted"]}
+        if fitted.empty or held is None:
+            rows.append({**row, "status": "not run", "reason": "fewer than 2 checkpoints with the composite and "
+                         f"every sub-task on {'the small' if fitted.empty else 'the held-out'} side of the cutoff"})
+            continue
+        sub, comp = held
+        k_eff = float(fitted["k_eff"].iloc[0])
+        pred, indep = sub.mean(0) ** k_eff, sub.prod(0)
+        rows.append({**row, "k_eff_small": k_eff, "n_heldout": len(comp),
+                     "n_train": int(fitted["n_checkpoints"].iloc[0]), "mae_k_eff": float(np.mean(np.abs(pred - comp))),
+                     "mae_independent": float(np.mean(np.abs(indep - comp))),
+                     "max_error_k_eff": float(np.max(np.abs(pred - comp))), "status": "ok", "reason": ""})
     return pd.DataFrame(rows)
 
 
@@ -215,6 +256,24 @@ def _with_subtask(df):
     data = df.copy()
     data[S.SUBTASK] = data[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in data else ""
     return data
+
+
+def _composite_points(df, key, subtask_metric, composite_metric):
+    """(sub-task accuracies (k, checkpoints), composite) of one (family, task) in ``df``, or None
+    with fewer than 2 checkpoints that have both."""
+    g = _with_subtask(df)
+    for k, v in key.items():
+        g = g[g[k] == v] if pd.notna(v) else g[g[k].isna()]
+    ckpt = [c for c in (S.CHECKPOINT, S.MODEL, S.STEP) if c in g.columns and g[c].notna().any()]
+    subs = g[(g[S.SUBTASK] != "") & (g[S.METRIC] == subtask_metric)]
+    comp = g[(g[S.SUBTASK] == "") & (g[S.METRIC] == composite_metric)].groupby(ckpt)[S.VALUE].mean()
+    if subs.empty or comp.empty:
+        return None
+    wide = subs.pivot_table(index=ckpt, columns=S.SUBTASK, values=S.VALUE, aggfunc="mean").dropna()
+    common = wide.index.intersection(comp.index)
+    if len(common) < 2:
+        return None
+    return wide.loc[common].to_numpy(float).T, comp.loc[common].to_numpy(float)
 
 
 def _rms(e):

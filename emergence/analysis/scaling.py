@@ -98,10 +98,12 @@ def fit_size_law(N, L, *, n_boot: int = 200, seed: int = 0, level: float = 0.95,
 
 
 def fit_chinchilla(N, D, L, *, n_boot: int = 100, seed: int = 0, level: float = 0.95,
-                   delta: float = DELTA, n_starts: int | None = 8, workers: int = 0) -> ScalingFit:
+                   delta: float = DELTA, n_starts: int | None = 8, workers: int = 0, best=None) -> ScalingFit:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann-style; see module docstring). ``workers``:
-    processes for the bootstrap (0: one per CPU); the draws do not depend on it."""
-    return _fit("chinchilla", [N, D], L, n_boot, seed, level, delta, n_starts, workers)
+    processes for the bootstrap (0: one per CPU); the draws do not depend on it. ``best``: the
+    ``theta`` of an earlier fit of the same points, to draw a new bootstrap (another seed)
+    without repeating the search for the optimum."""
+    return _fit("chinchilla", [N, D], L, n_boot, seed, level, delta, n_starts, workers, best)
 
 
 def huber_objective(params: dict, N, D, L, delta: float = DELTA) -> float:
@@ -488,7 +490,7 @@ def _check_inputs(form, cols, L):
     return arrays
 
 
-def _fit(form, cols, L, n_boot, seed, level, delta, n_starts, workers=1):
+def _fit(form, cols, L, n_boot, seed, level, delta, n_starts, workers=1, best=None):
     arrays = _check_inputs(form, cols, L)
     lx, ly = np.log(np.column_stack(arrays[:-1])), np.log(arrays[-1])
     n = len(ly)
@@ -500,12 +502,16 @@ def _fit(form, cols, L, n_boot, seed, level, delta, n_starts, workers=1):
         return ScalingFit(form, nan, dict(nan), {k: (np.nan, np.nan) for k in nan}, level, n, np.nan,
                           np.nan, np.full(2 * _K[form] + 1, np.nan), None, "undetermined", why, delta)
     with one_blas_thread():
-        return _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts, workers)
+        return _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts, workers, best)
 
 
-def _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts, workers=1):
+def _fit_law(form, lx, ly, n_boot, seed, level, delta, n_starts, workers=1, best=None):
     n = len(ly)
-    theta, obj = _best_fit(lx, ly, delta, n_starts)
+    if best is None:
+        theta, obj = _best_fit(lx, ly, delta, n_starts)
+    else:
+        theta = np.asarray(best, float)
+        obj = float(_objective_many(theta[None], lx, ly, delta)[0])
     params = {name: float(v) for name, v in _natural(form, theta).items()}
     reason = _degenerate(theta, lx, ly, params)
     status = "undetermined" if reason else "ok"
