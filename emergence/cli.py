@@ -39,6 +39,30 @@ def main(argv=None) -> int:
         return 1
 
 
+IMPORT_HELP = """\
+Turn other tools' result files into a tidy table that `emergence analyze` accepts.
+
+Models a registered family lists (`emergence families`) get their params, tokens and step from
+it. For any other model give the family with --family and the counts with --meta:
+
+  ladder.toml                                  ladder.csv
+    family = "my-ladder"                         model,revision,repo,params,params_nonembed,tokens,step
+    [models.ladder-150m]                         ladder-150m,,,151000000,113000000,,
+    params = 151_000_000                         ladder-150m,step1000,,,,4.2e9,1000
+    params_nonembed = 113_000_000
+    tokens_per_step = 4_194_304    # tokens = step x this, where a checkpoint gives none
+    [models.ladder-150m.checkpoints]
+    step1000 = { tokens = 4.2e9 }  # per revision (main = none): tokens, step, params
+
+Keys of a model: params, params_nonembed, tokens, tokens_per_step, step, repo (the pretrained=
+value of its result files, needed for a local path), config (a config.json whose model is
+counted offline instead of params), checkpoints. A model folder here that holds a config.json
+is counted the same way. The model name comes from a hub id (org/NAME); a local path is named by
+--meta (repo = "..."), never by the folders above the model. A model no registry, --meta or
+config.json describes is an error, as is anything `analyze` would refuse.
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emergence", description=__doc__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -84,10 +108,17 @@ def _parser() -> argparse.ArgumentParser:
                         "results.salvaged.<format> and list what was lost (the store is left as it is)")
     e.set_defaults(func=cmd_export)
 
-    i = sub.add_parser("import", help="turn other tools' result files into a tidy table")
+    i = sub.add_parser("import", help="turn other tools' result files into a tidy table",
+                       description=IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     i.add_argument("source", choices=("lm-eval",), help="format of the files: lm-eval result JSON")
     i.add_argument("paths", nargs="+", metavar="PATH", help="result files, or folders searched for *.json")
     i.add_argument("--output", "-o", help="output .csv or .parquet (default: CSV on stdout)")
+    i.add_argument("--family", help="family name of the models no registered family lists")
+    i.add_argument("--meta", metavar="FILE", help="params, params_nonembed, tokens and step of those models "
+                   "(.toml or .csv; format below and in docs/lm-eval.md)")
+    i.add_argument("--duplicates", choices=("error", "first"), default="error",
+                   help="a result in two files with different values: stop (default), or keep the first file's "
+                        "(identical ones are always kept once, with a note)")
     i.set_defaults(func=cmd_import)
 
     a = sub.add_parser("analyze", help="fits, emergence verdicts and metric audits of tidy tables or run directories",
@@ -254,7 +285,7 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     from emergence.run.importers import import_lmeval
 
-    df = import_lmeval(args.paths)
+    df = import_lmeval(args.paths, family=args.family, meta=args.meta, duplicates=args.duplicates, strict=True)
     if not args.output:
         df.to_csv(sys.stdout, index=False)
         return 0

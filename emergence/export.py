@@ -60,7 +60,8 @@ def tidy_table(run_dir, loss_task: str | None = None) -> pd.DataFrame:
         store.check(tables=("scores",))  # what the table is made of; a run checks the samples too
         loss_task = loss_task or _loss_task(store)
         df = pd.read_sql_query(_rows_sql(store, where=""), store.db)
-    return _tidy(df, loss_task)
+        shots = task_shots(store)
+    return _tidy(df, loss_task, shots)
 
 
 def salvage_table(run_dir, loss_task: str | None = None) -> Salvage:
@@ -96,9 +97,13 @@ def salvage_table(run_dir, loss_task: str | None = None) -> Salvage:
             frames.append(rows)
         if not frames:
             frames.append(pd.read_sql_query(_rows_sql(store, where="WHERE 0"), store.db))
+        try:
+            shots = task_shots(store)
+        except (sqlite3.DatabaseError, ValueError):
+            shots = {}
     # Cell by cell, then in the order tidy_table gives (SQLite sorts NULLs first).
     df = pd.concat(frames, ignore_index=True).sort_values(_ORDER, na_position="first", kind="mergesort")
-    salvage.table = _tidy(df, loss_task)
+    salvage.table = _tidy(df, loss_task, shots)
     return salvage
 
 
@@ -124,6 +129,19 @@ def write_table(df: pd.DataFrame, path, fmt: str | None = None) -> Path:
     return path
 
 
+def task_shots(store: Store) -> dict:
+    """task -> the few-shot count its cells were run with, from the runs' provenance: each run
+    records it per task; a run that predates that gives its --num-fewshot where it set one."""
+    shots = {}
+    for record in store.get_meta("invocations", []) or []:
+        fixed = (record.get("config") or {}).get("num_fewshot")
+        for task in record.get("tasks") or {}:
+            value = (record.get("task_shots") or {}).get(task, fixed)
+            if value is not None:
+                shots[task] = value
+    return shots
+
+
 def _loss_task(store: Store) -> str:
     return (store.get_meta("provenance") or {}).get("config", {}).get("loss_task", "heldout_loss")
 
@@ -136,12 +154,14 @@ def _rows_sql(store: Store, where: str) -> str:
                         task_version=S.TASK_VERSION, where=where)
 
 
-def _tidy(df: pd.DataFrame, loss_task: str) -> pd.DataFrame:
+def _tidy(df: pd.DataFrame, loss_task: str, shots: dict | None = None) -> pd.DataFrame:
     df = df.copy()
+    df[S.N_SHOT] = df[S.TASK].map(shots or {})
+    df[S.SETTING] = ""   # our runs have one prompt per task: its default
     loss = df[(df[S.TASK] == loss_task) & (df[S.SUBTASK] == "") & (df[S.METRIC] == LOSS_METRIC)]
     df[S.LOSS] = df[S.CHECKPOINT].map(loss.set_index(S.CHECKPOINT)[S.VALUE])
     df = df[list(S.TIDY_COLUMNS)]
-    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N):
+    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N, S.N_SHOT):
         df[col] = pd.to_numeric(df[col]).astype("Int64")
     for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
         df[col] = pd.to_numeric(df[col]).astype("float64")

@@ -19,7 +19,8 @@ from emergence import schema as S
 from emergence.metric_rules import METRIC_KINDS, looks_like_accuracy, task_chance  # noqa: F401 (re-exported)
 
 # Columns the reference tables carry beyond the core schema; kept when present.
-N_SHOT, SETTING, LOSS_NAME, CHANCE_SOURCE = "n_shot", "setting", "loss_name", "chance_source"
+LOSS_NAME, CHANCE_SOURCE, SOURCE_NOTE = "loss_name", "chance_source", "source_note"
+N_SHOT, SETTING = S.N_SHOT, S.SETTING  # in the schema now; these names stay for existing callers
 
 REQUIRED = (S.FAMILY, S.MODEL, S.TASK, S.METRIC, S.VALUE)
 NUMERIC = (S.PARAMS, S.PARAMS_NONEMBED, S.TOKENS, S.STEP, S.FLOPS, S.LOSS, S.VALUE, S.STDERR, S.N,
@@ -42,15 +43,19 @@ class TidyWarning(UserWarning):
 
 
 def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, invalid: str = "error",
-              where=None) -> pd.DataFrame:
+              where=None, setting_is_note: bool = False) -> pd.DataFrame:
     """Read and check one or more tidy files (.csv, .csv.gz, .parquet) into one DataFrame.
 
     Requires family, model, task, metric, value; adds missing optional schema columns as empty;
-    keeps extra columns (loss_name, n_shot, setting, ...). ``duplicates="first"`` keeps the first
+    keeps extra columns (loss_name, ...); ``setting`` is text, empty = the default setting. ``duplicates="first"`` keeps the first
     of rows sharing a key instead of raising. ``invalid="skip"`` drops every row of a task's
     metric that has an accuracy outside [0, 1], with a note, instead of raising (one bad metric
     does not sink the rest of a run). ``where(df) -> bool mask`` keeps only some rows
     before the checks (large files); row numbers in messages still count from the file's top.
+    ``setting_is_note``: the files' ``setting`` column describes where rows come from ("ladder
+    rung, token budget 10xC", as in the reference tables), not how a task was evaluated; it is
+    kept as ``source_note`` and ``setting`` left at the default, so that curves pool as the
+    source meant (a setting splits curves).
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
@@ -64,6 +69,8 @@ def read_tidy(paths, *, duplicates: str = "error", check_accuracy: bool = True, 
             raise TidyError(f"{path}: no data rows (only a header)")
         frames.append(frame[np.asarray(where(frame), dtype=bool)] if where is not None else frame)
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if setting_is_note and S.SETTING in df.columns:
+        df = df.rename(columns={S.SETTING: SOURCE_NOTE})
     return check_tidy(df, source=", ".join(map(str, paths)), duplicates=duplicates, check_accuracy=check_accuracy,
                       invalid=invalid)
 
@@ -97,6 +104,8 @@ def check_tidy(df: pd.DataFrame, *, source: str = "<DataFrame>", duplicates: str
     if added:
         notes.append(f"optional column(s) absent, left empty: {added}")
     df[S.SUBTASK] = df[S.SUBTASK].fillna("").astype(str)
+    df[S.SETTING] = df[S.SETTING].fillna("").astype(str).str.strip()
+    _check_n_shot(df)
     df[S.METRIC_KIND] = _coerce_kind(df)
     df[S.HIGHER_IS_BETTER] = _coerce_direction(df)
     _check_one_per_metric(df)
@@ -392,6 +401,15 @@ def _coerce_version(col: pd.Series) -> pd.Series:
     if known.any():   # once per distinct value: tables have a handful of versions in 10^5 rows
         out[known] = values[known].map({v: text(v) for v in values[known].unique()})
     return out
+
+
+def _check_n_shot(df):
+    """``n_shot`` counts examples: a whole number, 0 or more (empty = unknown)."""
+    shots = df[S.N_SHOT].to_numpy(float)
+    bad = np.isfinite(shots) & ((shots < 0) | (shots != np.round(shots)))
+    if bad.any():
+        raise TidyError(f"column {S.N_SHOT!r} has {shots[bad][0]:g} at {_where(df, bad)}; it counts few-shot "
+                        "examples (0 or more), empty = unknown")
 
 
 def _check_one_version(df):

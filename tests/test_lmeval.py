@@ -321,16 +321,17 @@ def test_import_fixture_maps_models_tasks_and_chance():
     assert pd.isna(chance["lambada_openai", "ppl"]) and pd.isna(chance["crows_pairs_english_age", "pct_stereotype"])
 
 
-def test_import_refuses_two_settings_for_one_checkpoint_and_names_unknown_models(tmp_path):
-    with pytest.raises(ValueError, match="five-shot.*zero-shot|zero-shot.*five-shot"):
-        import_lmeval([FIXTURE / "pythia-160m"])
+def test_import_keeps_each_setting_and_names_unknown_models(tmp_path):
+    df = import_lmeval([FIXTURE / "pythia-160m"])   # zero- and five-shot files: one table
+    assert df.groupby(S.N_SHOT)[S.CHECKPOINT].nunique().to_dict() == {0: 2, 5: 1}
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"results": {"arc_easy": {"acc,none": 0.5, "acc_stderr,none": "N/A", "alias": "arc"}},
-                                "config": {"model_args": {"pretrained": "/ckpts/my-model", "revision": "step20"}},
+                                "config": {"model_args": {"pretrained": "org/my-model", "revision": "step20"}},
                                 "n-samples": {"arc_easy": {"original": 10, "effective": 8}}}))
     row = import_lmeval([path]).iloc[0]
     assert (row[S.FAMILY], row[S.CHECKPOINT], row[S.STEP], row[S.N]) == ("", "my-model@step20", 20, 8)
     assert pd.isna(row[S.PARAMS]) and pd.isna(row[S.STDERR]) and row[S.CHANCE] == 0.25
+    assert pd.isna(row[S.N_SHOT]) and row[S.SETTING] == ""
 
 
 def test_import_command_writes_the_table(tmp_path, capsys):

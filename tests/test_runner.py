@@ -58,6 +58,9 @@ def test_tidy_table_schema_and_values(tiny_family_dir, tmp_path):
     assert (acc[S.CHANCE] == 0.25).all() and (acc[S.N] == 6).all()
     assert acc[S.VALUE].between(0, 1).all() and acc[S.STDERR].notna().all()
     assert not df.duplicated([S.CHECKPOINT, S.TASK, S.SUBTASK, S.METRIC]).any()
+    # Each task's own few-shot count (the run sets none), and the default setting.
+    assert df.groupby(S.TASK)[S.N_SHOT].unique().map(list).to_dict() == {"t_add": [1], "t_pick": [0]}
+    assert set(df[S.SETTING]) == {""}
     out = write_table(df, tmp_path / "t.csv")
     back = pd.read_csv(out, keep_default_na=False)
     assert list(back.columns) == list(S.TIDY_COLUMNS) and len(back) == len(df)

@@ -232,9 +232,9 @@ def test_a_floor_made_of_a_few_edge_points_is_not_observed():
     t = Axis.over("params", x).to_t(x)
     p = np.where(t < 0.03, 0.25, 0.25 + 0.5 * -np.expm1(-(t - 0.03) / 0.2))   # 3% at chance, then up
     y = _sample(p, n=2000)
-    v = classify(x, y, n=2000, chance=0.25)
+    assert classify(x, y, n=2000, chance=0.25).label == "emergent"   # >= 1% of the points: an observed floor
+    v = classify(x, y, n=2000, chance=0.25, config=ClassifyConfig(min_floor_share=0.05))
     assert v.label == "smooth" and "no observed floor" in v.evidence.reason, v.summary()
-    assert classify(x, y, n=2000, chance=0.25, config=ClassifyConfig(min_floor_share=0)).label == "emergent"
 
 
 def _run_table(steps, acc):

@@ -66,7 +66,7 @@ def predict_composite(subtasks, composite, sigma=None) -> CompositePrediction:
 
 
 def decompose(df: pd.DataFrame, *, subtask_metric: str = "acc", composite_metric: str = "exact_match",
-              extra_keys=("n_shot",)) -> pd.DataFrame:
+              extra_keys=S.SETTING_KEYS) -> pd.DataFrame:
     """Per (family, task): the composite (subtask "", ``composite_metric``) predicted from the
     sub-tasks (subtask != "", ``subtask_metric``) over the checkpoints that have all of them."""
     data = _with_subtask(df[df[S.METRIC].isin([subtask_metric, composite_metric])])
@@ -140,7 +140,7 @@ def backtest_composite(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, s
 
 
 def metric_audit(df: pd.DataFrame, axis: str = "params", *, kinds: dict | None = None, chance=None,
-                 config: ClassifyConfig = ClassifyConfig(), extra_keys=("n_shot",),
+                 config: ClassifyConfig = ClassifyConfig(), extra_keys=S.SETTING_KEYS,
                  verdict_table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (family, task) with both a discontinuous and a continuous view (a continuous metric
     or any sub-task): the verdict of each view and one label:
@@ -186,7 +186,7 @@ def sibling_audit(verdict_table: pd.DataFrame) -> pd.DataFrame:
     keep = group.notna() & (v["label"] != "undetermined")
     if not keep.any():
         return pd.DataFrame()
-    keys = [S.FAMILY, S.TASK, S.SUBTASK] + [k for k in ("n_shot",) if k in v] + ["axis"]
+    keys = [S.FAMILY, S.TASK, S.SUBTASK] + [k for k in S.SETTING_KEYS if k in v] + ["axis"]
     curve = keys + ([S.MODEL] if S.MODEL in v else [])
     w = v.loc[keep, curve + [S.METRIC, "label"]].assign(_g=group[keep], _s=suffix[keep])
     w[curve] = w[curve].astype(object).where(w[curve].notna(), "")

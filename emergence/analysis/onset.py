@@ -123,7 +123,7 @@ def _family_backtest(family, group, cutoff, tokens_per_param, n_boot, seed, conf
     law_full = _loss_law(group, tokens_per_param, n_boot, seed)
     held_keys = set(held[S.MODEL])
 
-    keys = [k for k in (S.TASK, S.SUBTASK, S.METRIC, "n_shot") if k in group]
+    keys = [k for k in (S.TASK, S.SUBTASK, S.METRIC, *S.SETTING_KEYS) if k in group]
     judged = group[~warmup_mask(group, config.warmup_fraction)]   # as the verdicts judge the loss axis
     rows = []
     for key, curve in judged.groupby(keys, sort=True, dropna=False):

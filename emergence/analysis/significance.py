@@ -146,7 +146,7 @@ def curve_arrays(df, rows, axis, warmup_fraction: float = ClassifyConfig().warmu
     """(index in the verdict table, (x, y, runs, stderr, n, higher_is_better, axis, bounded)) of
     each verdict row (``rows``, one axis), from df's rows, chosen as ``verdicts`` chooses them
     (the final step of each model on the params axes; no warm-up checkpoint on the others)."""
-    keys = [k for k in (S.FAMILY, S.TASK, S.SUBTASK, S.METRIC, "n_shot") if k in rows and k in df]
+    keys = [k for k in (S.FAMILY, S.TASK, S.SUBTASK, S.METRIC, *S.SETTING_KEYS) if k in rows and k in df]
     if axis == S.TOKENS and S.MODEL in rows and S.MODEL in df:
         keys.append(S.MODEL)
     used = [c for c in dict.fromkeys(keys + [S.MODEL, S.STEP, S.TOKENS, axis, S.VALUE, S.STDERR, S.N]) if c in df]
@@ -154,14 +154,20 @@ def curve_arrays(df, rows, axis, warmup_fraction: float = ClassifyConfig().warmu
     for k in (S.FAMILY, S.TASK, S.METRIC):
         near &= df[k].isin(rows[k].unique()).to_numpy()
     data = df.loc[near, used].reset_index(drop=True)
-    data[S.SUBTASK] = data[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in data else ""
+    for c in (S.SUBTASK, S.SETTING):   # text keys: empty, missing and NaN (a CSV read back) are one value
+        if c in data:
+            data[c] = data[c].fillna("").astype(str)
+    data[S.SUBTASK] = data[S.SUBTASK] if S.SUBTASK in data else ""
     if axis in (S.PARAMS, S.PARAMS_NONEMBED) and S.STEP in data and S.MODEL in data and data[S.STEP].notna().any():
         last = data.groupby([S.FAMILY, S.MODEL], dropna=False)[S.STEP].transform("max")
         data = data[(data[S.STEP] == last) | last.isna()]
     elif axis in (S.TOKENS, S.FLOPS, S.LOSS):   # as the verdicts judged them: warm-up left out
         data = data[~warmup_mask(data, warmup_fraction)]
     want = rows[keys].copy()
-    want[S.SUBTASK] = want[S.SUBTASK].fillna("").astype(str) if S.SUBTASK in want else ""
+    for c in (S.SUBTASK, S.SETTING):
+        if c in want:
+            want[c] = want[c].fillna("").astype(str)
+    want[S.SUBTASK] = want[S.SUBTASK] if S.SUBTASK in want else ""
     want["_row"] = np.arange(len(rows))
     data = data.merge(want, on=keys, how="inner").sort_values("_row", kind="stable")
     which = data["_row"].to_numpy()

@@ -34,12 +34,13 @@ _TABLES: dict = {}   # reference tables read during one validate(): several sect
 
 def _reference_table(path) -> pd.DataFrame:
     """A reference tidy table with chance filled in, read once per ``validate`` (a copy: sections
-    filter and add columns)."""
+    filter and add columns). Its ``setting`` column describes the source, not an evaluation
+    setting: read as a note, so that curves pool as the source meant."""
     from emergence.tidy import fill_chance, read_tidy
 
     key = str(path)
     if key not in _TABLES:
-        _TABLES[key] = fill_chance(read_tidy([path]))
+        _TABLES[key] = fill_chance(read_tidy([path], setting_is_note=True))
     return _TABLES[key].copy()
 
 
@@ -307,7 +308,7 @@ def chinchilla_section(reference_dir) -> str:
     from emergence.analysis.scaling import HOFFMANN_2022, replicate_chinchilla
     from emergence.tidy import read_tidy
 
-    fit, cmp = replicate_chinchilla(read_tidy([path]), n_boot=100, seed=0)
+    fit, cmp = replicate_chinchilla(read_tidy([path], setting_is_note=True), n_boot=100, seed=0)
     replication = {"E": (1.82, 0.03), "alpha": (0.348, 0.015), "beta": (0.366, 0.021)}
     rows = ["| parameter | ours | 95% CI | Besiroglu et al. 2024 | Hoffmann et al. 2022 |", "|---|---:|---|---:|---:|"]
     for name in ("E", "A", "B", "alpha", "beta"):
@@ -409,7 +410,8 @@ def labelled_section(reference_dir, labels=None) -> str:
     tables = {}
     for f, g in labels.groupby("data"):
         keep = set(g[S.TASK])
-        tables[f] = fill_chance(read_tidy([Path(reference_dir) / "tidy" / f], where=lambda d, k=keep: d[S.TASK].isin(k)))
+        tables[f] = fill_chance(read_tidy([Path(reference_dir) / "tidy" / f], where=lambda d, k=keep: d[S.TASK].isin(k),
+                                               setting_is_note=True))
     found = L.detector_verdicts(labels, tables, workers=1)
     return L.report(labels, found, L.sensitivity(labels, tables, workers=1))
 

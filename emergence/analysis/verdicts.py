@@ -1,7 +1,7 @@
 """Emergence verdicts: is a metric-vs-scale curve a threshold, smooth, flat, inverse or noise?
 
 Owns ``classify`` (one curve -> ``Verdict``) and ``verdicts`` (a tidy table -> one row per
-(family, task, subtask, metric[, n_shot]) curve), plus the definitions other papers use,
+(family, task, subtask, metric[, n_shot, setting]) curve), plus the definitions other papers use,
 reported beside ours: BIG-bench breakthroughness and linearity, and Wei et al.'s criterion.
 
 How a verdict is reached (thresholds live in ``ClassifyConfig``):
@@ -186,7 +186,7 @@ def classify(x, y=None, *, stderr=None, n=None, chance=None, higher_is_better=No
 
 
 def verdicts(df: pd.DataFrame, axis: str = "params", *, chance=None, higher_is_better=None,
-             keys=(S.FAMILY, S.TASK, S.SUBTASK, S.METRIC), extra_keys=("n_shot",),
+             keys=(S.FAMILY, S.TASK, S.SUBTASK, S.METRIC), extra_keys=S.SETTING_KEYS,
              config=ClassifyConfig(), workers: int = 0) -> pd.DataFrame:
     """One verdict row per curve of a tidy table. axis='params' keeps the final step of each
     model (one point per size, said in the 'note' column); 'tokens' gives one curve per model
@@ -222,7 +222,7 @@ def verdicts_by_axis(df: pd.DataFrame, axes, **options) -> dict:
 
 
 def _axis_curves(df, axis, *, chance=None, higher_is_better=None, keys=(S.FAMILY, S.TASK, S.SUBTASK, S.METRIC),
-                 extra_keys=("n_shot",), warmup_fraction=0.0):
+                 extra_keys=S.SETTING_KEYS, warmup_fraction=0.0):
     """(meta, curves, dropped, note, skip, warmup) of one axis (see ``verdicts``), or None when no
     row is left. ``skip``: {curve index: reason} for curves whose axis duplicates another;
     ``warmup``: per curve, the warm-up checkpoints left out (``warmup_mask``)."""

@@ -23,7 +23,7 @@ from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
 from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
                                      audit_rows, coverage, fit_rows, glance, outlier_checkpoints, outlier_rule, setting_text,
-                                     trimming_rows, verdict_rows)
+                                     setting_label, trimming_rows, verdict_rows)
 from emergence.tidy import fill_chance
 
 PACKAGES = ("emergence", "numpy", "pandas", "scipy", "matplotlib", "seaborn", "jinja2")
@@ -82,6 +82,7 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
         "trimming": trimming_rows(trimming), "trimming_computed": config.trimming,
         "n_outliers": len(outliers), "outlier_rule": outlier_rule(), "first_outliers": outliers.head(10).to_dict("records"),
         "verdicts": verdict_rows(v, analysis.fits, config.max_table_rows),
+        "any_setting": _any_setting(v),
         "n_verdicts": len(v), "max_table_rows": config.max_table_rows,
         "audit": audit_rows(analysis.audit), "composites": _records(_clean(analysis.composites)),
         "fits": fit_rows(analysis.fits),
@@ -100,6 +101,14 @@ ONSET_CAPTION = (
     "family's recipe, the same from all models, and the sizes between which the family's measured "
     "losses cross the all-model eta (grey). A triangle is a lower bound: the small models never "
     "reached eta, so only 'above this size' can be said.")
+
+
+def _any_setting(verdicts: pd.DataFrame) -> bool:
+    """Whether any curve has a known few-shot count or a setting: then the tables show the column."""
+    if verdicts.empty:
+        return False
+    return any(setting_label(r) for r in verdicts.reindex(columns=list(S.SETTING_KEYS)).drop_duplicates()
+               .to_dict("records"))
 
 
 def rank_tasks(df: pd.DataFrame, verdicts: pd.DataFrame) -> list:

@@ -102,7 +102,8 @@ def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_r
             eta = f"{_fmt(r['eta'])} [{_fmt(r.get('eta_lo'))}, {_fmt(r.get('eta_hi'))}]"
             if r["axis"] == S.LOSS and r[S.FAMILY] in size_law:
                 eta += f"; N_c = {_critical(r, size_law[r[S.FAMILY]])}"
-        out.append({"family": r[S.FAMILY], "task": r[S.TASK], "subtask": r[S.SUBTASK], "metric": r[S.METRIC],
+        out.append({"family": r[S.FAMILY], "task": r[S.TASK], "subtask": r[S.SUBTASK], "setting": setting_label(r),
+                    "metric": r[S.METRIC],
                     "axis": r["axis"], "model": _text(r.get(S.MODEL)), "label": r["label"],
                     "colour": COLOURS.get(r["label"], "#FFFFFF"), "confidence": confidence(r),
                     "reason": _text(r.get("reason")), "margin": _fmt(r.get("margin"), 3),
@@ -111,6 +112,11 @@ def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_r
                     "breakthroughness": _fmt(r.get("breakthroughness"), 3),
                     "linearity": _fmt(r.get("linearity"), 3), "wei": _text(r.get("wei_emergent"))})
     return out
+
+def setting_label(row) -> str:
+    """'5-shot, mc' for a curve's n_shot and setting; '' for an unknown count and the default."""
+    return ", ".join(t for t in (setting_text(c, row.get(c)) for c in S.SETTING_KEYS) if t)
+
 
 def fit_rows(fits: pd.DataFrame) -> list:
     """Scaling-law parameters as records: estimate, 95% interval, status."""

@@ -1,5 +1,8 @@
-"""Import lm-eval result JSON files as the tidy table, with family metadata, chance levels and
-each metric's kind and direction where lm-eval says them.
+"""Import lm-eval result JSON files as the tidy table, with family metadata (the registry's, or
+the user's: ``--family``, ``--meta``, a local config.json; :mod:`emergence.run.meta`), each
+result's few-shot count, chance levels and each metric's kind and direction where lm-eval says
+them. A result in two files is kept once when the numbers agree, and is an error naming both
+files when they do not.
 
 Total over its input: every file gives rows, a clear error naming the file and the key, or (for
 a metric with no finite number: NaN, Infinity, null, "N/A") a skip that is counted, logged and
@@ -16,6 +19,7 @@ from emergence import schema as S
 from emergence import tasks as T
 from emergence.metric_rules import task_chance
 from emergence.run.lmeval import ACCURACY_METRICS, DISCRETE_METRICS, short_name
+from emergence.run.meta import family_name, read_meta, require_essentials, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -27,40 +31,54 @@ REPO_ALIASES = ((re.compile(r"^EleutherAI/pythia-v1\.1-", re.I), "EleutherAI/pyt
                 (re.compile(r"^(EleutherAI/pythia-1b(?:-deduped)?)-bf16$", re.I), r"\1"))
 
 
-def import_lmeval(paths, registry=None):
+def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None, duplicates: str = "error",
+                  strict: bool = False):
     """The tidy table of lm-eval result JSON files (files or folders searched for ``*.json``).
 
     Model and revision come from ``config.model_args`` (``pretrained=org/name,revision=step3000``)
-    and are matched to the registered families for params, tokens and step; an unknown model
-    keeps its name and empty counts. Old Pythia-style names (``hendrycksTest-<subject>``) and
-    lm-eval groups become ``task`` + ``subtask``; ``acc,none`` becomes ``acc``. ``n`` is
-    lm-eval's ``n-samples`` where the file has it, ``chance`` of accuracies comes from
-    :func:`emergence.metric_rules.task_chance`. ``higher_is_better`` is the file's own (lm-eval
-    0.4 writes it per task and metric; empty for older files); ``metric_kind`` is
-    'discontinuous' for lm-eval's all-or-nothing metrics (acc, acc_norm, exact_match, ...) and
-    empty otherwise, left to the analysis's name rules.
-    The same checkpoint, task and metric twice (say zero- and five-shot files together) is an
-    error: the table has no column for the setting, so import such files separately.
+    and are matched to the registered families for params, tokens and step. A model no family
+    lists takes ``family`` (``--family``) and its counts from ``meta`` (a ``--meta`` file, see
+    :mod:`emergence.run.meta`) or from the ``config.json`` of a local model folder; without them
+    it keeps its name and empty counts. The model name of a hub id is its last part; a local
+    path gives none (its folders are cluster layout, not names) unless it is a model folder here
+    (it holds config.json) or a ``meta`` model has it as ``repo``.
+    Old Pythia-style names (``hendrycksTest-<subject>``) and lm-eval groups become ``task`` +
+    ``subtask``; ``acc,none`` becomes ``acc``. ``n`` is lm-eval's ``n-samples`` where the file
+    has it, ``chance`` of accuracies comes from :func:`emergence.metric_rules.task_chance`.
+    ``higher_is_better`` is the file's own (lm-eval 0.4 writes it per task and metric; empty for
+    older files); ``metric_kind`` is 'discontinuous' for lm-eval's all-or-nothing metrics (acc,
+    acc_norm, exact_match, ...) and empty otherwise, left to the analysis's name rules.
+    ``n_shot`` is the file's ``n-shot`` of the task (0.4), else its ``configs.<task>.num_fewshot``,
+    else ``config.num_fewshot`` (0.3 and 0.4); ``setting`` is empty (lm-eval's default prompt).
+    Files of several settings (zero- and five-shot) make one table. The same checkpoint, task,
+    metric and setting twice is kept once, with a note, when both files give the same value and
+    stderr; with different ones it is an error naming both files, or (``duplicates="first"``) the
+    first file's row is kept, with a note. ``strict``: refuse a table ``emergence analyze`` would
+    refuse or could not analyse (no family, no params or tokens), saying which flag supplies them.
     """
     import pandas as pd
 
+    if duplicates not in ("error", "first"):
+        raise ValueError(f"duplicates must be 'error' or 'first', not {duplicates!r}")
     if registry is None:
         from emergence.plugins import collect, plugin_manager
 
         registry = collect(plugin_manager())
+    user = read_meta(meta) if meta is not None and not hasattr(meta, "models") else meta
+    family = family_name(family, user, registry)
     index = {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
-    rows, seen, unknown, skipped = [], {}, set(), []
+    rows, seen, unknown, skipped, doubles = [], {}, set(), [], []
     for path in _json_files(paths):
         data = _read_results(path)
-        ck = _checkpoint(data, index, path)
+        ck = _checkpoint(data, index, path, family, user)
         if not ck.family:
             unknown.add(ck.repo)
-        for task, subtask, metric, value, stderr, n, better, version in _result_rows(data, path, skipped):
-            key = (ck.name, task, subtask, metric)
+        for task, subtask, metric, value, stderr, n, better, version, shots in _result_rows(data, path, skipped):
+            key = (ck.name, task, subtask, metric, shots)
             if key in seen:
-                raise ValueError(f"{path} and {seen[key]} both hold {ck.name} / {task} / {subtask or '-'} / "
-                                 f"{metric}: import files of different settings (e.g. shots) separately")
-            seen[key] = path
+                _duplicate(key, path, value, stderr, seen[key], duplicates, doubles)
+                continue
+            seen[key] = (path, value, stderr)
             base = metric.split(",")[0]
             chance = task_chance(task) if base in ACCURACY_METRICS else None
             rows.append({S.FAMILY: ck.family, S.MODEL: ck.model, S.CHECKPOINT: ck.name, S.PARAMS: ck.params,
@@ -68,18 +86,14 @@ def import_lmeval(paths, registry=None):
                          S.FLOPS: ck.training_flops, S.LOSS: None, S.TASK: task, S.SUBTASK: subtask,
                          S.METRIC: metric, S.VALUE: value, S.STDERR: stderr, S.N: n, S.CHANCE: chance,
                          S.METRIC_KIND: T.DISCONTINUOUS if base in DISCRETE_METRICS else None,
-                         S.HIGHER_IS_BETTER: better, S.TASK_VERSION: version})
-    if unknown:
-        log.warning("No registered family has %s; imported with empty params and tokens", ", ".join(sorted(unknown)))
-    df = pd.DataFrame(rows, columns=list(S.TIDY_COLUMNS))
-    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N):
-        df[col] = pd.to_numeric(df[col]).astype("Int64")
-    for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
-        df[col] = pd.to_numeric(df[col]).astype("float64")
-    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
-    df = df.sort_values([S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC], kind="stable",
-                        ignore_index=True)
-    df.attrs["notes"] = _skip_notes(skipped)
+                         S.HIGHER_IS_BETTER: better, S.TASK_VERSION: version, S.N_SHOT: shots, S.SETTING: ""})
+    if unknown and not strict:
+        log.warning("No registered family has %s; imported with empty params and tokens (give --family and --meta)",
+                    ", ".join(sorted(unknown)))
+    df = _typed(pd.DataFrame(rows, columns=list(S.TIDY_COLUMNS)))
+    df.attrs["notes"] = _skip_notes(skipped) + _duplicate_notes(doubles)
+    if strict:
+        require_essentials(df, meta_given=user is not None)
     for note in df.attrs["notes"]:
         log.warning("%s", note)
     return df
@@ -116,9 +130,16 @@ def _read_results(path: Path) -> dict:
     return data
 
 
-def _checkpoint(data, index, path):
-    from emergence.families import Checkpoint
+def _checkpoint(data, index, path, family=None, user=None):
+    """The checkpoint a results file is of (see :func:`emergence.run.meta.resolve_checkpoint`)."""
+    repo, revision = _model_args(data, path)
+    for pattern, repl in REPO_ALIASES:
+        repo = pattern.sub(repl, repo)
+    return resolve_checkpoint(repo, revision, index, family=family, user=user, where=str(path))
 
+
+def _model_args(data, path) -> tuple[str, str | None]:
+    """(pretrained, revision) of ``config.model_args``; revision None for the default branch."""
     config = data.get("config") or {}
     if not isinstance(config, dict):
         raise ValueError(f"{path}: 'config' is {_shown(config)}; expected a table with model_args")
@@ -134,20 +155,51 @@ def _checkpoint(data, index, path):
     revision = args.get("revision")
     if revision is not None and (isinstance(revision, bool) or not isinstance(revision, (str, int))):
         raise ValueError(f"{path}: 'config.model_args.revision' is {_shown(revision)}; expected text")
-    revision = None if revision in (None, "", "main") else str(revision)
-    for pattern, repl in REPO_ALIASES:
-        repo = pattern.sub(repl, repo)
-    ck = index.get((repo.lower(), revision))
-    if ck is not None:
-        return ck
-    model = repo.rstrip("/").split("/")[-1]
-    step = re.fullmatch(r"step(\d+)", revision or "")
-    return Checkpoint(family="", name=f"{model}@{revision}" if revision else model, repo=repo,
-                      revision=revision, model=model, step=int(step.group(1)) if step else None)
+    return repo, None if revision in (None, "", "main") else str(revision)
+
+
+def _duplicate(key, path, value, stderr, first, how, doubles: list):
+    """A (checkpoint, task, subtask, metric, n_shot) a second time: the same numbers are one
+    result seen twice (two suites holding one task); different numbers are a true conflict."""
+    first_path, first_value, first_stderr = first
+    same = value == first_value and (stderr == first_stderr or (stderr is None and first_stderr is None))
+    ck, task, subtask, metric, shots = key
+    what = f"{ck} / {task} / {subtask or '-'} / {metric} ({_shots_text(shots)})"
+    if not same and how == "error":
+        raise ValueError(f"{first_path} and {path} both hold {what} with different values ({first_value:g} and "
+                         f"{value:g}): pass --duplicates first to keep the first file's, or import them separately")
+    doubles.append((same, what, first_path, path))
+
+
+def _duplicate_notes(doubles: list) -> list[str]:
+    notes = []
+    for same, label in ((True, "identical, kept once"), (False, "different values, the first file's kept")):
+        hits = [d for d in doubles if d[0] == same]
+        if hits:
+            shown = "; ".join(f"{w} in {a} and {b}" for _, w, a, b in hits[:3])
+            more = f"; and {len(hits) - 3} more" if len(hits) > 3 else ""
+            notes.append(f"{len(hits)} result(s) in two files ({label}): {shown}{more}")
+    return notes
+
+
+def _shots_text(shots) -> str:
+    return "shots unknown" if shots is None else f"{shots}-shot"
+
+
+def _typed(df):
+    import pandas as pd
+
+    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N, S.N_SHOT):
+        df[col] = pd.to_numeric(df[col]).astype("Int64")
+    for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
+        df[col] = pd.to_numeric(df[col]).astype("float64")
+    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
+    return df.sort_values([S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC, S.N_SHOT], kind="stable",
+                          ignore_index=True)
 
 
 def _result_rows(data, path, skipped: list):
-    """(task, subtask, metric, value, stderr, n, higher_is_better) for every number in ``results``;
+    """(task, subtask, metric, value, stderr, n, higher_is_better, version, n_shot) for every number in ``results``;
     metrics with no finite number are appended to ``skipped``, anything else that is not a number
     is an error."""
     roots = _group_roots(data.get("group_subtasks"), path)
@@ -160,10 +212,12 @@ def _result_rows(data, path, skipped: list):
     directions = data.get("higher_is_better") or {}
     if not isinstance(directions, dict):
         raise ValueError(f"{path}: 'higher_is_better' is {_shown(directions)}; expected a table per task")
+    shots_of = _shots(data, path)
     for name, metrics in data["results"].items():
         if not isinstance(metrics, dict):
             raise ValueError(f"{path}: 'results.{name}' is {_shown(metrics)}; expected a table of metrics")
         task, subtask = _task_subtask(name, roots)
+        shots = shots_of(name)
         counts = samples.get(name) or {}
         n = counts.get("effective") if isinstance(counts, dict) else counts
         if n is not None and not _is_count(n):
@@ -186,7 +240,41 @@ def _result_rows(data, path, skipped: list):
             better = (directions.get(name) or {}).get(metric) if isinstance(directions.get(name), dict) else None
             version = versions.get(name)
             yield (task, subtask, name_out, float(value), float(stderr) if _is_number(stderr) else None, n,
-                   better if isinstance(better, bool) else None, None if version is None else _version(version))
+                   better if isinstance(better, bool) else None, None if version is None else _version(version),
+                   shots)
+
+
+def _shots(data, path):
+    """name -> few-shot count of a results file: lm-eval 0.4's ``n-shot`` table, else the task's
+    ``configs.<name>.num_fewshot``, else the run's ``config.num_fewshot``; None where none says."""
+    table = data.get("n-shot") or {}
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: 'n-shot' is {_shown(table)}; expected a table per task")
+    configs = data.get("configs") or {}
+    if not isinstance(configs, dict):
+        raise ValueError(f"{path}: 'configs' is {_shown(configs)}; expected a table per task")
+    default = _shot_count((data.get("config") or {}).get("num_fewshot"), path, "config.num_fewshot")
+
+    groups = data.get("group_subtasks") if isinstance(data.get("group_subtasks"), dict) else {}
+
+    def shots(name, seen=()):
+        if table.get(name) is not None:
+            return _shot_count(table[name], path, f"n-shot.{name}")
+        task_config = configs.get(name)
+        if isinstance(task_config, dict) and task_config.get("num_fewshot") is not None:
+            return _shot_count(task_config["num_fewshot"], path, f"configs.{name}.num_fewshot")
+        # A group some lm-eval versions give no count: its children's, where they all agree.
+        children = {shots(c, seen + (name,)) for c in groups.get(name) or () if c not in seen + (name,)}
+        return children.pop() if len(children) == 1 and None not in children else default
+    return shots
+
+
+def _shot_count(value, path, key):
+    if value is None:
+        return None
+    if not _is_count(value):
+        raise ValueError(f"{path}: '{key}' is {_shown(value)}; expected a count of few-shot examples")
+    return int(value)
 
 
 def _version(value) -> str:

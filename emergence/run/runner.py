@@ -213,6 +213,8 @@ def _write_provenance(store: Store, config: RunConfig, pm, tasks, family: Family
         "executor": executor,
         "family": {"name": family.name, "checkpoints": len(family.checkpoints)},
         "tasks": {t.name: str(t.version) for t in tasks},
+        # The few-shot count each task was run with: the run's --num-fewshot, else the task's own.
+        "task_shots": {t.name: _shots(config, t) for t in tasks},
         "packages": package_versions(),
         "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version}
                     for p in plugin_info(pm)],
@@ -227,6 +229,13 @@ def _write_provenance(store: Store, config: RunConfig, pm, tasks, family: Family
     store.set_meta("invocations", history)
     store.set_meta("provenance", record)
     write_atomic(store.run_dir / "run.json", json.dumps(record, indent=2, default=str))
+
+
+def _shots(config: RunConfig, task) -> int | None:
+    if config.num_fewshot is not None:
+        return config.num_fewshot
+    shots = getattr(task, "num_fewshot", None)
+    return shots if isinstance(shots, int) and not isinstance(shots, bool) else None
 
 
 def package_versions() -> dict:
