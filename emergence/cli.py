@@ -9,6 +9,7 @@ from pathlib import Path
 from emergence.files import write_atomic
 from emergence.names import unknown_message
 
+IMPORT_SOURCES = ("lm-eval", "lm-eval-samples", "bigbench")
 COMMANDS = ("run", "export", "analyze", "report", "validate", "import", "plugins", "families", "tasks",
             "check-task", "demo", "lab")
 
@@ -85,9 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     i = sub.add_parser("import", help="turn other tools' result files into a tidy table")
-    i.add_argument("source", choices=("lm-eval",), help="format of the files: lm-eval result JSON")
-    i.add_argument("paths", nargs="+", metavar="PATH", help="result files, or folders searched for *.json")
+    i.add_argument("source", choices=IMPORT_SOURCES,
+                   help="format of the files: lm-eval result JSON (*.json), lm-eval --log_samples files "
+                        "(samples_*.jsonl, continuous metrics of multiple-choice tasks), BIG-bench score "
+                        "files (scores_*.json); see docs/import.md")
+    i.add_argument("paths", nargs="+", metavar="PATH", help="result files, or folders searched for them")
     i.add_argument("--output", "-o", help="output .csv or .parquet (default: CSV on stdout)")
+    i.add_argument("--family", help="lm-eval-samples: family of the models no registered family lists")
     i.set_defaults(func=cmd_import)
 
     a = sub.add_parser("analyze", help="fits, emergence verdicts and metric audits of tidy tables or run directories",
@@ -231,9 +236,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from emergence.run.importers import import_lmeval
-
-    df = import_lmeval(args.paths)
+    df = _imported(args)
     if not args.output:
         df.to_csv(sys.stdout, index=False)
         return 0
@@ -242,6 +245,28 @@ def cmd_import(args) -> int:
     write_table(df, args.output)
     print(f"{len(df)} rows from {df[['checkpoint']].drop_duplicates().shape[0]} checkpoints -> {args.output}")
     return 0
+
+
+def _imported(args):
+    """The tidy table of ``emergence import``, checked as ``analyze`` will read it."""
+    if args.family and args.source != "lm-eval-samples":
+        raise ValueError(f"--family applies to lm-eval-samples, not {args.source}")
+    if args.source == "lm-eval":
+        from emergence.run.importers import import_lmeval
+
+        return import_lmeval(args.paths)
+    from emergence.tidy import check_tidy
+
+    if args.source == "bigbench":
+        from emergence.run.import_bigbench import import_bigbench
+
+        df = import_bigbench(args.paths)
+    else:
+        from emergence.run.import_samples import import_lmeval_samples
+
+        df = import_lmeval_samples(args.paths, family=args.family)
+    check_tidy(df, source=", ".join(args.paths))  # refused here, before anything is written
+    return df
 
 
 def _analyze_description() -> str:
