@@ -326,3 +326,23 @@ def test_bad_input_leaves_the_output_as_it_was(tmp_path, capsys):
     assert "--family" in capsys.readouterr().err and out.read_text() == "old\n"
     assert main(["import", "bigbench", str(BIGBENCH), "--family", "x", "-o", str(out)]) == 1
     assert "--family applies to lm-eval-samples" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the tidy template
+TEMPLATE = Path(__file__).parents[1] / "examples" / "tidy-template.csv"
+DOC = Path(__file__).parents[1] / "docs" / "import.md"
+
+
+def test_the_documented_template_is_read_as_it_is_and_lists_every_column():
+    from emergence.tidy import read_tidy
+
+    df = read_tidy(TEMPLATE)
+    assert len(df) == len(TEMPLATE.read_text().splitlines()) - 1
+    assert not [note for note in df.attrs["notes"] if note.startswith("dropped")]
+    assert set(df[N_SHOT]) == {0, 5} and set(df[SETTING].fillna("")) == {"", "mc", "rc"}
+    header = TEMPLATE.read_text().splitlines()[0].split(",")
+    assert header == list(S.TIDY_COLUMNS) + [N_SHOT, SETTING]
+    documented = {line.split("|")[1].strip() for line in DOC.read_text().split("## The tidy template")[1].splitlines()
+                  if line.startswith("| `")}
+    listed = {name.strip(" `") for cell in documented for name in cell.split(",")}
+    assert listed == set(header)
