@@ -102,19 +102,67 @@ def test_a_registered_checkpoint_gives_family_and_counts():
     assert set(df[S.FAMILY]) == {"tinyfam"} and set(df[S.PARAMS]) == {1000} and set(df[S.TOKENS]) == {2e6}
 
 
-def test_older_layouts_read_the_same(tmp_path):
-    """Arguments as [context, continuation] lists, numbers as numbers, a JSON array file."""
+def test_lm_eval_040_layout_reads_the_same(tmp_path):
+    """lm-eval 0.4.0-0.4.2: ``results.json`` and ``<model_args>_<task>.jsonl`` holding one JSON
+    array, arguments as [context, continuation], responses as numbers, the target unconverted,
+    no ``filter`` key."""
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(next(SAMPLES.glob("results_*.json")), old / "results.json")
+    for task in ("tiny_arith", "tiny_yesno", "tiny_gen"):
+        records = [json.loads(line) for line in _samples_file(task).read_text().splitlines()]
+        for r in records:
+            r["arguments"] = [[a["arg_0"], a["arg_1"]] for a in r["arguments"].values()]
+            if task != "tiny_gen":
+                r["filtered_resps"] = [[float(ll), greedy == "True"] for ll, greedy in r["filtered_resps"]]
+            if task == "tiny_arith":
+                r["target"] = int(r["target"])
+            for key in ("filter", "metrics", "doc_hash", "prompt_hash", "target_hash"):
+                del r[key]
+        (old / f"pretrained__tiny__neox-h32_{task}.jsonl").write_text(json.dumps(records, indent=2))
+    pd.testing.assert_frame_equal(import_lmeval_samples(old, registry=EMPTY, family="tiny"),
+                                  import_lmeval_samples(SAMPLES, registry=EMPTY, family="tiny"))
+
+
+def test_a_filter_and_mutual_information_requests(tmp_path):
+    """A filter other than none names the metric like lm-eval's results; with acc_mutual_info
+    lm-eval appends one unconditional request per choice, which is not a choice."""
     run = _copy_samples(tmp_path)
-    path = run / _samples_file("tiny_arith").name
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    for r in records:
-        r["arguments"] = [[a["arg_0"], a["arg_1"]] for a in r["arguments"].values()]
-        r["filtered_resps"] = [[float(ll), greedy == "True"] for ll, greedy in r["filtered_resps"]]
-    path.unlink()
-    path.with_suffix(".json").write_text(json.dumps(records))
-    old = import_lmeval_samples(run, registry=EMPTY, family="tiny")
-    new = import_lmeval_samples(SAMPLES, registry=EMPTY, family="tiny")
-    pd.testing.assert_frame_equal(old, new)
+    path = run / _samples_file("tiny_yesno").name
+
+    def edit(records):
+        for r in records:
+            r["filter"] = "strict"
+            r["metrics"] = ["acc", "acc_mutual_info"]
+            r["filtered_resps"] += [["-1.0", "False"], ["-2.0", "False"]]
+            r["arguments"].update({"gen_args_2": {"arg_0": "", "arg_1": " no"}, "gen_args_3": {"arg_0": "", "arg_1": " yes"}})
+    _rewrite(path, edit)
+    df = import_lmeval_samples(path, registry=EMPTY, family="tiny").set_index(S.METRIC)
+    ref = import_lmeval_samples(_samples_file("tiny_yesno"), registry=EMPTY, family="tiny").set_index(S.METRIC)
+    assert set(df.index) == {f"{m},strict" for m in ref.index}
+    assert df.loc["prob_correct,strict", S.VALUE] == ref.loc["prob_correct", S.VALUE]
+    assert df.loc["brier,strict", S.CHANCE] == 0.5
+
+
+def test_a_target_read_as_index_or_as_text_is_settled_by_lm_evals_acc(tmp_path):
+    """Choices " 1", " 0" and target "1": index 1 or the text of choice 0. lm-eval's acc says."""
+    run = _copy_samples(tmp_path)
+    path = run / _samples_file("tiny_yesno").name
+    lls = []
+
+    def edit(records):
+        for r in records:
+            r["arguments"] = {"gen_args_0": {"arg_0": "Q", "arg_1": " 1"}, "gen_args_1": {"arg_0": "Q", "arg_1": " 0"}}
+            r["target"] = "1"
+            pair = [float(x[0]) for x in r["filtered_resps"]]
+            r["acc"] = float(np.argmax(pair) == 0)   # lm-eval read the target as choice 0's text
+            lls.append(np.array(pair))
+    _rewrite(path, edit)
+    df = import_lmeval_samples(path, registry=EMPTY, family="tiny").set_index(S.METRIC)
+    assert df.loc["gold_logprob", S.VALUE] == pytest.approx(np.mean([x[0] for x in lls]))
+    _rewrite(path, lambda records: [r.pop("acc") for r in records])
+    with pytest.raises(ValueError, match=r":1: 'target' '1' .* is ambiguous between an index and a choice's text"):
+        import_lmeval_samples(path, registry=EMPTY, family="tiny")
 
 
 def test_an_unknown_model_without_a_family_is_an_error_naming_the_flag():

@@ -112,10 +112,13 @@ def _counted_params(data: dict, path: Path) -> int | None:
 
 
 def _samples_files(paths) -> list[Path]:
+    """Files as given; in folders, ``samples_<task>_<date>.jsonl`` and (lm-eval 0.4.0-0.4.2)
+    any ``*.jsonl`` beside a ``results*.json``."""
     files = []
     for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("samples_*.json*") if SAMPLES_NAME.match(f.name))
+            files += sorted(f for f in p.rglob("*.json*") if SAMPLES_NAME.match(f.name)
+                            or (f.suffix == ".jsonl" and any(f.parent.glob("results*.json"))))
         elif p.is_file():
             files.append(p)
         else:
@@ -126,15 +129,32 @@ def _samples_files(paths) -> list[Path]:
 
 
 def _results_path(path: Path) -> tuple[str, Path]:
-    """The task named by a samples file and the results file of the same run."""
+    """The task of a samples file and the results file of the same run: ``results_<date>.json``
+    for ``samples_<task>_<date>.jsonl``; for lm-eval 0.4.0-0.4.2's ``<model_args>_<task>.jsonl``,
+    the JSON file beside it whose ``configs`` hold a task the name ends with (the longest)."""
     match = SAMPLES_NAME.match(path.name)
-    if not match:
-        raise ValueError(f"{path}: not named like lm-eval's per-sample files (samples_<task>_<date>.jsonl)")
-    results = path.with_name(f"results_{match['date']}.json")
-    if not results.is_file():
-        raise FileNotFoundError(f"{path}: no {results.name} beside it; the model, revision and shots of a "
-                                "samples file come from the results file lm-eval wrote with it")
-    return match["task"], results
+    if match:
+        results = path.with_name(f"results_{match['date']}.json")
+        if not results.is_file():
+            raise FileNotFoundError(f"{path}: no {results.name} beside it; the model, revision and shots of a "
+                                    "samples file come from the results file lm-eval wrote with it")
+        return match["task"], results
+    for results in sorted(path.parent.glob("*.json")):
+        tasks = [t for t in _configs(results) if path.stem == t or path.stem.endswith("_" + t)]
+        if tasks and results != path:
+            return max(tasks, key=len), results
+    raise ValueError(f"{path}: not named like lm-eval's per-sample files (samples_<task>_<date>.jsonl), and no "
+                     "results JSON beside it lists a task its name ends with")
+
+
+def _configs(path: Path) -> dict:
+    """The ``configs`` of a JSON file that has them, else {} (it is not an lm-eval results file)."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    configs = data.get("configs") if isinstance(data, dict) else None
+    return configs if isinstance(configs, dict) else {}
 
 
 def _task_meta(data: dict, task_name: str, path: Path, results_path: Path) -> dict:
