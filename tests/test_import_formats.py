@@ -135,7 +135,8 @@ def test_a_filter_and_mutual_information_requests(tmp_path):
             r["filter"] = "strict"
             r["metrics"] = ["acc", "acc_mutual_info"]
             r["filtered_resps"] += [["-1.0", "False"], ["-2.0", "False"]]
-            r["arguments"].update({"gen_args_2": {"arg_0": "", "arg_1": " no"}, "gen_args_3": {"arg_0": "", "arg_1": " yes"}})
+            r["arguments"].update({"gen_args_2": {"arg_0": "", "arg_1": " no"},
+                                   "gen_args_3": {"arg_0": "", "arg_1": " yes"}})
     _rewrite(path, edit)
     df = import_lmeval_samples(path, registry=EMPTY, family="tiny").set_index(S.METRIC)
     ref = import_lmeval_samples(_samples_file("tiny_yesno"), registry=EMPTY, family="tiny").set_index(S.METRIC)
@@ -175,6 +176,15 @@ def test_a_samples_file_without_its_results_file_is_an_error_naming_both(tmp_pat
     shutil.copy(_samples_file("tiny_arith"), path)
     with pytest.raises(FileNotFoundError, match=rf"{path.name}: no results_.*\.json beside it"):
         import_lmeval_samples(path, registry=EMPTY, family="tiny")
+
+
+def test_one_run_in_two_folders_is_an_error_naming_both_files(tmp_path):
+    first, second = _copy_samples(tmp_path / "a"), _copy_samples(tmp_path / "b")
+    with pytest.raises(ValueError, match=r"b/run/samples_tiny_arith_.*\.jsonl and .*a/run/samples_tiny_arith_.*\.jsonl "
+                                         r"both hold neox-h32 / tiny_arith / - / prob_correct with 0 shots"):
+        import_lmeval_samples([first, second], registry=EMPTY, family="tiny")
+    once = import_lmeval_samples([first, next(first.glob("samples_tiny_arith_*"))], registry=EMPTY, family="tiny")
+    assert len(once) == 8
 
 
 def _set(key, value):

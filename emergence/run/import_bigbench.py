@@ -101,6 +101,7 @@ def _score_files(paths) -> list[Path]:
             files.append(p)
         else:
             raise FileNotFoundError(f"No such file or folder: {p}")
+    files = list(dict.fromkeys(files))   # a file named twice (itself and its folder) is read once
     if not files:
         raise FileNotFoundError(f"No BIG-bench scores_*.json files in {', '.join(map(str, paths))}")
     return files
@@ -128,7 +129,8 @@ def _model(data: dict, path: Path) -> dict:
         if not isinstance(model.get(key), str) or not model[key].strip():
             raise ValueError(f"{path}: 'model.{key}' is {_shown(model.get(key))}; expected a name")
     return {"family": model["model_family"].strip(), "model": model["model_name"].strip(),
-            "params": _count(model, "total_params", path), "params_nonembed": _count(model, "non_embedding_params", path),
+            "params": _count(model, "total_params", path),
+            "params_nonembed": _count(model, "non_embedding_params", path),
             "step": _count(model, "training_steps", path)}
 
 

@@ -69,35 +69,41 @@ def import_lmeval_samples(paths, registry=None, family: str | None = None):
     index = {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
     rows, skipped, seen = [], [], {}
     for path in _samples_files(paths):
-        task_name, results_path = _results_path(path)
-        data = _read_results(results_path)
-        ck = _checkpoint(data, index, results_path)
-        if not ck.family and not family:
-            raise ValueError(f"{results_path}: no registered family lists {ck.repo}; give its family "
-                             "(--family NAME, or family= in Python; `emergence families` lists the registered ones)")
-        meta = _task_meta(data, task_name, path, results_path)
-        params = ck.params if ck.params is not None else _counted_params(data, results_path)
-        per_filter = _read_samples(path, skipped)
-        for filt, docs in per_filter.items():
-            for metric, (value, stderr, n, chance) in _summaries(docs).items():
-                name = metric if filt == "none" else f"{metric},{filt}"
-                key = (ck.name, meta["task"], meta["subtask"], name, meta["n_shot"])
-                if key in seen:
-                    raise ValueError(f"{path} and {seen[key]} both hold {ck.name} / {meta['task']} / "
-                                     f"{meta['subtask'] or '-'} / {name} with {meta['n_shot']} shots")
-                seen[key] = path
-                rows.append({S.FAMILY: ck.family or family, S.MODEL: ck.model, S.CHECKPOINT: ck.name, S.PARAMS: params,
-                             S.PARAMS_NONEMBED: ck.params_nonembed, S.TOKENS: ck.tokens, S.STEP: ck.step,
-                             S.FLOPS: ck.training_flops, S.LOSS: None, S.TASK: meta["task"],
-                             S.SUBTASK: meta["subtask"], S.METRIC: name, S.VALUE: value, S.STDERR: stderr,
-                             S.N: n, S.CHANCE: chance, S.METRIC_KIND: T.CONTINUOUS,
-                             S.HIGHER_IS_BETTER: CONTINUOUS_METRICS[metric][0], S.TASK_VERSION: meta["version"],
-                             N_SHOT: meta["n_shot"], SETTING: ""})
+        for row in _file_rows(path, index, family, skipped):
+            key = tuple(row[c] for c in (S.CHECKPOINT, S.TASK, S.SUBTASK, S.METRIC, N_SHOT))
+            if key in seen:
+                shown = " / ".join(str(k) or "-" for k in key[:4])
+                raise ValueError(f"{path} and {seen[key]} both hold {shown} with {key[4]} shots")
+            seen[key] = path
+            rows.append(row)
     df = _frame(pd, rows)
     df.attrs["notes"] = _notes(skipped)
     for note in df.attrs["notes"]:
         log.warning("%s", note)
     return df
+
+
+def _file_rows(path: Path, index: dict, family: str | None, skipped: list) -> list[dict]:
+    """The rows of one samples file, with the metadata of its run's results file."""
+    task_name, results_path = _results_path(path)
+    data = _read_results(results_path)
+    ck = _checkpoint(data, index, results_path)
+    if not ck.family and not family:
+        raise ValueError(f"{results_path}: no registered family lists {ck.repo}; give its family (--family "
+                         "NAME, or family= in Python; `emergence families` lists the registered ones)")
+    meta = _task_meta(data, task_name, path, results_path)
+    params = ck.params if ck.params is not None else _counted_params(data, results_path)
+    rows = []
+    for filt, docs in _read_samples(path, skipped).items():
+        for metric, (value, stderr, n, chance) in _summaries(docs).items():
+            rows.append({S.FAMILY: ck.family or family, S.MODEL: ck.model, S.CHECKPOINT: ck.name,
+                         S.PARAMS: params, S.PARAMS_NONEMBED: ck.params_nonembed, S.TOKENS: ck.tokens,
+                         S.STEP: ck.step, S.FLOPS: ck.training_flops, S.LOSS: None, S.TASK: meta["task"],
+                         S.SUBTASK: meta["subtask"], S.METRIC: metric if filt == "none" else f"{metric},{filt}",
+                         S.VALUE: value, S.STDERR: stderr, S.N: n, S.CHANCE: chance, S.METRIC_KIND: T.CONTINUOUS,
+                         S.HIGHER_IS_BETTER: CONTINUOUS_METRICS[metric][0], S.TASK_VERSION: meta["version"],
+                         N_SHOT: meta["n_shot"], SETTING: ""})
+    return rows
 
 
 def _counted_params(data: dict, path: Path) -> int | None:
@@ -123,6 +129,7 @@ def _samples_files(paths) -> list[Path]:
             files.append(p)
         else:
             raise FileNotFoundError(f"No such file or folder: {p}")
+    files = list(dict.fromkeys(files))   # a file named twice (itself and its folder) is read once
     if not files:
         raise FileNotFoundError(f"No lm-eval samples_<task>_<date>.jsonl files in {', '.join(map(str, paths))}")
     return files
