@@ -298,13 +298,14 @@ def _bigbench_copy(tmp_path, edit=None, name="scores_toy-lm_2m.json") -> Path:
 def test_the_task_comes_from_the_folder_and_unknown_metrics_take_the_score_range_direction(tmp_path):
     def edit(data):
         del data["task"]
+        data["model"]["training_steps"] = 19531.25   # an averaged step count, as ModelData allows
         data["scores"] = [{"score_dict": {"custom_loss": 3.0, "other": 1.0}, "preferred_score": "custom_loss",
                            "number_of_shots": -1, "low_score": 10.0, "high_score": 0.0,
                            "subtask_description": "toy_arithmetic"}]
     df = import_bigbench(_bigbench_copy(tmp_path, edit)).set_index(S.METRIC)
     assert set(df[S.TASK]) == {"toy_arithmetic"} and set(df[S.SUBTASK]) == {""} and df[N_SHOT].isna().all()
     assert not df.loc["custom_loss", S.HIGHER_IS_BETTER] and pd.isna(df.loc["other", S.HIGHER_IS_BETTER])
-    assert df[S.CHANCE].isna().all()
+    assert df[S.CHANCE].isna().all() and set(df[S.STEP]) == {19531}
 
 
 def test_a_score_with_no_finite_value_is_skipped_with_a_note(tmp_path):

@@ -140,7 +140,9 @@ def _count(model: dict, key: str, path: Path) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{path}: 'model.{key}' is {_shown(value)}; expected a count")
-    return int(value) if value > 0 else None   # BIG-bench writes 0 where a count is not known
+    # BIG-bench writes 0 where a count is not known; some model cards give averaged (fractional)
+    # step counts, as ModelData's docstring allows.
+    return round(value) if value > 0 else None
 
 
 def _task_name(data: dict, path: Path) -> str:
