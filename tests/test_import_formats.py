@@ -209,6 +209,7 @@ def _drop(key):
     (_set("arguments", "nope"), r":3: 'arguments' is 'nope'"),
     (_set("doc_id", 0), r":3: document 0 appears twice"),
     (_set("filter", 3), r":3: 'filter' is 3"),
+    (_set("filtered_resps", ["14"]), r":3: 'filtered_resps' is not one \[log-likelihood, is_greedy\] per choice"),
 ])
 def test_malformed_samples_are_errors_naming_file_line_and_key(tmp_path, edit, match):
     run = _copy_samples(tmp_path)

@@ -190,6 +190,9 @@ def _read_samples(path: Path, skipped: list) -> dict:
     for line_no, record in _records(path):
         where = f"{path}:{line_no}"
         lls = _choice_logliks(record, where)
+        if lls is None and per_filter:
+            raise ValueError(f"{where}: 'filtered_resps' is not one [log-likelihood, is_greedy] per choice, "
+                             "unlike the documents before it")
         if lls is None:
             skipped.append(f"{path.name} (not multiple choice)")
             return {}
