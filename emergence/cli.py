@@ -24,7 +24,7 @@ def main(argv=None) -> int:
         _parser().print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command not in ("analyze", "report", "validate"):  # these load no model: skip importing transformers (~2 s)
+    if args.command not in ("analyze", "report", "validate", "import"):  # these load no model: skip importing transformers (~2 s)
         from emergence.run.executors import quiet_libraries
 
         quiet_libraries()
