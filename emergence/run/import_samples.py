@@ -10,6 +10,8 @@ one request per choice), ``resps``, ``filtered_resps`` (per choice ``[log-likeli
 is_greedy]``, written as strings), ``filter``, ``metrics`` and the metric values (``acc``, ...).
 The model, revision, shots, task version and groups come from the results file of the same
 run (the same ``<date>``); a samples file without it is an error naming the file it expected.
+lm-eval 0.4.0-0.4.2 wrote ``<model_args>_<task>.jsonl`` (one JSON array) beside ``results.json``
+instead; those are read too.
 
 Files of other task types (generation, single loglikelihood) have no choices to normalise
 over: they are skipped, counted and noted in ``df.attrs["notes"]``. Malformed files are errors
@@ -171,13 +173,13 @@ def _task_meta(data: dict, task_name: str, path: Path, results_path: Path) -> di
         raise ValueError(f"{path}: task {task_name!r} is not in {results_path} (it has "
                          f"{', '.join(sorted(data['results'])) or 'no results'})")
     task, subtask = _task_subtask(task_name, _group_roots(data.get("group_subtasks"), results_path))
-    shots = (data.get("n-shot") or {}).get(task_name)
+    key, shots = f"n-shot.{task_name}", (data.get("n-shot") or {}).get(task_name)
     if shots is None and isinstance(configs.get(task_name), dict):
-        shots = configs[task_name].get("num_fewshot")
+        key, shots = f"configs.{task_name}.num_fewshot", configs[task_name].get("num_fewshot")
     if shots is None:
-        shots = (data.get("config") or {}).get("num_fewshot")
+        key, shots = "config.num_fewshot", (data.get("config") or {}).get("num_fewshot")
     if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
-        raise ValueError(f"{results_path}: 'n-shot.{task_name}' is {_shown(shots)}; expected a count")
+        raise ValueError(f"{results_path}: '{key}' is {_shown(shots)}; expected a count")
     version = (data.get("versions") or {}).get(task_name)
     return {"task": task, "subtask": subtask, "n_shot": shots,
             "version": None if version is None else _version(version)}
