@@ -53,10 +53,10 @@ def _rewrite(path: Path, edit):
 def test_samples_give_the_continuous_metrics_of_each_multiple_choice_task():
     df = import_lmeval_samples(SAMPLES, registry=EMPTY, family="tiny")
     assert list(df.columns) == list(S.TIDY_COLUMNS) + [N_SHOT, SETTING]
-    assert set(df[S.TASK]) == {"tiny_arith", "tiny_yesno"}   # the generation task has no choices
+    assert set(df[S.TASK]) == {"tiny_arith", "tiny_yesno", "tiny_grp"}   # the generation task has no choices
     assert "samples_tiny_gen" in df.attrs["notes"][0]
     assert set(df[S.METRIC]) == {"prob_correct", "brier", "gold_logprob", "gold_bpb"}
-    assert set(df[S.N]) == {12} and set(df[N_SHOT]) == {0} and set(df[SETTING]) == {""}
+    assert set(df[df[S.SUBTASK] != ""][S.N]) == {12} and set(df[N_SHOT]) == {0} and set(df[SETTING]) == {""}
     assert set(df[S.PARAMS]) == {_results()["config"]["model_num_parameters"]}
     assert set(df[S.MODEL]) == {"neox-h32"} and set(df[S.FAMILY]) == {"tiny"}
     row = df.set_index([S.TASK, S.METRIC])
@@ -86,7 +86,21 @@ def test_sample_metrics_equal_a_direct_computation_from_the_file(task):
         assert df.loc[(task, metric), S.STDERR] == pytest.approx(np.std(values, ddof=1) / math.sqrt(12), rel=1e-9)
 
 
-@pytest.mark.parametrize("task", ["tiny_arith", "tiny_yesno"])
+def test_a_group_is_one_task_its_members_subtasks_and_the_whole_pools_their_documents(tmp_path):
+    df = import_lmeval_samples(SAMPLES, registry=EMPTY, family="tiny")
+    grp = df[df[S.TASK] == "tiny_grp"].set_index([S.SUBTASK, S.METRIC])
+    assert set(grp.index.get_level_values(0)) == {"", "plain", "words"}
+    for metric in ("prob_correct", "brier", "gold_logprob"):   # equal sizes: the pooled mean is the mean
+        whole = grp.loc[("", metric)]
+        assert whole[S.N] == 24 and whole[S.TASK_VERSION] == grp.loc[("plain", metric), S.TASK_VERSION]
+        parts = grp.loc[("plain", metric), S.VALUE], grp.loc[("words", metric), S.VALUE]
+        assert whole[S.VALUE] == pytest.approx(sum(parts) / 2)
+    part = import_lmeval_samples(_samples_file("tiny_grp_plain"), registry=EMPTY, family="tiny")
+    assert set(part[S.SUBTASK]) == {"plain"}
+    assert "tiny_grp as a whole (1 of its subtasks have no samples file, e.g. words)" in part.attrs["notes"][0]
+
+
+@pytest.mark.parametrize("task", ["tiny_arith", "tiny_yesno", "tiny_grp_plain", "tiny_grp_words"])
 def test_gold_choices_reproduce_lm_evals_own_accuracy(task):
     """The gold read back from ``target`` (an index, or a choice's text) scores lm-eval's acc."""
     docs = _read_samples(_samples_file(task), [])["none"]
@@ -109,13 +123,13 @@ def test_lm_eval_040_layout_reads_the_same(tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     shutil.copy(next(SAMPLES.glob("results_*.json")), old / "results.json")
-    for task in ("tiny_arith", "tiny_yesno", "tiny_gen"):
+    for task in ("tiny_arith", "tiny_yesno", "tiny_grp_plain", "tiny_grp_words", "tiny_gen"):
         records = [json.loads(line) for line in _samples_file(task).read_text().splitlines()]
         for r in records:
             r["arguments"] = [[a["arg_0"], a["arg_1"]] for a in r["arguments"].values()]
             if task != "tiny_gen":
                 r["filtered_resps"] = [[float(ll), greedy == "True"] for ll, greedy in r["filtered_resps"]]
-            if task == "tiny_arith":
+            if task != "tiny_yesno" and task != "tiny_gen":
                 r["target"] = int(r["target"])
             for key in ("filter", "metrics", "doc_hash", "prompt_hash", "target_hash"):
                 del r[key]
@@ -184,7 +198,7 @@ def test_one_run_in_two_folders_is_an_error_naming_both_files(tmp_path):
                                          r"both hold neox-h32 / tiny_arith / - / prob_correct with 0 shots"):
         import_lmeval_samples([first, second], registry=EMPTY, family="tiny")
     once = import_lmeval_samples([first, next(first.glob("samples_tiny_arith_*"))], registry=EMPTY, family="tiny")
-    assert len(once) == 8
+    assert len(once) == 20
 
 
 def _set(key, value):
@@ -370,7 +384,7 @@ def test_import_command_writes_bigbench_and_sample_tables(tmp_path, capsys):
     out = tmp_path / "samples.csv"
     assert main(["import", "lm-eval-samples", str(SAMPLES), "--family", "tiny", "-o", str(out)]) == 0
     df = pd.read_csv(out)
-    assert len(df) == 8 and set(df[N_SHOT]) == {0}
+    assert len(df) == 20 and set(df[N_SHOT]) == {0}
 
 
 def test_bad_input_leaves_the_output_as_it_was(tmp_path, capsys):

@@ -69,15 +69,24 @@ def import_lmeval_samples(paths, registry=None, family: str | None = None):
 
         registry = collect(plugin_manager())
     index = {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
-    rows, skipped, seen = [], [], {}
+    rows, skipped, seen, groups = [], [], {}, {}
     for path in _samples_files(paths):
-        for row in _file_rows(path, index, family, skipped):
-            key = tuple(row[c] for c in (S.CHECKPOINT, S.TASK, S.SUBTASK, S.METRIC, N_SHOT))
-            if key in seen:
-                shown = " / ".join(str(k) or "-" for k in key[:4])
-                raise ValueError(f"{path} and {seen[key]} both hold {shown} with {key[4]} shots")
-            seen[key] = path
-            rows.append(row)
+        base, per_filter, leaves = _read_file(path, index, family, skipped)
+        for filt, docs in per_filter.items():
+            for row in _metric_rows(base, filt, docs):
+                key = tuple(row[c] for c in (S.CHECKPOINT, S.TASK, S.SUBTASK, S.METRIC, N_SHOT))
+                if key in seen:
+                    shown = " / ".join(str(k) or "-" for k in key[:4])
+                    raise ValueError(f"{path} and {seen[key]} both hold {shown} with {key[4]} shots")
+                seen[key] = path
+                rows.append(row)
+            if base[S.SUBTASK]:
+                group = groups.setdefault((base[S.CHECKPOINT], base[S.TASK], filt, base[N_SHOT]), {
+                    "base": base, "docs": [], "have": set(), "leaves": leaves, "versions": set()})
+                group["docs"] += docs
+                group["have"].add(base[S.SUBTASK])
+                group["versions"].add(base[S.TASK_VERSION])
+    rows += _group_rows(groups, skipped)
     df = _frame(pd, rows)
     df.attrs["notes"] = _notes(skipped)
     for note in df.attrs["notes"]:
@@ -85,8 +94,9 @@ def import_lmeval_samples(paths, registry=None, family: str | None = None):
     return df
 
 
-def _file_rows(path: Path, index: dict, family: str | None, skipped: list) -> list[dict]:
-    """The rows of one samples file, with the metadata of its run's results file."""
+def _read_file(path: Path, index: dict, family: str | None, skipped: list):
+    """(the row fields every metric of the file shares, {filter: documents}, the subtasks of its
+    task's group) of one samples file, with the metadata of its run's results file."""
     task_name, results_path = _results_path(path)
     data = _read_results(results_path)
     ck = _checkpoint(data, index, results_path)
@@ -94,17 +104,36 @@ def _file_rows(path: Path, index: dict, family: str | None, skipped: list) -> li
         raise ValueError(f"{results_path}: no registered family lists {ck.repo}; give its family (--family "
                          "NAME, or family= in Python; `emergence families` lists the registered ones)")
     meta = _task_meta(data, task_name, path, results_path)
-    params = ck.params if ck.params is not None else _counted_params(data, results_path)
+    base = {S.FAMILY: ck.family or family, S.MODEL: ck.model, S.CHECKPOINT: ck.name,
+            S.PARAMS: ck.params if ck.params is not None else _counted_params(data, results_path),
+            S.PARAMS_NONEMBED: ck.params_nonembed, S.TOKENS: ck.tokens, S.STEP: ck.step,
+            S.FLOPS: ck.training_flops, S.LOSS: None, S.TASK: meta["task"], S.SUBTASK: meta["subtask"],
+            S.TASK_VERSION: meta["version"], N_SHOT: meta["n_shot"], SETTING: ""}
+    return base, _read_samples(path, skipped), meta["leaves"]
+
+
+def _metric_rows(base: dict, filt: str, docs: list) -> list[dict]:
+    return [{**base, S.METRIC: metric if filt == "none" else f"{metric},{filt}", S.VALUE: value, S.STDERR: stderr,
+             S.N: n, S.CHANCE: chance, S.METRIC_KIND: T.CONTINUOUS, S.HIGHER_IS_BETTER: CONTINUOUS_METRICS[metric][0]}
+            for metric, (value, stderr, n, chance) in _summaries(docs).items()]
+
+
+def _group_rows(groups: dict, skipped: list) -> list[dict]:
+    """The whole task of a group (subtask ""): every document of its subtasks pooled, as
+    lm-eval's groups with ``weight_by_size``; only where every subtask the results file lists
+    was imported (a mean over some subjects is not the task's)."""
     rows = []
-    for filt, docs in _read_samples(path, skipped).items():
-        for metric, (value, stderr, n, chance) in _summaries(docs).items():
-            rows.append({S.FAMILY: ck.family or family, S.MODEL: ck.model, S.CHECKPOINT: ck.name,
-                         S.PARAMS: params, S.PARAMS_NONEMBED: ck.params_nonembed, S.TOKENS: ck.tokens,
-                         S.STEP: ck.step, S.FLOPS: ck.training_flops, S.LOSS: None, S.TASK: meta["task"],
-                         S.SUBTASK: meta["subtask"], S.METRIC: metric if filt == "none" else f"{metric},{filt}",
-                         S.VALUE: value, S.STDERR: stderr, S.N: n, S.CHANCE: chance, S.METRIC_KIND: T.CONTINUOUS,
-                         S.HIGHER_IS_BETTER: CONTINUOUS_METRICS[metric][0], S.TASK_VERSION: meta["version"],
-                         N_SHOT: meta["n_shot"], SETTING: ""})
+    for (checkpoint, task, filt, _), group in groups.items():
+        missing = sorted(group["leaves"] - group["have"])
+        if not group["leaves"]:   # a subtask by its name alone (hendrycksTest-*): the group's members are unknown
+            continue
+        if missing:
+            skipped.append(f"{checkpoint} / {task} as a whole ({len(missing)} of its subtasks have no samples "
+                           f"file, e.g. {missing[0]})")
+            continue
+        version = group["versions"].pop() if len(group["versions"]) == 1 else None
+        base = {**group["base"], S.SUBTASK: "", S.TASK_VERSION: version}
+        rows += _metric_rows(base, filt, group["docs"])
     return rows
 
 
@@ -172,7 +201,10 @@ def _task_meta(data: dict, task_name: str, path: Path, results_path: Path) -> di
     if task_name not in data["results"] and task_name not in configs:
         raise ValueError(f"{path}: task {task_name!r} is not in {results_path} (it has "
                          f"{', '.join(sorted(data['results'])) or 'no results'})")
-    task, subtask = _task_subtask(task_name, _group_roots(data.get("group_subtasks"), results_path))
+    roots = _group_roots(data.get("group_subtasks"), results_path)
+    task, subtask = _task_subtask(task_name, roots)
+    groups = data.get("group_subtasks") or {}
+    leaves = {_task_subtask(name, roots)[1] for name, root in roots.items() if root == task and name not in groups}
     key, shots = f"n-shot.{task_name}", (data.get("n-shot") or {}).get(task_name)
     if shots is None and isinstance(configs.get(task_name), dict):
         key, shots = f"configs.{task_name}.num_fewshot", configs[task_name].get("num_fewshot")
@@ -181,7 +213,7 @@ def _task_meta(data: dict, task_name: str, path: Path, results_path: Path) -> di
     if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 0):
         raise ValueError(f"{results_path}: '{key}' is {_shown(shots)}; expected a count")
     version = (data.get("versions") or {}).get(task_name)
-    return {"task": task, "subtask": subtask, "n_shot": shots,
+    return {"task": task, "subtask": subtask, "n_shot": shots, "leaves": leaves if subtask else set(),
             "version": None if version is None else _version(version)}
 
 
@@ -196,7 +228,7 @@ def _read_samples(path: Path, skipped: list) -> dict:
             raise ValueError(f"{where}: 'filtered_resps' is not one [log-likelihood, is_greedy] per choice, "
                              "unlike the documents before it")
         if lls is None:
-            skipped.append(f"{path.name} (not multiple choice)")
+            skipped.append(f"{path.name} (not multiple choice: no choices to score)")
             return {}
         filt = record.get("filter", "none")
         if not isinstance(filt, str):
@@ -339,4 +371,4 @@ def _frame(pd, rows):
 def _notes(skipped: list) -> list[str]:
     if not skipped:
         return []
-    return [f"skipped {len(skipped)} samples file(s) with no choices to score: {'; '.join(skipped)}"]
+    return [f"not imported: {'; '.join(skipped)}"]
