@@ -87,7 +87,7 @@ def scaling(tables, fractions, workers) -> list:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        df = read_tidy(tables, duplicates="first")
+        df = read_tidy(tables, duplicates="first", setting_is_note=True)   # the reference tables describe runs there
     keys = [S.FAMILY, S.TASK, S.SUBTASK, S.METRIC]
     group = df.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
     rank = np.random.default_rng(0).permutation(group.max() + 1)   # a group's place in the draw

@@ -9,6 +9,7 @@ from pathlib import Path
 from emergence.files import write_atomic
 from emergence.names import unknown_message
 
+IMPORT_SOURCES = ("lm-eval", "lm-eval-samples", "bigbench")
 COMMANDS = ("run", "export", "analyze", "backtest", "report", "validate", "import", "plugins", "families", "tasks",
             "check-task", "demo", "lab")
 
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
         _parser().print_help()
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command not in ("analyze", "backtest", "report", "validate"):  # these load no model: skip importing transformers (~2 s)
+    if args.command not in ("analyze", "backtest", "report", "validate", "import"):  # these load no model: skip importing transformers (~2 s)
         from emergence.run.executors import quiet_libraries
 
         quiet_libraries()
@@ -110,15 +111,18 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("import", help="turn other tools' result files into a tidy table",
                        description=IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    i.add_argument("source", choices=("lm-eval",), help="format of the files: lm-eval result JSON")
-    i.add_argument("paths", nargs="+", metavar="PATH", help="result files, or folders searched for *.json")
+    i.add_argument("source", choices=IMPORT_SOURCES,
+                   help="format of the files: lm-eval result JSON (*.json), lm-eval --log_samples files "
+                        "(samples_*.jsonl, continuous metrics of multiple-choice tasks), BIG-bench score "
+                        "files (scores_*.json); see docs/import.md")
+    i.add_argument("paths", nargs="+", metavar="PATH", help="result files, or folders searched for them")
     i.add_argument("--output", "-o", help="output .csv or .parquet (default: CSV on stdout)")
-    i.add_argument("--family", help="family name of the models no registered family lists")
-    i.add_argument("--meta", metavar="FILE", help="params, params_nonembed, tokens and step of those models "
+    i.add_argument("--family", help="lm-eval, lm-eval-samples: family name of the models no registered family lists")
+    i.add_argument("--meta", metavar="FILE", help="lm-eval: params, params_nonembed, tokens and step of those models "
                    "(.toml or .csv; format below and in docs/lm-eval.md)")
     i.add_argument("--duplicates", choices=("error", "first"), default="error",
-                   help="a result in two files with different values: stop (default), or keep the first file's "
-                        "(identical ones are always kept once, with a note)")
+                   help="lm-eval: a result in two files with different values: stop (default), or keep the first "
+                        "file's (identical ones are always kept once, with a note)")
     i.set_defaults(func=cmd_import)
 
     a = sub.add_parser("analyze", help="fits, emergence verdicts and metric audits of tidy tables or run directories",
@@ -283,9 +287,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from emergence.run.importers import import_lmeval
-
-    df = import_lmeval(args.paths, family=args.family, meta=args.meta, duplicates=args.duplicates, strict=True)
+    df = _imported(args)
     if not args.output:
         df.to_csv(sys.stdout, index=False)
         return 0
@@ -294,6 +296,30 @@ def cmd_import(args) -> int:
     write_table(df, args.output)
     print(f"{len(df)} rows from {df[['checkpoint']].drop_duplicates().shape[0]} checkpoints -> {args.output}")
     return 0
+
+
+def _imported(args):
+    """The tidy table of ``emergence import``, checked as ``analyze`` will read it."""
+    if args.source != "lm-eval" and (args.meta or args.duplicates != "error"):
+        raise ValueError(f"--meta and --duplicates apply to lm-eval result files, not {args.source}")
+    if args.family and args.source == "bigbench":
+        raise ValueError("--family does not apply to bigbench: its score files name their model family")
+    if args.source == "lm-eval":
+        from emergence.run.importers import import_lmeval
+
+        return import_lmeval(args.paths, family=args.family, meta=args.meta, duplicates=args.duplicates, strict=True)
+    from emergence.tidy import check_tidy
+
+    if args.source == "bigbench":
+        from emergence.run.import_bigbench import import_bigbench
+
+        df = import_bigbench(args.paths)
+    else:
+        from emergence.run.import_samples import import_lmeval_samples
+
+        df = import_lmeval_samples(args.paths, family=args.family)
+    check_tidy(df, source=", ".join(args.paths))  # refused here, before anything is written
+    return df
 
 
 def _analyze_description() -> str:

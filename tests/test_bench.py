@@ -22,3 +22,13 @@ def test_resume_and_one_more_checkpoint_evaluate_only_whats_missing(tmp_path):
     # Non-zero unless: resuming evaluates nothing, adding a checkpoint evaluates just its cells.
     assert run_scaling.main(["--checkpoints", "1", "--limit", "2", "--out", str(out)]) == 0
     assert "| resume the finished run | 0 | 3 |" in out.read_text()
+
+
+def test_quick_import_benchmark_imports_every_generated_file(tmp_path):
+    import import_speed
+
+    out = tmp_path / "import.md"
+    assert import_speed.main(["--quick", "--out", str(out)]) == 0
+    table = out.read_text()
+    # 2 runs x 4 metrics; 2 tasks x 3 models x 26 rows per score file
+    assert "| lm-eval-samples | 2 runs x 50 documents | 8 |" in table and "| bigbench | 2 tasks x 3 models | 156 |" in table

@@ -237,7 +237,7 @@ def olmo_ladder_validation(reference_dir="../shared/reference-data", df: pd.Data
     train = [Path(p).stem for c in config.values() if c["mode"] == "train" for p in c["paths"]]
     if df is None:  # 300k rows: keep the runs and metrics used before checking them
         df = read_tidy(ref / "tidy" / "olmo_ladder.csv.gz", where=lambda d: d[S.MODEL].isin(
-            train + list(targets)) & d[S.METRIC].isin([task_loss, "acc_len_norm[rc]"]))
+            train + list(targets)) & d[S.METRIC].isin([task_loss, "acc_len_norm[rc]"]), setting_is_note=True)
     ours = two_step_predict(df, OLMO_MAIN_TASKS, train, list(targets), task_loss=task_loss, n_boot=n_boot,
                             seed=seed, target_tokens={t: d for t, (_, d) in OLMO_TARGETS.items()})
     paper = pd.read_csv(ref / "olmo_ladder" / "raw" / "figures" / "chained_main.csv")

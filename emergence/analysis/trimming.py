@@ -12,7 +12,7 @@ import pandas as pd
 from emergence import schema as S
 from emergence.analysis.verdicts import ClassifyConfig, verdicts, warmup_mask
 
-CURVE_KEYS = (S.FAMILY, S.TASK, S.SUBTASK, S.METRIC, "n_shot", "setting")
+CURVE_KEYS = (S.FAMILY, S.TASK, S.SUBTASK, S.METRIC, *S.SETTING_KEYS)
 
 
 def first_judged(df: pd.DataFrame, k: int, warmup_fraction: float = ClassifyConfig().warmup_fraction) -> pd.Series:

@@ -91,7 +91,7 @@ def read_olmo_ladder(reference_dir) -> pd.DataFrame:
     config = json.loads((ref / "olmo_ladder" / "raw" / "configs" / "final.json").read_text())
     keep = [Path(p).stem for c in config.values() if c["mode"] == "train" for p in c["paths"]] + list(OLMO_TARGETS)
     return read_tidy(ref / "tidy" / "olmo_ladder.csv.gz",
-                     where=lambda d: d[S.MODEL].isin(keep) & d[S.METRIC].isin(OLMO_METRICS))
+                     where=lambda d: d[S.MODEL].isin(keep) & d[S.METRIC].isin(OLMO_METRICS), setting_is_note=True)
 
 
 def headline_lines(ref: Path) -> list:
@@ -150,7 +150,7 @@ def gadre_backtest(ref: Path):
     path = ref / "tidy" / "gadre_overtraining.csv"
     if not path.exists():
         return "Skipped: `tidy/gadre_overtraining.csv` not found."
-    df = read_tidy([path], where=lambda d: d[S.TASK].isin(GADRE_TASKS))
+    df = read_tidy([path], where=lambda d: d[S.TASK].isin(GADRE_TASKS), setting_is_note=True)
     table = backtest(df, 1e9, n_boot=BACKTEST_BOOT)
     return Backtest("Gadre et al. over-training ladder: 11M-411M to 1.4B and 6.9B", table, intro=(
         "Per training set (C4, RedPajama, RefinedWeb), split at 1e9 parameters: every token budget of "
@@ -166,7 +166,7 @@ def pythia_backtest(ref: Path):
     if not path.exists():
         return "Skipped: `tidy/pythia.csv.gz` not found."
     df = read_tidy([path], where=lambda d: d[S.TASK].isin(PYTHIA_TASKS) & (d["n_shot"] == 0)
-                   & d[S.METRIC].isin(["acc"]))
+                   & d[S.METRIC].isin(["acc"]), setting_is_note=True)
     table = backtest(df, 2e9, n_boot=BACKTEST_BOOT)
     return Backtest("Pythia (sizes): 70M-1.4B to 2.8B, 6.9B and 12B", table, intro=(
         "Per family (pythia, pythia-deduped), final checkpoints, split at 2e9 parameters; zero-shot acc. "
@@ -181,7 +181,8 @@ def obsscaling_backtest(ref: Path):
     path = ref / "tidy" / "obsscaling.csv.gz"
     if not path.exists():
         return "Skipped: `tidy/obsscaling.csv.gz` not found."
-    df = read_tidy([path], where=lambda d: d[S.TASK].isin(OBS_TASKS + OBS_BENCHMARKS) & d[S.FLOPS].notna())
+    df = read_tidy([path], where=lambda d: d[S.TASK].isin(OBS_TASKS + OBS_BENCHMARKS) & d[S.FLOPS].notna(),
+                   setting_is_note=True)
     table = backtest(df, OBS_CUTOFF, by=S.FLOPS, pool=True, tasks=OBS_TASKS, benchmarks=OBS_BENCHMARKS,
                      predictors=["power_law", "obs_scaling", "obs_compute", "two_step"], n_boot=BACKTEST_BOOT)
     return Backtest(f"ObsScaling: public models below {OBS_CUTOFF:.2g} FLOPs to those above", table, intro=(
