@@ -156,7 +156,7 @@ def curve_arrays(df, rows, axis, warmup_fraction: float = ClassifyConfig().warmu
     data = df.loc[near, used].reset_index(drop=True)
     for c in (S.SUBTASK, S.SETTING):   # text keys: empty, missing and NaN (a CSV read back) are one value
         if c in data:
-            data[c] = data[c].fillna("").astype(str)
+            data[c] = data[c].astype(object).where(data[c].notna(), "").astype(str)
     data[S.SUBTASK] = data[S.SUBTASK] if S.SUBTASK in data else ""
     if axis in (S.PARAMS, S.PARAMS_NONEMBED) and S.STEP in data and S.MODEL in data and data[S.STEP].notna().any():
         last = data.groupby([S.FAMILY, S.MODEL], dropna=False)[S.STEP].transform("max")
@@ -166,7 +166,7 @@ def curve_arrays(df, rows, axis, warmup_fraction: float = ClassifyConfig().warmu
     want = rows[keys].copy()
     for c in (S.SUBTASK, S.SETTING):
         if c in want:
-            want[c] = want[c].fillna("").astype(str)
+            want[c] = want[c].astype(object).where(want[c].notna(), "").astype(str)
     want[S.SUBTASK] = want[S.SUBTASK] if S.SUBTASK in want else ""
     want["_row"] = np.arange(len(rows))
     data = data.merge(want, on=keys, how="inner").sort_values("_row", kind="stable")
