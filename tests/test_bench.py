@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 
 
@@ -22,3 +24,15 @@ def test_resume_and_one_more_checkpoint_evaluate_only_whats_missing(tmp_path):
     # Non-zero unless: resuming evaluates nothing, adding a checkpoint evaluates just its cells.
     assert run_scaling.main(["--checkpoints", "1", "--limit", "2", "--out", str(out)]) == 0
     assert "| resume the finished run | 0 | 3 |" in out.read_text()
+
+
+@pytest.mark.slow
+def test_family_sweep_runs_both_sides_and_they_agree(tmp_path):
+    import family_sweep
+
+    out = tmp_path / "sweep.md"
+    # Non-zero unless both sides scored every (checkpoint, task) with the same accuracies.
+    assert family_sweep.main(["--checkpoints", "1", "--tasks", "add_2d,mc_arith", "--limit", "3",
+                              "--reps", "1", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| wall seconds |" in table and "| CPU seconds |" in table and "equal" in table
