@@ -11,7 +11,10 @@ the continuous metrics need. Where the work goes:
   only where asked for (rolling log-likelihood needs none);
 - requests are tokenised in one batch call and sorted by width; a batch holds ``batch_size``
   full windows' worth of tokens, so short rows share a pass (on CPU, passes stay small);
-- generation is batched greedy decoding on a KV cache; finished rows leave the batch;
+- generation is batched greedy decoding: every prompt of a length bucket in one batch, a KV
+  cache preallocated for the batch's window, the output layer only at each row's last
+  position into a reused buffer (on CPU from a column-major copy of its weight), one tokenizer
+  call per step for the stop strings; finished rows leave the batch and the cache;
 - a batch that runs out of memory is halved and retried.
 Tokenisation, truncation and rolling windows follow lm-eval's ``HFLM`` so that results agree.
 """
