@@ -81,7 +81,7 @@ class HFEngine(LM):
         # Greedy decoding writes each step's keys and values into a cache preallocated for the
         # batch's whole window (transformers' StaticCache) where the model is built for one;
         # growing a cache concatenates every layer's tensors at every step.
-        self.static_cache = bool(getattr(model, "_can_compile_fullgraph", False))
+        self.static_cache = bool(getattr(model, "_can_compile_fullgraph", False)) and _layered_caches()
         self._step_buffer = None   # the output layer's logits of one decoding step
         self._head_t = None        # (weight, its column-major copy) for decoding on CPU
 
@@ -584,9 +584,21 @@ def _cut(text, until):
     return text
 
 
+def _layered_caches() -> bool:
+    """Whether transformers' caches are made of layers that allocate themselves on first use
+    (``StaticCache(config=..., max_cache_len=...)``, as in 5.x); older releases allocate in the
+    constructor and want the batch size, dtype and device there."""
+    import transformers.cache_utils as cache_utils
+
+    return hasattr(cache_utils, "StaticLayer")
+
+
 def _keep_cache_rows(cache, rows):
     """Drop finished rows from every layer of a KV cache, grown or preallocated (transformers'
     static layers have no batch selection of their own)."""
+    if not hasattr(cache, "layers"):   # transformers before layered caches
+        cache.batch_select_indices(rows)
+        return
     for layer in cache.layers:
         if getattr(layer, "is_initialized", True) and getattr(layer, "keys", None) is not None:
             layer.keys, layer.values = layer.keys[rows], layer.values[rows]
