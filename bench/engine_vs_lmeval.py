@@ -49,6 +49,9 @@ PYTHIA_VOCAB = 50304   # GPT-NeoX's tokenizer (50,277 tokens) padded to a multip
 CONTEXT = 512
 BATCH = 16     # both engines get the same batch size
 TOLERANCE = 1e-4   # nats
+# Wall clock by default; on a shared machine the process's CPU time leaves out the time it
+# waited for a core (with one intra-op thread, the two agree on a quiet machine).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def mc_requests(n_items: int, rng: random.Random):
@@ -83,24 +86,24 @@ def quiet(fn):
     return run
 
 
-def timed(fn):
-    start = time.perf_counter()
+def timed(fn, clock=time.perf_counter):
+    start = clock()
     out = fn()
-    return time.perf_counter() - start, out
+    return clock() - start, out
 
 
-def matmul_flops(device, dtype, reps=5) -> float:
+def matmul_flops(device, dtype, reps=5, clock=time.perf_counter) -> float:
     """FLOP/s of a large square matmul: the machine's own ceiling at this thread count, measured
-    between repetitions so that it sees the same load as the engines do."""
+    between repetitions so that it sees the same load as the engines do, on the same clock."""
     n = 8192 if str(device).startswith("cuda") else 1024
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b   # warm-up
     _sync(device)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(reps):
         a @ b
     _sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - start)
+    return 2 * n ** 3 * reps / (clock() - start)
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Case:
     headed: tuple = (0, 0)       # positions (ours, lm-eval) whose logits the output layer computes
     text_tokens: tuple = ()      # rolling: tokens of each text
     rounding: Callable = None    # rolling: what lm-eval's float32 window sums alone change
+    generated: Callable = None   # generation: the token ids each request generates
 
 
 def cases(ours, theirs, tok, scale) -> dict[str, Case]:
@@ -142,7 +146,8 @@ def cases(ours, theirs, tok, scale) -> dict[str, Case]:
             lambda: ours.generate_until(instances("generate_until", [(c, dict(gen_kwargs)) for c in gens])),
             quiet(lambda: theirs.generate_until(instances("generate_until", [(c, dict(gen_kwargs)) for c in gens]),
                                                 disable_tqdm=True)),
-            "texts", sum(len(tok.encode(c)) for c in gens)),   # generated tokens are added once known
+            "texts", sum(len(tok.encode(c)) for c in gens),   # generated tokens are added once known
+            generated=lambda: ours.generate_tokens(gens, gen_kwargs["until"], gen_kwargs["max_gen_toks"])),
         "rolling log-likelihood": Case(
             len(texts),
             lambda: ours.loglikelihood_rolling(instances("loglikelihood_rolling", [(t,) for t in texts])),
@@ -182,27 +187,34 @@ def bench_size(label, tokenizer, workdir, args, peaks):
     ours = HFEngine(model, tok, batch_size=BATCH, max_length=CONTEXT)
     theirs = HFLM(pretrained=model, tokenizer=tok, batch_size=BATCH, max_length=CONTEXT)
     rows = []
+    clock = CLOCKS[args.clock]
     for name, case in cases(ours, theirs, tok, args.scale).items():
         if not args.quick:
             case.ours(), case.theirs()   # warm-up
         t_ours, t_theirs, ceilings = [], [], []
         for rep in range(args.reps):
-            ceilings.append(matmul_flops(args.device, getattr(torch, args.dtype)))
+            ceilings.append(matmul_flops(args.device, getattr(torch, args.dtype), clock=clock))
             # Alternate who goes first, so neither always runs right after the other.
             if rep % 2 == 0:
-                (a, out_ours), (b, out_theirs) = timed(case.ours), timed(case.theirs)
+                (a, out_ours), (b, out_theirs) = timed(case.ours, clock), timed(case.theirs, clock)
             else:
-                (b, out_theirs), (a, out_ours) = timed(case.theirs), timed(case.ours)
+                (b, out_theirs), (a, out_ours) = timed(case.theirs, clock), timed(case.ours, clock)
             t_ours.append(a)
             t_theirs.append(b)
         tokens, forwarded, headed = case.tokens, case.forwarded, case.headed
         if case.kind == "texts":
             differ = sum(x != y for x, y in zip(out_ours, out_theirs))
             agrees, agree = differ == 0, "identical" if differ == 0 else f"{differ}/{case.examples} differ"
-            generated = sum(len(tok.encode(g)) for g in out_ours)   # ours = theirs when agreeing
+            # Counted as token ids, not by encoding the texts again: most ids a random-init
+            # 50,304-row model picks are beyond the 2,048-token tokenizer and decode to nothing.
+            ids = case.generated()   # ours = theirs when agreeing
+            generated = sum(len(g) for g in ids)
             tokens += generated
-            forwarded = (tokens, tokens)
-            headed = (case.examples + generated,) * 2   # the prompt's last position, then each new token
+            # The prompt, then every generated token but the last; the output layer at the
+            # prompt's last position and at each of those tokens.
+            steps = sum(max(0, len(g) - 1) for g in ids)
+            forwarded = (case.tokens + steps,) * 2
+            headed = (case.examples + steps,) * 2
         elif case.kind == "scores":
             delta = max(abs(x - y) for x, y in zip(out_ours, out_theirs))
             agrees, agree = delta <= TOLERANCE, f"{delta:.1e}"
@@ -238,7 +250,8 @@ def markdown(rows, peaks, args, argv, load) -> str:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({cpu}, {os.cpu_count()} cores)"
     header = (
         f"{device}, torch {torch.__version__}, {torch.get_num_threads()} intra-op thread(s), {args.dtype}; "
-        f"{args.reps} repetitions, batch size {BATCH} for both engines, model vocabulary "
+        f"{args.reps} repetitions, {'wall clock' if args.clock == 'wall' else 'process CPU time'}, "
+        f"batch size {BATCH} for both engines, model vocabulary "
         f"{max(args.vocab, 2048):,}. Matmul ceiling ({args.dtype}, same "
         f"threads), measured in every repetition: median {statistics.median(peaks) / 1e9:.1f}, best "
         f"{max(peaks) / 1e9:.1f} GFLOP/s; % of peak is against the median of the case's own repetitions. "
@@ -268,11 +281,15 @@ def main(argv=None):
     p.add_argument("--dtype", default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
     p.add_argument("--vocab", type=int, default=PYTHIA_VOCAB,
                    help="model vocabulary (embedding rows); 0: the local tokenizer's 2,048")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time (steadier on a shared machine)")
     p.add_argument("--quick", action="store_true", help="few requests, no warm-up: a correctness check, not a timing")
     p.add_argument("--out", help="write the markdown table to this file")
     args = p.parse_args(argv)
     args.device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     args.dtype = args.dtype if args.dtype != "auto" else "bfloat16" if args.device.startswith("cuda") else "float32"
+    if args.clock == "cpu" and args.device != "cpu":
+        p.error("--clock cpu times the host process: it cannot see the work of a GPU")
     args.scale = 0.25 if args.quick else 1.0
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 
 
@@ -32,3 +34,15 @@ def test_quick_import_benchmark_imports_every_generated_file(tmp_path):
     table = out.read_text()
     # 2 runs x 4 metrics; 2 tasks x 3 models x 26 rows per score file
     assert "| lm-eval-samples | 2 runs x 50 documents | 8 |" in table and "| bigbench | 2 tasks x 3 models | 156 |" in table
+
+
+@pytest.mark.slow
+def test_family_sweep_runs_both_sides_and_they_agree(tmp_path):
+    import family_sweep
+
+    out = tmp_path / "sweep.md"
+    # Non-zero unless both sides scored every (checkpoint, task) with the same accuracies.
+    assert family_sweep.main(["--checkpoints", "1", "--tasks", "add_2d,mc_arith", "--limit", "3",
+                              "--reps", "1", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| wall seconds |" in table and "| CPU seconds |" in table and "equal" in table

@@ -77,6 +77,33 @@ def test_generation_matches_hflm(engine, hflm, until):
     assert any(ours)  # something was generated, not only empty strings
 
 
+@pytest.mark.parametrize("static_cache", [True, False])
+def test_generated_tokens_are_a_plain_greedy_loop(loaded, static_cache):
+    """Both caches (preallocated and grown), rows of different lengths finishing at different
+    steps: every token is the argmax of a full forward pass over the text so far."""
+    model, tok = loaded
+    engine = HFEngine(model, tok, batch_size=2, max_length=128)
+    assert engine.static_cache   # GPT-NeoX is built for a preallocated cache
+    engine.static_cache = static_cache
+    until = [" ", "e"]
+    got = engine.generate_tokens(CONTEXTS, until=until, max_gen_toks=6)
+    assert len({len(ids) for ids in got}) > 1   # rows ended at different steps
+    for context, ids in zip(CONTEXTS, got):
+        seq, expected = tok(context)["input_ids"], []
+        for _ in range(6):
+            with torch.no_grad():
+                nxt = int(model(torch.tensor([seq])).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            expected.append(nxt)
+            seq.append(nxt)
+            if any(s in tok.decode(expected, skip_special_tokens=True) for s in until):
+                break
+        assert ids == expected
+    texts = engine.generate(CONTEXTS, until=until, max_gen_toks=6)
+    assert texts == [tok.decode(ids, skip_special_tokens=True).split(" ")[0].split("e")[0] for ids in got]
+
+
 def test_per_token_scores_match_a_plain_forward_pass(engine, loaded):
     model, _ = loaded
     scores = engine.score_pairs(PAIRS[:4])
