@@ -154,8 +154,8 @@ def small_family(tmp_path, tokenizer):
 
 
 def _config(family, out, **kw):
-    return FinetuneConfig(family=str(family), task="t_add", out=str(out), amounts=(0, 8, 16), epochs=1,
-                          batch_size=8, limit=4, loss_task=None, device="cpu", **kw)
+    settings = dict(amounts=(0, 8, 16), epochs=1, batch_size=8, lr=1e-3, limit=4, loss_task=None, device="cpu")
+    return FinetuneConfig(family=str(family), task="t_add", out=str(out), **{**settings, **kw})
 
 
 def test_fine_tuning_changes_weights_writes_cells_and_resumes(small_family, tmp_path):

@@ -52,11 +52,12 @@ class FinetuneConfig:
     select: Selection = field(default_factory=Selection)
     loss_task: str | None = "heldout_loss"   # the pretraining loss axis of the law
     # Full fine-tuning, a fixed number of epochs for every D (more data = more steps, as in a
-    # data-amount sweep); AdamW at a constant rate after a short warm-up. The lab pretrains at
-    # 1e-2 with cosine decay: a tenth of it moves the small models without wiping them out.
+    # data-amount sweep); AdamW at a constant rate after a short warm-up. 1e-5 is the usual full
+    # fine-tuning rate of pretrained LMs of 100M+ parameters; the lab's tiny models need their own
+    # pretraining rate, 1e-2 (bench/finetune_law.py), to move at all in a few hundred steps.
     epochs: int = 3
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 1e-5
     warmup_steps: int = 10
     weight_decay: float = 0.0
     grad_clip: float = 1.0

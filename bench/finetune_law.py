@@ -1,0 +1,178 @@
+"""Backtest of the emergence law (Snell et al. 2024) on the lab, where the truth is known.
+
+    python bench/finetune_law.py [--cutoff 25000] [--amounts 0,64,256,1024,4096] [--out FILE]
+
+1. Trains (or reuses) the default lab family and evaluates every checkpoint on ``walk``, ``add_1d``
+   and the held-out loss: the truth is ``walk`` exact match's onset on the loss axis over the
+   whole family (eta) and the size at which the family's loss law reaches it (N_c).
+2. Fine-tunes only the models below ``--cutoff`` parameters (those where walk has not emerged)
+   on increasing amounts of each task's training examples (``emergence.lab.finetune``), fits the
+   emergence law and extrapolates it to the few-shot limit D0 = 1 (the lab is evaluated zero-shot).
+3. Scores the prediction against the truth (targets: eta within 0.05 nats, N_c within 2x, the
+   interval covering the truth) and checks that the smooth control ``add_1d`` gets no onset.
+
+Writes a markdown report (default: print it). ``--quick`` is the reduced version the tests run.
+"""
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+from emergence import schema as S  # noqa: E402
+from emergence.analysis.finetune_law import emergence_prediction, prediction_markdown  # noqa: E402
+from emergence.analysis.scaling import critical_size, fit_size_law, loss_points  # noqa: E402
+from emergence.analysis.verdicts import classify  # noqa: E402
+from emergence.export import tidy_table  # noqa: E402
+from emergence.families import Selection  # noqa: E402
+from emergence.lab.finetune import FinetuneConfig, finetune_run, finetune_table  # noqa: E402
+from emergence.lab.training import LabConfig, family_dir, train_family  # noqa: E402
+from emergence.run.config import ExecutorOptions, RunConfig  # noqa: E402
+from emergence.run.runner import run  # noqa: E402
+
+TASK, CONTROL, METRIC = "walk", "add_1d", "exact_match"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="runs/bench-finetune-law", help="run directories (reused: reruns resume)")
+    p.add_argument("--cutoff", type=float, default=25_000, help="fine-tune only models with fewer parameters")
+    p.add_argument("--amounts", default="0,64,256,1024,4096")
+    p.add_argument("--steps", default="110,200,363,488", help="checkpoints of each small size to fine-tune")
+    p.add_argument("--limit", type=int, default=25, help="evaluation examples per task (walk has 50 in all: "
+                                                         "the rest are the fine-tuning prompts)")
+    p.add_argument("--lr", type=float, default=1e-2, help="the lab's peak pretraining rate")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="2 checkpoints per size, amounts 0,16,64,256")
+    p.add_argument("--out", help="write the markdown here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.amounts = "200,488", "0,16,64,256"
+    amounts = tuple(int(a) for a in args.amounts.split(","))
+    work, clock = Path(args.work), {}
+
+    start = time.perf_counter()
+    lab = LabConfig()
+    family = train_family(lab, family_dir(lab), progress=False, log=lambda *a: None)
+    clock["train (or reuse) the lab"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    run(RunConfig(family=str(family), tasks=(TASK, CONTROL, "heldout_loss"), out=str(work / "base"),
+                  limit=args.limit, executor=ExecutorOptions(kind="pool", workers=2)), progress=False)
+    base = tidy_table(work / "base")
+    clock["evaluate the whole family"] = time.perf_counter() - start
+
+    small_sizes = sorted(base.loc[base[S.PARAMS] < args.cutoff, S.MODEL].unique())
+    start = time.perf_counter()
+    configs = [FinetuneConfig(family=str(family), task=task, out=str(work / f"ft-{task}"), amounts=amounts,
+                              select=Selection(sizes=tuple(small_sizes), steps=args.steps), lr=args.lr,
+                              epochs=args.epochs, limit=args.limit, device="cpu") for task in (TASK, CONTROL)]
+    with ProcessPoolExecutor(2) as pool:     # the two tasks' fine-tuning on the two cores
+        summaries = list(pool.map(_finetune, configs))
+    clock["fine-tune and evaluate (2 tasks in parallel)"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    rows = {c.task: emergence_prediction(finetune_table(c.out), task=c.task, metric=METRIC, d0=1.0) for c in configs}
+    truth = _truth(base, args.cutoff)
+    clock["fit the laws"] = time.perf_counter() - start
+    text = _report(args, small_sizes, summaries, rows, truth, clock)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0 if rows[TASK]["status"] in ("predicted", "no onset", "undetermined") else 1
+
+
+def _finetune(config):
+    import torch
+
+    torch.set_num_threads(1)
+    s = finetune_run(config, progress=False, log=lambda *a: None)
+    return {"trained": s.trained, "reused": s.reused, "failed": len(s.failed), "evaluated": s.run.evaluated}
+
+
+def _truth(base, cutoff) -> dict:
+    """walk's measured onset: the threshold verdict on the loss axis over every checkpoint of every
+    size, N_c where the whole family's size law reaches it, and the sizes whose final checkpoints
+    straddle it; and the same verdict from the small models alone, without fine-tuning."""
+    curve = base[(base[S.TASK] == TASK) & (base[S.SUBTASK] == "") & (base[S.METRIC] == METRIC)].dropna(subset=[S.LOSS])
+    full = classify(curve, axis=S.LOSS)
+    small = classify(curve[curve[S.PARAMS] < cutoff], axis=S.LOSS)
+    finals = loss_points(base)
+    law = fit_size_law(finals[S.PARAMS].to_numpy(float), finals[S.LOSS].to_numpy(float), n_boot=100, workers=1)
+    out = {"label": full.label, "eta": full.evidence.eta, "eta_lo": full.evidence.eta_lo,
+           "eta_hi": full.evidence.eta_hi, "small_label": small.label, "finals": finals}
+    if full.evidence.eta is not None:
+        out["nc"] = critical_size(full.evidence.eta, law).n_c
+        above = finals.loc[finals[S.LOSS] > full.evidence.eta, S.PARAMS]
+        below = finals.loc[finals[S.LOSS] <= full.evidence.eta, S.PARAMS]
+        out["bracket"] = (above.max() if len(above) else np.nan, below.min() if len(below) else np.nan)
+    return out
+
+
+def _report(args, sizes, summaries, rows, truth, clock) -> str:
+    walk, control = rows[TASK], rows[CONTROL]
+    lines = ["# Emergence law backtest on the lab", "",
+             f"`python bench/finetune_law.py {' '.join(sys.argv[1:])}`".replace("  ", " "), "",
+             f"Fine-tuned sizes (< {args.cutoff:,.0f} parameters): {', '.join(sizes)}; checkpoints at steps "
+             f"{args.steps}; amounts {args.amounts}; lr {args.lr:g}, {args.epochs} epochs; evaluation limit "
+             f"{args.limit}; D0 = 1 (zero-shot).", "",
+             "## Truth (whole family, without fine-tuning)", ""]
+    if truth["eta"] is None:
+        lines.append(f"walk exact match on the loss axis: **{truth['label']}** (no onset measured).")
+    else:
+        lo, hi = truth["bracket"]
+        lines.append(f"walk exact match on the loss axis: **{truth['label']}**, eta = {truth['eta']:.3f} nats "
+                     f"[{truth['eta_lo']:.3f}, {truth['eta_hi']:.3f}]; N_c = {truth['nc']:.3g} parameters (the "
+                     f"family's size law at eta); final checkpoints cross eta between {lo:,.0f} and {hi:,.0f} parameters.")
+    lines.append(f"The fine-tuned sizes alone, without fine-tuning: **{truth['small_label']}**.")
+    lines += ["", "Final checkpoints:", "", "| model | params | held-out loss |", "|---|---|---|"]
+    lines += [f"| {r[S.MODEL]} | {int(r[S.PARAMS]):,} | {r[S.LOSS]:.3f} |" for _, r in truth["finals"].iterrows()]
+    lines += ["", prediction_markdown(walk).replace("## ", "## Prediction: "),
+              prediction_markdown(control).replace("## ", "## Control: ")]
+    lines += ["## Scores", "", "| target | result | met |", "|---|---|---|"]
+    lines += _scores(walk, control, truth)
+    lines += ["", "## Work and time (2 shared cores)", "", "| phase | wall s |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in clock.items()]
+    lines += [f"| **total** | **{sum(clock.values()):.0f}** |", "",
+              "Models fine-tuned (walk, add_1d): " + "; ".join(
+                  f"{s['trained']} trained, {s['reused']} reused, {s['failed']} failed, {s['evaluated']} cells evaluated"
+                  for s in summaries), ""]
+    return "\n".join(lines)
+
+
+def _scores(walk, control, truth) -> list:
+    out = []
+    if walk["status"] == "predicted" and truth["eta"] is not None:
+        err = walk["eta_pred"] - truth["eta"]
+        out.append(f"| eta within 0.05 nats | predicted {walk['eta_pred']:.3f} vs {truth['eta']:.3f} "
+                   f"(error {err:+.3f}) | {'yes' if abs(err) <= 0.05 else 'no'} |")
+        covered = walk["eta_pred_lo"] <= truth["eta"] <= walk["eta_pred_hi"]
+        out.append(f"| eta interval covers | [{walk['eta_pred_lo']:.3f}, {walk['eta_pred_hi']:.3f}] | "
+                   f"{'yes' if covered else 'no'} |")
+        nc = walk.get("nc_pred")
+        if nc is not None and np.isfinite(nc):
+            ratio = nc / truth["nc"]
+            out.append(f"| N_c within 2x | predicted {nc:.3g} vs {truth['nc']:.3g} (ratio {ratio:.2f}) | "
+                       f"{'yes' if 0.5 <= ratio <= 2 else 'no'} |")
+            ok = walk["nc_pred_lo"] <= truth["nc"] <= walk["nc_pred_hi"]
+            out.append(f"| N_c interval covers | [{walk['nc_pred_lo']:.3g}, {walk['nc_pred_hi']:.3g}] | "
+                       f"{'yes' if ok else 'no'} |")
+        else:
+            out.append(f"| N_c within 2x | not predicted: {walk.get('nc_reason', '')} | no |")
+    else:
+        out.append(f"| eta within 0.05 nats | not predicted ({walk['status']}): {walk['reason']} | no |")
+        out.append("| N_c within 2x | not predicted | no |")
+    out.append(f"| control add_1d gets no onset | {control['status']} | "
+               f"{'yes' if control['status'] != 'predicted' else 'no'} |")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
