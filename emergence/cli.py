@@ -411,7 +411,7 @@ def cmd_lab_train(args) -> int:
 def cmd_finetune_law(args) -> int:
     import dataclasses
 
-    from emergence.analysis.finetune_law import emergence_prediction, prediction_markdown
+    from emergence.analysis.finetune_law import MIN_AMOUNTS, emergence_prediction, prediction_markdown
     from emergence.families import Selection
     from emergence.lab.finetune import FinetuneConfig, FinetuneError, finetune_run, finetune_table
 
@@ -427,6 +427,9 @@ def cmd_finetune_law(args) -> int:
                        select=Selection(sizes=tuple(s.strip() for s in args.sizes.split(",")) if args.sizes else (),
                                         steps=args.steps, glob=args.glob)),
         **{k: v for k, v in overrides.items() if v is not None})
+    if sum(a > 0 for a in config.amounts) < MIN_AMOUNTS:   # fail before any training, not after it
+        raise FinetuneError(f"--amounts {','.join(map(str, config.amounts))}: an emergence law needs >= "
+                            f"{MIN_AMOUNTS} positive amounts of fine-tuning examples, e.g. 0,64,256,1024")
     summary = finetune_run(config, progress=not args.no_progress)
     print(f"{summary.trained} models fine-tuned, {summary.reused} reused, {len(summary.failed)} failed; "
           f"{summary.run.evaluated} cells evaluated, {summary.run.skipped} already done, in {summary.out}")

@@ -199,3 +199,13 @@ def test_a_checkpoint_that_cannot_be_fine_tuned_is_a_row_saying_why(small_family
     assert set(recorded) == {"broken@step1+ft8", "broken@step1+ft16"}
     with Store(out / "run", lock=False) as store:
         assert ("tiny-h16@step1+ft16", "t_add") in store.done_cells()
+
+
+def test_the_command_refuses_too_few_amounts_before_training(tmp_path, capsys):
+    from emergence.cli import main
+
+    out = tmp_path / "ft"
+    assert main(["finetune-law", "--family", str(tmp_path), "--task", "t_add", "--amounts", "0,64",
+                 "--out", str(out)]) == 1
+    assert ">= 3 positive amounts" in capsys.readouterr().err
+    assert not out.exists()
