@@ -84,9 +84,11 @@ def test_a_smooth_task_gets_no_onset_and_says_why():
     assert "no onset" in prediction_markdown(row)
 
 
-def test_a_table_without_amounts_is_refused():
+def test_a_table_without_amounts_or_losses_is_refused():
     with pytest.raises(FitError, match="ft_examples"):
         emergence_prediction(_synthetic_table({0: None}).drop(columns=[AMOUNT]), task="t", metric="exact_match")
+    with pytest.raises(FitError, match="--loss-task"):
+        emergence_prediction(_synthetic_table({0: None}).assign(**{S.LOSS: np.nan}), task="t", metric="exact_match")
 
 
 # ----------------------------------------------------------------------------- training data

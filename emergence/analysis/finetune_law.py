@@ -72,6 +72,9 @@ def threshold_points(df: pd.DataFrame, *, task: str, metric: str, subtask: str =
     curves = curves[(curves[S.TASK] == task) & (curves[S.SUBTASK] == subtask) & (curves[S.METRIC] == metric)]
     if curves.empty:
         raise FitError(f"no rows for task {task!r}, sub-task {subtask!r}, metric {metric!r}")
+    if curves[S.LOSS].isna().all():
+        raise FitError(f"no pretraining loss for any checkpoint of task {task!r}: the law's axis is the base "
+                       "checkpoints' held-out loss; fine-tune with a loss task (--loss-task)")
     rows = []
     for amount, curve in curves.dropna(subset=[S.LOSS]).groupby(AMOUNT, sort=True):
         v = classify(curve, axis=S.LOSS, config=config)
