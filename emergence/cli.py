@@ -414,6 +414,7 @@ def cmd_finetune_law(args) -> int:
     import dataclasses
 
     from emergence.analysis.finetune_law import MIN_AMOUNTS, emergence_prediction, prediction_markdown
+    from emergence.analysis.scaling import FitError
     from emergence.families import Selection
     from emergence.lab.finetune import FinetuneConfig, FinetuneError, finetune_run, finetune_table
 
@@ -440,8 +441,12 @@ def cmd_finetune_law(args) -> int:
     for ck, task, error in summary.run.failed:
         print(f"  FAILED {ck} / {task}: {error}", file=sys.stderr)
     d0 = args.d0 if args.d0 is not None else float(max(1, summary.shots))
-    row = emergence_prediction(finetune_table(summary.out), task=args.task, metric=args.metric,
-                               subtask=args.subtask, d0=d0)
+    try:
+        row = emergence_prediction(finetune_table(summary.out), task=args.task, metric=args.metric,
+                                   subtask=args.subtask, d0=d0)
+    except FitError as e:   # e.g. every cell failed: say so after the failures above
+        print(f"emergence finetune-law: no law fitted: {e}", file=sys.stderr)
+        return 1
     text = prediction_markdown(row)
     write_atomic(Path(summary.out) / "finetune_law.md", text)
     print(text)

@@ -211,3 +211,18 @@ def test_the_command_refuses_too_few_amounts_before_training(tmp_path, capsys):
                  "--out", str(out)]) == 1
     assert ">= 3 positive amounts" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_command_fine_tunes_evaluates_fits_and_resumes(small_family, tmp_path, capsys):
+    from emergence.cli import main
+
+    out = tmp_path / "ft"
+    argv = ["finetune-law", "--family", str(small_family), "--task", "add_1d", "--amounts", "0,4,8,16",
+            "--epochs", "1", "--lr", "1e-3", "--limit", "8", "--num-fewshot", "0", "--device", "cpu",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "3 models fine-tuned, 0 reused, 0 failed; 8 cells evaluated" in first
+    assert "## Emergence law: add_1d exact_match" in (out / "finetune_law.md").read_text()
+    assert main(argv) == 0
+    assert "0 models fine-tuned, 3 reused, 0 failed; 0 cells evaluated, 8 already done" in capsys.readouterr().out
