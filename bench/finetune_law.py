@@ -135,7 +135,8 @@ def _shift(table, cutoff):
     first = steps[steps[S.SUBTASK] == "step_1"].groupby(AMOUNT_COL)[S.VALUE].max().rename("step_1")
     later = (steps[steps[S.SUBTASK] != "step_1"].groupby([AMOUNT_COL, S.MODEL])[S.VALUE].mean()
              .groupby(AMOUNT_COL).max().rename("later"))
-    return whole[["exact_match", "step_acc"]].join(first).join(later)
+    largest = t[t[S.PARAMS] == t[S.PARAMS].max()].drop_duplicates(S.CHECKPOINT).set_index(AMOUNT_COL)["ft_loss"]
+    return whole[["exact_match", "step_acc"]].join(first).join(later).join(largest.rename("ft_loss"))
 
 
 def _report(args, summaries, sections, clock) -> str:
@@ -175,9 +176,10 @@ def _section(cutoff, rows, truth, shift, first) -> list:
         lines.append("")
     lines += [f"These sizes' own zero-shot walk curve, without fine-tuning: **{truth['small_label']}**.", "",
               "Best walk scores of their final checkpoints after fine-tuning on D examples:", "",
-              "| D | exact match | step accuracy | first step | steps 2-6 (mean) |", "|---|---|---|---|---|"]
-    lines += [f"| {d} | {r['exact_match']:.2f} | {r['step_acc']:.2f} | {r['step_1']:.2f} | {r['later']:.2f} |"
-              for d, r in shift.iterrows()]
+              "| D | exact match | step accuracy | first step | steps 2-6 (mean) | held-out loss of the largest |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {d} | {r['exact_match']:.2f} | {r['step_acc']:.2f} | {r['step_1']:.2f} | {r['later']:.2f} | "
+              f"{r['ft_loss']:.2f} |" for d, r in shift.iterrows()]
     lines += ["", prediction_markdown(walk).replace("## ", "### Prediction: "),
               prediction_markdown(control).replace("## ", "### Control: ")]
     lines += ["### Scores", "", "| target | result | met |", "|---|---|---|"]
