@@ -226,3 +226,19 @@ def test_the_command_fine_tunes_evaluates_fits_and_resumes(small_family, tmp_pat
     assert "## Emergence law: add_1d exact_match" in (out / "finetune_law.md").read_text()
     assert main(argv) == 0
     assert "0 models fine-tuned, 3 reused, 0 failed; 0 cells evaluated, 8 already done" in capsys.readouterr().out
+
+
+def test_frozen_weights_are_refused_with_the_checkpoint_named(small_family, tmp_path, monkeypatch):
+    import transformers
+
+    from emergence.families import Checkpoint
+    from emergence.lab.finetune import finetune_checkpoint
+
+    load = transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: load(*a, **k).requires_grad_(False))
+    ck = Checkpoint(family="f", name="tiny@step1", repo=str(small_family / "tiny-h16@step1"))
+    examples = training_examples(_task("t_add"), 4, train_seed=1, seed=0, limit=4)
+    with pytest.raises(FinetuneError, match="'tiny@step1' has no trainable floating-point weights"):
+        finetune_checkpoint(ck, examples, tmp_path / "out", FinetuneConfig(device="cpu"))
+    assert not (tmp_path / "out").exists()
