@@ -152,8 +152,9 @@ def finetune_run(config: FinetuneConfig, pm=None, *, progress: bool = True, log=
 def training_examples(task, amount: int, *, train_seed: int, seed: int, limit: int | None,
                       num_fewshot: int | None = None) -> list:
     """The first ``amount`` examples of ``task.train_examples(train_seed)`` whose prompts are not
-    among the evaluation examples (``seed``, ``limit``) or the few-shot pool (``seed + 1``).
-    A task that repeats questions (few distinct prompts) yields repeats: D counts examples."""
+    among the evaluation examples (``seed``, ``limit``) or the few-shot pool (``seed + 1``),
+    continuing under ``train_seed + 1``, ``+ 2``... when one seed's examples run out: a task with
+    few distinct questions gives repeats, and D counts examples, not distinct ones."""
     from emergence.run.evaluate import checked_examples
 
     kind = getattr(task, "kind", None)
