@@ -139,6 +139,14 @@ def test_tasks_without_training_examples_are_refused():
 
     with pytest.raises(FinetuneError, match="has no training examples"):
         training_examples(NoTraining(name="nt", metrics=GENERATE_METRICS), 4, train_seed=1, seed=0, limit=None)
+    class Foreign:   # a task object from another plugin, outside TaskBase
+        name, kind, num_fewshot = "foreign", "generate", 0
+
+        def examples(self, seed):
+            yield Example(id="0", prompt="a", target=" b")
+
+    with pytest.raises(FinetuneError, match="does not implement train_examples"):
+        training_examples(Foreign(), 4, train_seed=1, seed=0, limit=None)
     with pytest.raises(FinetuneError, match="rolling"):
         training_examples(TaskBase(name="r", kind=ROLLING), 4, train_seed=1, seed=0, limit=None)
 

@@ -161,6 +161,9 @@ def training_examples(task, amount: int, *, train_seed: int, seed: int, limit: i
     if kind == "rolling":
         raise FinetuneError(f"task {task.name!r} scores whole documents (rolling): it has no questions "
                             "and answers to fine-tune on")
+    if not callable(getattr(task, "train_examples", None)):
+        raise FinetuneError(f"task {task.name!r} has no training examples: its plugin does not implement "
+                            "train_examples(seed) (docs/tasks.md)")
     evaluated = checked_examples(task, seed, limit)
     shots = task.num_fewshot if num_fewshot is None else num_fewshot
     pool = list(itertools.islice(task.examples(seed + 1), max(shots * 8, 64))) if shots else []
