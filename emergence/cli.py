@@ -11,7 +11,7 @@ from emergence.names import unknown_message
 
 IMPORT_SOURCES = ("lm-eval", "lm-eval-samples", "bigbench")
 COMMANDS = ("run", "export", "analyze", "backtest", "report", "validate", "import", "plugins", "families", "tasks",
-            "check-task", "demo", "lab")
+            "check-task", "demo", "lab", "finetune-law")
 
 
 def main(argv=None) -> int:
@@ -211,6 +211,32 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", "-o", help="folder for the family (default: the lab cache, keyed by the config)")
     _lab_options(t)
     t.set_defaults(func=cmd_lab_train)
+
+    ft = sub.add_parser("finetune-law", help="fine-tune checkpoints on a task's training examples and fit its "
+                                             "emergence law (docs/finetune-law.md)")
+    ft.add_argument("--family", "-f", required=True, help="registered family name, a folder or a family TOML")
+    ft.add_argument("--task", "-t", required=True, help="the task to fine-tune on and evaluate")
+    ft.add_argument("--metric", default="exact_match", help="the metric whose threshold is located")
+    ft.add_argument("--subtask", default="")
+    ft.add_argument("--amounts", help="fine-tuning examples per model, e.g. 0,64,256,1024 (0: as it is)")
+    ft.add_argument("--out", "-o", default="runs/finetune")
+    ft.add_argument("--sizes", help="comma-separated sizes or model names to fine-tune")
+    ft.add_argument("--steps", help="'final', a range LO:HI, or a list 0,512,1000")
+    ft.add_argument("--glob", help="fnmatch pattern on checkpoint names")
+    ft.add_argument("--epochs", type=int, help="passes over each amount's examples (default 3)")
+    ft.add_argument("--lr", type=float, help="AdamW rate (default 1e-5, for pretrained LMs; the lab's tiny "
+                                             "models need 1e-2)")
+    ft.add_argument("--batch-size", type=int, help="examples per step (default 16)")
+    ft.add_argument("--train-seed", type=int, help="seed of the training examples (default 20000000)")
+    ft.add_argument("--seed", type=int, help="evaluation seed")
+    ft.add_argument("--limit", type=int, help="evaluation examples per task (default 200); the rest of a "
+                                              "small task's questions are the training examples")
+    ft.add_argument("--num-fewshot", type=int)
+    ft.add_argument("--loss-task", help="task whose nats/token is the pretraining loss (default heldout_loss)")
+    ft.add_argument("--d0", type=float, help="few-shot limit the law is extrapolated to (default: the shots, >= 1)")
+    ft.add_argument("--device", help="auto, cpu, cuda, mps")
+    ft.add_argument("--no-progress", action="store_true")
+    ft.set_defaults(func=cmd_finetune_law)
     return p
 
 
@@ -478,6 +504,49 @@ def cmd_lab_train(args) -> int:
     family = train_family(_lab_config(args), args.out, progress=not args.no_progress)
     print(f"Family file: {family}  (emergence run --family {family} ...)")
     return 0
+
+
+def cmd_finetune_law(args) -> int:
+    import dataclasses
+
+    from emergence.analysis.finetune_law import MIN_AMOUNTS, emergence_prediction, prediction_markdown
+    from emergence.analysis.scaling import FitError
+    from emergence.families import Selection
+    from emergence.lab.finetune import FinetuneConfig, FinetuneError, finetune_run, finetune_table
+
+    try:
+        amounts = tuple(int(a) for a in args.amounts.split(",")) if args.amounts else None
+    except ValueError:
+        raise FinetuneError(f"--amounts takes whole numbers of examples, e.g. 0,64,256; got {args.amounts!r}") from None
+    overrides = {"amounts": amounts, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                 "train_seed": args.train_seed, "seed": args.seed, "limit": args.limit,
+                 "num_fewshot": args.num_fewshot, "loss_task": args.loss_task, "device": args.device}
+    config = dataclasses.replace(
+        FinetuneConfig(family=args.family, task=args.task, out=args.out,
+                       select=Selection(sizes=tuple(s.strip() for s in args.sizes.split(",")) if args.sizes else (),
+                                        steps=args.steps, glob=args.glob)),
+        **{k: v for k, v in overrides.items() if v is not None})
+    if sum(a > 0 for a in config.amounts) < MIN_AMOUNTS:   # fail before any training, not after it
+        raise FinetuneError(f"--amounts {','.join(map(str, config.amounts))}: an emergence law needs >= "
+                            f"{MIN_AMOUNTS} positive amounts of fine-tuning examples, e.g. 0,64,256,1024")
+    summary = finetune_run(config, progress=not args.no_progress)
+    print(f"{summary.trained} models fine-tuned, {summary.reused} reused, {len(summary.failed)} failed; "
+          f"{summary.run.evaluated} cells evaluated, {summary.run.skipped} already done, in {summary.out}")
+    for ck, amount, why in summary.failed:
+        print(f"  FAILED {ck} on {amount} examples: {why}", file=sys.stderr)
+    for ck, task, error in summary.run.failed:
+        print(f"  FAILED {ck} / {task}: {error}", file=sys.stderr)
+    d0 = args.d0 if args.d0 is not None else float(max(1, summary.shots))
+    try:
+        row = emergence_prediction(finetune_table(summary.out), task=args.task, metric=args.metric,
+                                   subtask=args.subtask, d0=d0)
+    except FitError as e:   # e.g. every cell failed: say so after the failures above
+        print(f"emergence finetune-law: no law fitted: {e}", file=sys.stderr)
+        return 1
+    text = prediction_markdown(row)
+    write_atomic(Path(summary.out) / "finetune_law.md", text)
+    print(text)
+    return 0 if summary.ok else 1
 
 
 def _lab_config(args):

@@ -1,0 +1,252 @@
+"""Emergence laws from fine-tuning: the law fit, the fine-tuning cells, resume and bad input."""
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from emergence import schema as S
+from emergence.analysis.finetune_law import (AMOUNT, emergence_prediction, fit_emergence_law,
+                                             prediction_markdown)
+from emergence.analysis.scaling import FitError
+from emergence.lab.finetune import (MANIFEST, FinetuneConfig, FinetuneError, finetune_run, finetune_table,
+                                    training_examples)
+from emergence.store import Store
+from helpers import manager
+
+TRUTH = {"k": 0.08, "alpha": 1.3, "C": 1.6}
+
+
+def _eta(D):
+    return TRUTH["C"] + TRUTH["k"] * np.log(D) ** TRUTH["alpha"]
+
+
+# ----------------------------------------------------------------------------- the law
+
+
+def test_log_power_law_recovers_the_few_shot_threshold():
+    D = np.array([16, 64, 256, 1024, 4096, 16384])
+    noise = np.random.default_rng(1).normal(0, 0.01, len(D))
+    law = fit_emergence_law(D, _eta(D) + noise, _eta(D) - 0.02, _eta(D) + 0.02, d0=1, n_boot=100)
+    assert law.form == "log_power"
+    assert abs(law.eta - TRUTH["C"]) < 0.05
+    assert law.eta_lo <= TRUTH["C"] <= law.eta_hi
+    assert abs(law.predict([4096])[0] - _eta(4096)) < 0.02
+
+
+def test_three_amounts_fix_alpha_and_two_are_refused():
+    D = np.array([64, 256, 1024])
+    truth = 1.5 + 0.05 * np.log(D)
+    law = fit_emergence_law(D, truth, d0=4, n_boot=50)
+    assert law.form == "log_linear" and law.params["alpha"] == 1.0
+    assert abs(law.eta - (1.5 + 0.05 * np.log(4))) < 1e-6
+    with pytest.raises(FitError, match=">= 3 positive amounts"):
+        fit_emergence_law(D[:2], truth[:2])
+    with pytest.raises(FitError, match="needs >= 4 amounts"):
+        fit_emergence_law(D, truth, form="log_power")
+
+
+def _synthetic_table(etas: dict, n_models=24, width=0.04, seed=0):
+    """A fine-tuning run's tidy table: base checkpoints over losses 1.4..3.4 and, per amount D,
+    exact match leaving 0 at the loss eta(D) (10% of its rise, the verdicts' onset) up to 0.9."""
+    rng = np.random.default_rng(seed)
+    losses = np.linspace(1.4, 3.4, n_models)
+    rows = []
+    for D, eta in etas.items():
+        for i, loss in enumerate(losses):
+            p = 0.9 / (1 + np.exp((loss - eta) / width + np.log(9))) if eta is not None else 0.2 * (3.4 - loss) / 2
+            rows.append({S.FAMILY: "f", S.MODEL: f"m{i}+ft{D}", S.CHECKPOINT: f"m{i}@step1+ft{D}", S.PARAMS: 1000 * (i + 1),
+                         S.TOKENS: 1e6, S.STEP: 1, S.LOSS: loss, S.TASK: "t", S.SUBTASK: "", S.METRIC: "exact_match",
+                         S.VALUE: rng.binomial(400, p) / 400, S.N: 400, S.CHANCE: 0.0, AMOUNT: D})
+    df = pd.DataFrame(rows)
+    df[S.STDERR] = np.sqrt(np.maximum(df[S.VALUE] * (1 - df[S.VALUE]), 1e-4) / df[S.N])
+    return df
+
+
+def test_prediction_on_a_synthetic_run_finds_the_extrapolated_threshold():
+    df = _synthetic_table({0: None, 64: float(_eta(64)), 256: float(_eta(256)), 1024: float(_eta(1024)),
+                           4096: float(_eta(4096))})
+    row = emergence_prediction(df, task="t", metric="exact_match", d0=1, n_boot=50)
+    assert row["status"] == "predicted", row["reason"]
+    # eta(1) lies ln(64) = 4 units of ln D below the first amount: the extrapolation is long.
+    assert abs(row["eta_pred"] - TRUTH["C"]) < 0.15
+    assert row["eta_pred_lo"] <= TRUTH["C"] <= row["eta_pred_hi"]
+    assert "Law: eta(D)" in prediction_markdown(row)
+
+
+def test_a_smooth_task_gets_no_onset_and_says_why():
+    df = _synthetic_table({0: None, 64: None, 256: None, 1024: None})
+    row = emergence_prediction(df, task="t", metric="exact_match", n_boot=10)
+    assert row["status"] == "no onset"
+    assert "0 of 3 fine-tuned amounts emergent" in row["reason"]
+    assert "no onset" in prediction_markdown(row)
+
+
+def test_a_table_without_amounts_or_losses_is_refused():
+    with pytest.raises(FitError, match="ft_examples"):
+        emergence_prediction(_synthetic_table({0: None}).drop(columns=[AMOUNT]), task="t", metric="exact_match")
+    with pytest.raises(FitError, match="--loss-task"):
+        emergence_prediction(_synthetic_table({0: None}).assign(**{S.LOSS: np.nan}), task="t", metric="exact_match")
+
+
+# ----------------------------------------------------------------------------- training data
+
+
+def _task(name):
+    from emergence.plugins import collect
+
+    return collect(manager()).tasks[name]
+
+
+def test_training_examples_share_no_prompt_with_evaluation_or_shots():
+    from emergence.run.evaluate import checked_examples
+
+    task = _task("t_add")                       # 1 shot: its few-shot pool is excluded too
+    train = training_examples(task, 300, train_seed=99, seed=5, limit=50)
+    assert len(train) == 300
+    held = {ex.prompt for ex in checked_examples(task, 5, 50)}
+    held |= {ex.prompt for ex in itertools.islice(task.examples(6), 64)}
+    assert not held & {ex.prompt for ex in train}
+
+
+def test_walk_training_examples_avoid_the_evaluated_walks():
+    from emergence_tasks.composition import walk_task
+    from emergence.run.evaluate import checked_examples
+
+    walk = walk_task()
+    train = training_examples(walk, 100, train_seed=20_000_000, seed=1234, limit=30)
+    evaluated = {ex.prompt for ex in checked_examples(walk, 1234, 30)}
+    assert len(train) == 100 and not evaluated & {ex.prompt for ex in train}
+    assert len({ex.prompt for ex in train}) == 20     # 50 walks in all: the other 20, repeated
+    with pytest.raises(FinetuneError, match="0 training examples disjoint"):
+        training_examples(walk, 10, train_seed=20_000_000, seed=1234, limit=None)
+
+
+def test_tasks_without_training_examples_are_refused():
+    from dataclasses import dataclass
+
+    from emergence.tasks import GENERATE_METRICS, ROLLING, Example, TaskBase
+
+    @dataclass(frozen=True)
+    class NoTraining(TaskBase):
+        def examples(self, seed):
+            yield Example(id="0", prompt="a", target=" b")
+
+        def train_examples(self, seed):
+            raise NotImplementedError
+
+    with pytest.raises(FinetuneError, match="has no training examples"):
+        training_examples(NoTraining(name="nt", metrics=GENERATE_METRICS), 4, train_seed=1, seed=0, limit=None)
+    class Foreign:   # a task object from another plugin, outside TaskBase
+        name, kind, num_fewshot = "foreign", "generate", 0
+
+        def examples(self, seed):
+            yield Example(id="0", prompt="a", target=" b")
+
+    with pytest.raises(FinetuneError, match="does not implement train_examples"):
+        training_examples(Foreign(), 4, train_seed=1, seed=0, limit=None)
+    with pytest.raises(FinetuneError, match="rolling"):
+        training_examples(TaskBase(name="r", kind=ROLLING), 4, train_seed=1, seed=0, limit=None)
+
+
+# ----------------------------------------------------------------------------- fine-tuning cells
+
+
+@pytest.fixture()
+def small_family(tmp_path, tokenizer):
+    from emergence.testing import build_model
+
+    root = tmp_path / "fam"
+    build_model(root / "tiny-h16@step1", hidden=16, layers=1, heads=2, context=64, tokenizer=tokenizer)
+    return root
+
+
+def _config(family, out, **kw):
+    settings = dict(amounts=(0, 8, 16), epochs=1, batch_size=8, lr=1e-3, limit=4, loss_task=None, device="cpu")
+    return FinetuneConfig(family=str(family), task="t_add", out=str(out), **{**settings, **kw})
+
+
+def test_fine_tuning_changes_weights_writes_cells_and_resumes(small_family, tmp_path):
+    out = tmp_path / "ft"
+    summary = finetune_run(_config(small_family, out), manager(), progress=False, log=lambda *a: None)
+    assert summary.trained == 2 and summary.ok and summary.run.evaluated == 3
+    models = json.loads((out / MANIFEST).read_text())["models"]
+    assert {m["ft_examples"] for m in models.values()} == {8, 16}
+    assert all(m["weight_change"] > 0 and m["seed"] == 20_000_000 for m in models.values())
+    with Store(out / "run", lock=False) as store:
+        assert {ck for ck, _ in store.done_cells()} == {"tiny-h16@step1", "tiny-h16@step1+ft8", "tiny-h16@step1+ft16"}
+    table = finetune_table(out)
+    assert sorted(table[AMOUNT].unique()) == [0, 8, 16]
+    assert (table["base_checkpoint"] == "tiny-h16@step1").all()
+
+    again = finetune_run(_config(small_family, out), manager(), progress=False, log=lambda *a: None)
+    assert again.trained == 0 and again.reused == 2
+    assert again.run.evaluated == 0 and again.run.skipped == 3
+
+
+def test_changed_training_settings_are_refused_and_nothing_is_lost(small_family, tmp_path):
+    out = tmp_path / "ft"
+    finetune_run(_config(small_family, out), manager(), progress=False, log=lambda *a: None)
+    before = (out / MANIFEST).read_text()
+    with pytest.raises(FinetuneError, match="lr 0.001 -> 0.1"):
+        finetune_run(_config(small_family, out, lr=0.1), manager(), progress=False, log=lambda *a: None)
+    assert (out / MANIFEST).read_text() == before
+
+
+def test_a_checkpoint_that_cannot_be_fine_tuned_is_a_row_saying_why(small_family, tmp_path):
+    broken = small_family / "broken@step1"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    out = tmp_path / "ft"
+    summary = finetune_run(_config(small_family, out), manager(), progress=False, log=lambda *a: None)
+    assert summary.trained == 2 and not summary.ok
+    assert {ck for ck, _, _ in summary.failed} == {"broken@step1"}
+    assert all("cannot be loaded as a causal language model" in why and "no-such-architecture" in why
+               for _, _, why in summary.failed)
+    recorded = json.loads((out / MANIFEST).read_text())["failed"]
+    assert set(recorded) == {"broken@step1+ft8", "broken@step1+ft16"}
+    with Store(out / "run", lock=False) as store:
+        assert ("tiny-h16@step1+ft16", "t_add") in store.done_cells()
+
+
+def test_the_command_refuses_too_few_amounts_before_training(tmp_path, capsys):
+    from emergence.cli import main
+
+    out = tmp_path / "ft"
+    assert main(["finetune-law", "--family", str(tmp_path), "--task", "t_add", "--amounts", "0,64",
+                 "--out", str(out)]) == 1
+    assert ">= 3 positive amounts" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_command_fine_tunes_evaluates_fits_and_resumes(small_family, tmp_path, capsys):
+    from emergence.cli import main
+
+    out = tmp_path / "ft"
+    argv = ["finetune-law", "--family", str(small_family), "--task", "add_1d", "--amounts", "0,4,8,16",
+            "--epochs", "1", "--lr", "1e-3", "--limit", "8", "--num-fewshot", "0", "--device", "cpu",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "3 models fine-tuned, 0 reused, 0 failed; 8 cells evaluated" in first
+    assert "## Emergence law: add_1d exact_match" in (out / "finetune_law.md").read_text()
+    assert main(argv) == 0
+    assert "0 models fine-tuned, 3 reused, 0 failed; 0 cells evaluated, 8 already done" in capsys.readouterr().out
+
+
+def test_frozen_weights_are_refused_with_the_checkpoint_named(small_family, tmp_path, monkeypatch):
+    import transformers
+
+    from emergence.families import Checkpoint
+    from emergence.lab.finetune import finetune_checkpoint
+
+    load = transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: load(*a, **k).requires_grad_(False))
+    ck = Checkpoint(family="f", name="tiny@step1", repo=str(small_family / "tiny-h16@step1"))
+    examples = training_examples(_task("t_add"), 4, train_seed=1, seed=0, limit=4)
+    with pytest.raises(FinetuneError, match="'tiny@step1' has no trainable floating-point weights"):
+        finetune_checkpoint(ck, examples, tmp_path / "out", FinetuneConfig(device="cpu"))
+    assert not (tmp_path / "out").exists()
