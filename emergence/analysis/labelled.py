@@ -62,20 +62,30 @@ def curve_rows(tidy: pd.DataFrame, label_row) -> pd.DataFrame:
     return out
 
 
-def detector_verdicts(labels: pd.DataFrame, tables: dict, config=None, workers: int = 1) -> pd.DataFrame:
+def listed_curves(labels: pd.DataFrame, tables: dict) -> dict:
+    """{axis: the tidy rows of every listed curve on it}, each curve its own family
+    ('<family>#<label row>'). ``tables``: {data file name: tidy frame}."""
+    out = {}
+    for axis, group in labels.groupby("axis"):
+        parts = [curve_rows(tables[r["data"]], r).assign(_row=i, **{S.FAMILY: f"{r['family']}#{i}"})
+                 for i, r in group.iterrows()]
+        out[axis] = pd.concat(parts, ignore_index=True)
+    return out
+
+
+def detector_verdicts(labels: pd.DataFrame, tables: dict, config=None, workers: int = 1,
+                      curves: dict | None = None) -> pd.DataFrame:
     """``labels`` with the detector's 'verdict' (and 'reason', 'n_points'): one ``verdicts`` call
-    per axis on exactly the listed curves. ``tables``: {data file name: tidy frame}."""
+    per axis on exactly the listed curves. ``tables``: {data file name: tidy frame};
+    ``curves``: ``listed_curves(labels, tables)`` when already selected (the sensitivity runs)."""
     from emergence.analysis.verdicts import ClassifyConfig, verdicts
 
     config = ClassifyConfig() if config is None else config
+    curves = listed_curves(labels, tables) if curves is None else curves
     out = labels.copy()
     out["verdict"], out["reason"], out["n_points"] = "", "", 0
-    for axis, group in labels.groupby("axis"):
-        parts = []
-        for i, r in group.iterrows():
-            rows = curve_rows(tables[r["data"]], r)
-            parts.append(rows.assign(_row=i, **{S.FAMILY: f"{r['family']}#{i}"}))   # one curve per listed row
-        found = verdicts(pd.concat(parts, ignore_index=True), axis=axis, config=config, workers=workers)
+    for axis, rows in curves.items():
+        found = verdicts(rows, axis=axis, config=config, workers=workers)
         for _, v in found.iterrows():
             i = int(str(v[S.FAMILY]).rsplit("#", 1)[1])
             out.loc[i, ["verdict", "reason", "n_points"]] = [v["label"], v["reason"], int(v["n_points"])]
@@ -102,11 +112,12 @@ def sensitivity(labels: pd.DataFrame, tables: dict, factors=(0.5, 2.0), workers:
 
     base = ClassifyConfig()
     scored = labels[labels["label"].isin(SCORED)]
+    curves = listed_curves(scored, tables)   # selected once for every threshold's rerun
     rows = []
     for name in SENSITIVITY:
         for f in factors:
             value = getattr(base, name) * f
-            r = score(detector_verdicts(scored, tables, replace(base, **{name: value}), workers=workers))
+            r = score(detector_verdicts(scored, tables, replace(base, **{name: value}), workers=workers, curves=curves))
             rows.append(dict(threshold=name, factor=f, value=value, accuracy=r["accuracy"],
                              false_emergent=r["false_emergent"], emergent_recall=r["emergent_recall"]))
     return pd.DataFrame(rows)
