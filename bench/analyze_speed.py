@@ -5,7 +5,8 @@ and whether its time grows linearly with the number of curves.
                                   [--report] [--validate] [--out FILE]
 
 1. The CLI, timed end to end (imports, reading ~450k rows, analysis with n_boot=100, CSVs):
-   `emergence analyze tidy/* --duplicates first` (ukp_on_emergence repeats 12 keys).
+   `emergence analyze tidy/* --duplicates first --setting-is-note` (ukp_on_emergence repeats 12 keys;
+   the tables' setting column describes the runs).
 2. Linearity: the analysis (in this process, tables read once) of a random share of the curves
    (whole (family, task, subtask, metric) groups, seed 0) at each fraction, with the time of the
    run-level resampling of the emergent curves (``significance``) beside the verdicts'; a least-squares
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="analyze-bench-"))
     exe = [sys.executable, "-m", "emergence.cli"]
     try:
-        cli = {"analyze": timed(exe + ["analyze", *tables, "--duplicates", "first", "--workers",
+        cli = {"analyze": timed(exe + ["analyze", *tables, "--duplicates", "first", "--setting-is-note", "--workers",
                                        str(args.workers), "-o", str(work / "analysis")])}
         if args.report:
             sys.path.insert(0, str(ROOT / "bench"))

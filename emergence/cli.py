@@ -137,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="rows sharing a key: stop (default), or keep the first of each")
     a.add_argument("--cutoff", type=float, help="backtest: fit on models with fewer parameters, predict the rest's "
                    "loss (backtest.csv) and where tasks emerge (onset.csv)")
+    a.add_argument("--setting-is-note", action="store_true",
+                   help="the tables' setting column describes where rows come from (as in the reference data: "
+                        "'ladder rung, token budget 10xC'), not how a task was evaluated: keep it as source_note, "
+                        "so that it does not split curves")
     a.set_defaults(func=cmd_analyze)
 
     b = sub.add_parser("backtest", help="fit every predictor below a size or compute cutoff, score it on the "
@@ -364,7 +368,7 @@ def _analyze_description() -> str:
 def cmd_analyze(args) -> int:
     from emergence.analysis.analyze import analyze, load_tables, summary, write_analysis
 
-    df = load_tables(args.tables, duplicates=args.duplicates)
+    df = load_tables(args.tables, duplicates=args.duplicates, setting_is_note=args.setting_is_note)
     axes = [a.strip() for a in args.x.split(",") if a.strip()] if args.x else None
     result = analyze(df, axes, n_boot=args.n_boot, seed=args.seed, workers=args.workers, cutoff=args.cutoff)
     first = Path(args.tables[0])

@@ -64,7 +64,7 @@ class Analysis:
                 "fits": self.fits, "not_judged": self.not_judged, **backtests}
 
 
-def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
+def load_tables(sources, *, duplicates: str = "error", setting_is_note: bool = False) -> pd.DataFrame:
     """Tidy files, or run directories (exported on the fly), as one checked table.
     ``duplicates="first"`` keeps the first of rows sharing a key (``read_tidy``); a task's metric
     with accuracies outside [0, 1] is skipped with a note, so the rest can be analysed."""
@@ -78,7 +78,7 @@ def load_tables(sources, *, duplicates: str = "error") -> pd.DataFrame:
         else:
             files.append(src)
     if files:
-        frames.append(read_tidy(files, duplicates=duplicates, invalid="skip"))
+        frames.append(read_tidy(files, duplicates=duplicates, invalid="skip", setting_is_note=setting_is_note))
     notes = [n for f in frames for n in f.attrs.get("notes", [])]
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     df.attrs["notes"] = notes
