@@ -28,6 +28,7 @@ from pathlib import Path
 
 from emergence import schema as S
 from emergence import tasks as T
+from emergence.run.importers import input_files
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +91,7 @@ def import_bigbench(paths):
 
 
 def _score_files(paths) -> list[Path]:
-    files = []
-    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
-        if p.is_dir():
-            files += sorted(p.rglob("scores_*.json"))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"No such file or folder: {p}")
-    files = list(dict.fromkeys(files))   # a file named twice (itself and its folder) is read once
-    if not files:
-        raise FileNotFoundError(f"No BIG-bench scores_*.json files in {', '.join(map(str, paths))}")
-    return files
+    return input_files(paths, lambda folder: folder.rglob("scores_*.json"), "BIG-bench scores_*.json files")
 
 
 def _read(path: Path) -> dict:

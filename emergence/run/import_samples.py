@@ -28,7 +28,8 @@ from emergence import metrics as M
 from emergence import schema as S
 from emergence import tasks as T
 # Shared with the results importer, so that both name checkpoints and tasks the same way.
-from emergence.run.importers import _checkpoint, _group_roots, _read_results, _shown, _task_subtask, _version
+from emergence.run.importers import (_checkpoint, _group_roots, _read_results, _shown, _task_subtask, _version,
+                                     input_files)
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +149,11 @@ def _counted_params(data: dict, path: Path) -> int | None:
 def _samples_files(paths) -> list[Path]:
     """Files as given; in folders, ``samples_<task>_<date>.jsonl`` and (lm-eval 0.4.0-0.4.2)
     any ``*.jsonl`` beside a ``results*.json``."""
-    files = []
-    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*.json*") if SAMPLES_NAME.match(f.name)
-                            or (f.suffix == ".jsonl" and any(f.parent.glob("results*.json"))))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"No such file or folder: {p}")
-    files = list(dict.fromkeys(files))   # a file named twice (itself and its folder) is read once
-    if not files:
-        raise FileNotFoundError(f"No lm-eval samples_<task>_<date>.jsonl files in {', '.join(map(str, paths))}")
-    return files
+    def found_in(folder):
+        return (f for f in folder.rglob("*.json*") if SAMPLES_NAME.match(f.name)
+                or (f.suffix == ".jsonl" and any(f.parent.glob("results*.json"))))
+
+    return input_files(paths, found_in, "lm-eval samples_<task>_<date>.jsonl files")
 
 
 def _results_path(path: Path) -> tuple[str, Path]:

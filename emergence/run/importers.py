@@ -99,18 +99,26 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
     return df
 
 
-def _json_files(paths) -> list[Path]:
+def input_files(paths, found_in, what: str) -> list[Path]:
+    """The files an importer reads: files as given, and in folders ``found_in(folder)`` (sorted);
+    a file named twice (itself and its folder) is read once. ``what`` names them in the error
+    when there are none."""
     files = []
     for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
         if p.is_dir():
-            files += sorted(p.rglob("*.json"))
+            files += sorted(found_in(p))
         elif p.is_file():
             files.append(p)
         else:
             raise FileNotFoundError(f"No such file or folder: {p}")
+    files = list(dict.fromkeys(files))
     if not files:
-        raise FileNotFoundError(f"No .json files in {', '.join(map(str, paths))}")
+        raise FileNotFoundError(f"No {what} in {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}")
     return files
+
+
+def _json_files(paths) -> list[Path]:
+    return input_files(paths, lambda folder: folder.rglob("*.json"), ".json files")
 
 
 def _read_results(path: Path) -> dict:
