@@ -157,7 +157,8 @@ def curve_arrays(df, rows, axis, warmup_fraction: float = ClassifyConfig().warmu
     for c in (S.SUBTASK, S.SETTING):   # text keys: empty, missing and NaN (a CSV read back) are one value
         if c in data:
             data[c] = data[c].astype(object).where(data[c].notna(), "").astype(str)
-    data[S.SUBTASK] = data[S.SUBTASK] if S.SUBTASK in data else ""
+    if S.SUBTASK not in data:
+        data[S.SUBTASK] = ""
     if axis in (S.PARAMS, S.PARAMS_NONEMBED) and S.STEP in data and S.MODEL in data and data[S.STEP].notna().any():
         last = data.groupby([S.FAMILY, S.MODEL], dropna=False)[S.STEP].transform("max")
         data = data[(data[S.STEP] == last) | last.isna()]
@@ -167,7 +168,8 @@ def curve_arrays(df, rows, axis, warmup_fraction: float = ClassifyConfig().warmu
     for c in (S.SUBTASK, S.SETTING):
         if c in want:
             want[c] = want[c].astype(object).where(want[c].notna(), "").astype(str)
-    want[S.SUBTASK] = want[S.SUBTASK] if S.SUBTASK in want else ""
+    if S.SUBTASK not in want:
+        want[S.SUBTASK] = ""
     want["_row"] = np.arange(len(rows))
     data = data.merge(want, on=keys, how="inner").sort_values("_row", kind="stable")
     which = data["_row"].to_numpy()
