@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--duplicates", choices=("error", "first"), default="error",
                    help="lm-eval: a result in two files with different values: stop (default), or keep the first "
                         "file's (identical ones are always kept once, with a note)")
+    i.add_argument("--setting", default="",
+                   help="lm-eval, lm-eval-samples: how these files were evaluated (a prompt variant, an answer "
+                        "format such as mc), written on every row; curves of different settings never mix")
     i.set_defaults(func=cmd_import)
 
     a = sub.add_parser("analyze", help="fits, emergence verdicts and metric audits of tidy tables or run directories",
@@ -332,12 +335,14 @@ def _imported(args):
     """The tidy table of ``emergence import``, checked as ``analyze`` will read it."""
     if args.source != "lm-eval" and (args.meta or args.duplicates != "error"):
         raise ValueError(f"--meta and --duplicates apply to lm-eval result files, not {args.source}")
-    if args.family and args.source == "bigbench":
-        raise ValueError("--family does not apply to bigbench: its score files name their model family")
+    if (args.family or args.setting) and args.source == "bigbench":
+        raise ValueError("--family and --setting do not apply to bigbench: its score files name their model "
+                         "family, and its subtasks are its settings")
     if args.source == "lm-eval":
         from emergence.run.importers import import_lmeval
 
-        return import_lmeval(args.paths, family=args.family, meta=args.meta, duplicates=args.duplicates, strict=True)
+        return import_lmeval(args.paths, family=args.family, meta=args.meta, duplicates=args.duplicates, strict=True,
+                             setting=args.setting)
     from emergence.tidy import check_tidy
 
     if args.source == "bigbench":
@@ -347,7 +352,7 @@ def _imported(args):
     else:
         from emergence.run.import_samples import import_lmeval_samples
 
-        df = import_lmeval_samples(args.paths, family=args.family)
+        df = import_lmeval_samples(args.paths, family=args.family, setting=args.setting)
     check_tidy(df, source=", ".join(args.paths))  # refused here, before anything is written
     return df
 

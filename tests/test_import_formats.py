@@ -399,7 +399,7 @@ def test_bad_input_leaves_the_output_as_it_was(tmp_path, capsys):
     assert main(["import", "lm-eval-samples", str(SAMPLES), "-o", str(out)]) == 1
     assert "--family" in capsys.readouterr().err and out.read_text() == "old\n"
     assert main(["import", "bigbench", str(BIGBENCH), "--family", "x", "-o", str(out)]) == 1
-    assert "--family does not apply to bigbench" in capsys.readouterr().err
+    assert "--family and --setting do not apply to bigbench" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- the tidy template

@@ -64,6 +64,23 @@ def test_a_folder_of_zero_and_five_shot_files_imports_as_one_table():
     assert arc.loc[arc[S.N_SHOT] == 5, S.VALUE].item() == five["results"]["arc_easy"]["acc"]
 
 
+def test_setting_names_how_the_files_were_evaluated_and_keeps_their_curves_apart(tmp_path):
+    from emergence.cli import main
+
+    plain, mc = import_lmeval([FIXTURE / "pythia-160m"]), import_lmeval([FIXTURE / "pythia-160m"], setting=" mc ")
+    assert set(mc[S.SETTING]) == {"mc"} and mc.drop(columns=[S.SETTING]).equals(plain.drop(columns=[S.SETTING]))
+    both = pd.concat([plain, mc], ignore_index=True)
+    from emergence.analysis.verdicts import verdicts
+
+    v = verdicts(both[both[S.METRIC] == "acc"], "tokens", workers=1)
+    assert set(v[S.SETTING]) == {"", "mc"} and (v.groupby(S.SETTING).size() == len(v) // 2).all()
+    with pytest.raises(ValueError, match="--setting must be one line"):
+        import_lmeval([FIXTURE / "pythia-160m"], setting="a\nb")
+    out = tmp_path / "mc.csv"
+    assert main(["import", "lm-eval", str(FIXTURE / "pythia-160m"), "--setting", "mc", "-o", str(out)]) == 0
+    assert set(read_tidy([out])[S.SETTING]) == {"mc"}
+
+
 @pytest.mark.skipif(not PYTHIA_RAW.is_dir(), reason="no ../shared/reference-data")
 def test_a_published_pythia_model_folder_imports_as_one_table():
     df = import_lmeval([PYTHIA_RAW / "pythia-160m"], strict=True)   # 27 zero-shot and 15 five-shot files

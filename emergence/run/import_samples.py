@@ -29,7 +29,7 @@ from emergence import schema as S
 from emergence import tasks as T
 # Shared with the results importer, so that both name checkpoints and tasks the same way.
 from emergence.run.importers import (_checkpoint, _group_roots, _read_results, _shown, _task_subtask, _version,
-                                     input_files)
+                                     checked_setting, input_files)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ CONTINUOUS_METRICS = {
 }
 
 
-def import_lmeval_samples(paths, registry=None, family: str | None = None):
+def import_lmeval_samples(paths, registry=None, family: str | None = None, setting: str = ""):
     """The tidy table of lm-eval per-sample files (files, or folders searched for
     ``samples_*.jsonl``), one row per checkpoint, task, filter and metric of
     :data:`CONTINUOUS_METRICS`: the mean over documents, its standard error and n.
@@ -58,7 +58,8 @@ def import_lmeval_samples(paths, registry=None, family: str | None = None):
     A metric under a filter other than ``none`` is named like lm-eval's results
     (``prob_correct,<filter>``). Checkpoints are matched to registered families as in
     :func:`emergence.run.importers.import_lmeval`; ``family`` names the family of models no
-    registered family lists (else an error: a table without families is one ``analyze`` refuses).
+    registered family lists (else an error: a table without families is one ``analyze`` refuses);
+    ``setting`` (``--setting``) names how the files were evaluated, on every row.
     """
     import pandas as pd
 
@@ -86,6 +87,7 @@ def import_lmeval_samples(paths, registry=None, family: str | None = None):
                 group["versions"].add(base[S.TASK_VERSION])
     rows += _group_rows(groups, skipped)
     df = _frame(pd, rows)
+    df[S.SETTING] = checked_setting(setting)   # how these files were evaluated, as the caller names it
     df.attrs["notes"] = _notes(skipped)
     for note in df.attrs["notes"]:
         log.warning("%s", note)

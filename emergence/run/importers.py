@@ -32,7 +32,7 @@ REPO_ALIASES = ((re.compile(r"^EleutherAI/pythia-v1\.1-", re.I), "EleutherAI/pyt
 
 
 def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None, duplicates: str = "error",
-                  strict: bool = False):
+                  strict: bool = False, setting: str = ""):
     """The tidy table of lm-eval result JSON files (files or folders searched for ``*.json``).
 
     Model and revision come from ``config.model_args`` (``pretrained=org/name,revision=step3000``)
@@ -49,7 +49,9 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
     older files); ``metric_kind`` is 'discontinuous' for lm-eval's all-or-nothing metrics (acc,
     acc_norm, exact_match, ...) and empty otherwise, left to the analysis's name rules.
     ``n_shot`` is the file's ``n-shot`` of the task (0.4), else its ``configs.<task>.num_fewshot``,
-    else ``config.num_fewshot`` (0.3 and 0.4); ``setting`` is empty (lm-eval's default prompt).
+    else ``config.num_fewshot`` (0.3 and 0.4); ``setting`` is the caller's name for how these
+    files were evaluated (``--setting``: a prompt variant, an answer format such as ``mc``), on
+    every row; empty = lm-eval's default prompt.
     Files of several settings (zero- and five-shot) make one table. The same checkpoint, task,
     metric and setting twice is kept once, with a note, when both files give the same value and
     stderr; with different ones it is an error naming both files, or (``duplicates="first"``) the
@@ -60,6 +62,7 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
 
     if duplicates not in ("error", "first"):
         raise ValueError(f"duplicates must be 'error' or 'first', not {duplicates!r}")
+    setting = checked_setting(setting)
     if registry is None:
         from emergence.plugins import collect, plugin_manager
 
@@ -86,7 +89,7 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
                          S.FLOPS: ck.training_flops, S.LOSS: None, S.TASK: task, S.SUBTASK: subtask,
                          S.METRIC: metric, S.VALUE: value, S.STDERR: stderr, S.N: n, S.CHANCE: chance,
                          S.METRIC_KIND: T.DISCONTINUOUS if base in DISCRETE_METRICS else None,
-                         S.HIGHER_IS_BETTER: better, S.TASK_VERSION: version, S.N_SHOT: shots, S.SETTING: ""})
+                         S.HIGHER_IS_BETTER: better, S.TASK_VERSION: version, S.N_SHOT: shots, S.SETTING: setting})
     if unknown and not strict:
         log.warning("No registered family has %s; imported with empty params and tokens (give --family and --meta)",
                     ", ".join(sorted(unknown)))
@@ -97,6 +100,14 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
     for note in df.attrs["notes"]:
         log.warning("%s", note)
     return df
+
+
+def checked_setting(setting) -> str:
+    """The ``--setting`` text, stripped; one line of text or an error naming it."""
+    text = "" if setting is None else str(setting).strip()
+    if "\n" in text or "\r" in text:
+        raise ValueError(f"--setting must be one line of text, not {setting!r}")
+    return text
 
 
 def input_files(paths, found_in, what: str) -> list[Path]:
