@@ -145,6 +145,11 @@ def test_curves_never_mix_settings():
     grid = glance(v.assign(axis="params"))
     assert grid["settings"]        # a grid row per setting (these 5-point curves are undetermined: hidden)
     assert sorted(r["setting"] for r in verdict_rows(v)) == ["0-shot", "5-shot", "5-shot, mc"]
+    from emergence.report.tables import audit_rows
+
+    audit = pd.DataFrame({S.FAMILY: "f", S.TASK: "t", S.N_SHOT: [0, 5], S.SETTING: ["", "mc"], "axis": "params",
+                          "label": "none", "reason": ""})
+    assert [r["setting"] for r in audit_rows(audit)] == ["0-shot", "5-shot, mc"]   # the audit says which setting
     assert not glance(v.drop(columns=list(S.SETTING_KEYS)).assign(axis="params"))["settings"]
 
 

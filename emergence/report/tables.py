@@ -134,7 +134,8 @@ def audit_rows(audit: pd.DataFrame) -> list:
         return []
     order = {k: i for i, k in enumerate(AUDIT_COLOURS)}
     a = _clean(audit).assign(_o=audit["label"].map(order)).sort_values(["_o", S.FAMILY, S.TASK, "axis"], kind="stable")
-    return [{"family": r[S.FAMILY], "task": r[S.TASK], "axis": _text(r.get("axis")), "label": r["label"],
+    return [{"family": r[S.FAMILY], "task": r[S.TASK], "setting": setting_label(r), "axis": _text(r.get("axis")),
+             "label": r["label"],
              "colour": AUDIT_COLOURS.get(r["label"], "#FFFFFF"), "reason": _text(r.get("reason")),
              "discontinuous": _clip(_text(r.get("discontinuous"))), "continuous": _clip(_text(r.get("continuous")))}
             for r in a.to_dict("records")]
