@@ -22,7 +22,7 @@ from emergence.report import plotting as P
 from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
 from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
-                                     audit_rows, coverage, fit_rows, glance, outlier_checkpoints, outlier_rule, setting_text,
+                                     audit_rows, coverage, fit_rows, glance, outlier_checkpoints, outlier_rule,
                                      setting_label, trimming_rows, verdict_rows)
 from emergence.tidy import fill_chance
 
@@ -290,7 +290,7 @@ def _primary(t):
         top = key.value_counts().index[0]
         t = t[key == top]
         setting = {c: t[c].iloc[0] for c in cols}
-        setting["label"] = ", ".join(t for t in (setting_text(c, setting[c]) for c in cols) if t)
+        setting["label"] = setting_label(setting, cols)
     subs = t[S.SUBTASK]
     sub = "" if (subs == "").any() else subs.value_counts().index[0]
     rows = t[subs == sub]

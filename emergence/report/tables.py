@@ -113,9 +113,10 @@ def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_r
                     "linearity": _fmt(r.get("linearity"), 3), "wei": _text(r.get("wei_emergent"))})
     return out
 
-def setting_label(row) -> str:
-    """'5-shot, mc' for a curve's n_shot and setting; '' for an unknown count and the default."""
-    return ", ".join(t for t in (setting_text(c, row.get(c)) for c in S.SETTING_KEYS) if t)
+def setting_label(row, columns=S.SETTING_KEYS) -> str:
+    """'5-shot, mc' for a curve's n_shot and setting (``columns`` of ``row``); '' for an unknown
+    count and the default."""
+    return ", ".join(t for t in (setting_text(c, row.get(c)) for c in columns) if t)
 
 
 def fit_rows(fits: pd.DataFrame) -> list:
@@ -319,10 +320,9 @@ def _setting_labels(df, settings):
     once per distinct combination (a table has few)."""
     if not settings:
         return pd.Series("", index=df.index)
-    codes, combos = pd.factorize(pd.MultiIndex.from_frame(df[settings].astype(str)))
-    first = df[settings].iloc[[int(np.argmax(codes == c)) for c in range(len(combos))]]
-    text = [", ".join(t for t in (setting_text(c, v) for c, v in zip(settings, row)) if t)
-            for row in first.itertuples(index=False, name=None)]
+    codes, _ = pd.factorize(pd.MultiIndex.from_frame(df[settings].astype(str)))
+    first = df[settings].iloc[pd.Series(codes).drop_duplicates().index]   # each code where first seen, in code order
+    text = [setting_label(r, settings) for r in first.to_dict("records")]
     return pd.Series(np.asarray(text, dtype=object)[codes], index=df.index)
 
 def setting_text(column, value) -> str:
