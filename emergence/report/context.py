@@ -40,13 +40,14 @@ def report_context(df: pd.DataFrame, analysis: Analysis, *, fig_dir=None, predic
     shown = tasks[:config.max_tasks]
     law = law_curves(df, analysis.fits)
     jobs = []
-    panels = F.loss_panels(F.checkpoints(df).dropna(subset=[S.LOSS, S.PARAMS])) if _has(df, S.LOSS) else []
+    ck = F.checkpoints(df) if _has(df, S.LOSS) else None
+    panels = F.loss_panels(ck.dropna(subset=[S.LOSS, S.PARAMS])) if ck is not None else []
     if _has(df, S.PARAMS) and panels:
         n_fam = df.loc[df[S.LOSS].notna(), S.FAMILY].nunique()
         caption = _scaling_caption(law, panels) + (f" Rows: the {F.MAX_PANELS} of {n_fam} families with most models."
                                            if n_fam > F.MAX_PANELS else "")
         jobs.append(FigureJob("loss-scaling", "Held-out loss vs parameters, tokens and compute", caption,
-                         "loss_scaling_figure", (F.checkpoints(df), None if law.empty else law)))
+                         "loss_scaling_figure", (ck, None if law.empty else law)))
     outliers = outlier_checkpoints(df)
     trimming = earliest_checkpoints(df, workers=config.workers) if config.trimming else None
     sections = [_task_jobs(df, df[df[S.TASK] == task], v, analysis.composites, task, i, outliers)
