@@ -106,8 +106,6 @@ ONSET_CAPTION = (
 
 def _any_setting(verdicts: pd.DataFrame) -> bool:
     """Whether any curve has a known few-shot count or a setting: then the tables show the column."""
-    if verdicts.empty:
-        return False
     return any(setting_label(r) for r in verdicts.reindex(columns=list(S.SETTING_KEYS)).drop_duplicates()
                .to_dict("records"))
 
