@@ -56,7 +56,7 @@ def setting_columns(df: pd.DataFrame) -> list:
     model (e.g. a ladder rung's recipe written as its setting) describes the model and is not
     split on."""
     out = []
-    for col in ("n_shot", "setting"):
+    for col in S.SETTING_KEYS:
         if col in df.columns and df[col].notna().any():
             per = df.assign(_v=df[col].astype(str)).groupby([S.FAMILY, S.MODEL, S.TASK])["_v"].nunique()
             if (per > 1).any():

@@ -48,7 +48,7 @@ def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
     kinds = kinds_of(v)  # the verdicts' metric_kind (what the tasks declared), else the name rule
     order = {t: i for i, t in enumerate(tasks or [])}
     # a curve per evaluation setting where the verdicts have several: a row each
-    settings = [c for c in ("n_shot", "setting") if c in v.columns and v[c].astype(str).nunique() > 1]
+    settings = [c for c in S.SETTING_KEYS if c in v.columns and v[c].astype(str).nunique() > 1]
     if settings:
         v = v.assign(_setting=_setting_labels(v, settings))
     return {"axes": [_axis_grid(v[v["axis"] == a], a, kinds, order, max_rows, bool(settings)) for a in axes],
