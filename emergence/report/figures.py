@@ -399,6 +399,3 @@ def onset_figure(onset: pd.DataFrame) -> Figure:
         ax2.set_title("... and size, at the family's recipe", fontsize=P.TEXT_PT)
         P.layout(fig, np.array([[ax, ax2]]), (3.0, 0.3 * len(o) + 0.3), left=0.4 + P.width_in(label, P.TEXT_PT), wgap=0.3)
     return fig
-
-
-# ---- data helpers used by the report too -----------------------------------------------------
