@@ -42,6 +42,5 @@ def fitted_line(df: pd.DataFrame, row: dict, *, points: int = 120, config: Class
 
 
 def _same(a, b, rtol=1e-6):
-    a = float("nan") if a is None else float(a)
-    b = float("nan") if b is None else float(b)
-    return (np.isnan(a) and np.isnan(b)) or bool(np.isclose(a, b, rtol=rtol, atol=1e-9))
+    a, b = (np.nan if x is None else float(x) for x in (a, b))
+    return bool(np.isclose(a, b, rtol=rtol, atol=1e-9, equal_nan=True))
