@@ -167,7 +167,6 @@ def markdown(times, args, argv, load, mismatches) -> str:
 
     import torch
 
-    ratios = {clock: [t[k] / o[k] for o, t in zip(times["ours"], times["lm-eval"])] for k, clock in enumerate(("wall", "cpu"))}
     header = (
         f"{args.checkpoints} local GPT-NeoX checkpoints (hidden {SIZES[0][0]}-{SIZES[args.checkpoints - 1][0]}) x "
         f"tasks {args.tasks.replace(',', ', ')}, {args.limit} examples each; batch size {BATCH} and "
@@ -176,11 +175,11 @@ def markdown(times, args, argv, load, mismatches) -> str:
         f"before / after: {load[0]:.1f} / {load[1]:.1f}. Command: `python bench/family_sweep.py {' '.join(argv)}`.")
     lines = [header, "", "| | ours (`emergence run`) | lm-eval (`HFLM` + `simple_evaluate` per checkpoint) "
              "| ratio: median (range) |", "|---|---:|---:|---:|"]
-    for k, clock in enumerate(("wall", "cpu")):
+    for k, clock in enumerate(("wall", "CPU")):
         o = statistics.median(t[k] for t in times["ours"])
         t_ = statistics.median(t[k] for t in times["lm-eval"])
-        r = ratios[clock]
-        lines.append(f"| {'wall' if clock == 'wall' else 'CPU'} seconds | {o:.1f} | {t_:.1f} | "
+        r = [b[k] / a[k] for a, b in zip(times["ours"], times["lm-eval"])]   # lm-eval / ours, per repetition
+        lines.append(f"| {clock} seconds | {o:.1f} | {t_:.1f} | "
                      f"**{statistics.median(r):.2f}x** ({min(r):.2f}-{max(r):.2f}) |")
     agree = ("every (checkpoint, task) scored by both; exact match and accuracy equal, mean gold "
              "log-likelihood within 1e-4 nats, in every cell"

@@ -374,7 +374,7 @@ def cmd_analyze(args) -> int:
     from emergence.analysis.analyze import analyze, load_tables, summary, write_analysis
 
     df = load_tables(args.tables, duplicates=args.duplicates, setting_is_note=args.setting_is_note)
-    axes = [a.strip() for a in args.x.split(",") if a.strip()] if args.x else None
+    axes = _names(args.x)
     result = analyze(df, axes, n_boot=args.n_boot, seed=args.seed, workers=args.workers, cutoff=args.cutoff)
     first = Path(args.tables[0])
     out = Path(args.output) if args.output else (first if first.is_dir() else first.parent) / "analysis"
@@ -388,12 +388,9 @@ def cmd_backtest(args) -> int:
     from emergence.analysis.analyze import load_tables
     from emergence.analysis.backtest import BacktestConfig, backtest, markdown, write_backtest
 
-    def names(v):
-        return [x.strip() for x in v.split(",") if x.strip()] if v else None
-
-    config = BacktestConfig(cutoff=args.cutoff, by=args.by, predictors=names(args.predictors), pool=args.pool,
-                            task_loss=args.task_loss, metrics=names(args.metrics), tasks=names(args.tasks),
-                            benchmarks=names(args.benchmarks), n_boot=args.n_boot, seed=args.seed)
+    config = BacktestConfig(cutoff=args.cutoff, by=args.by, predictors=_names(args.predictors), pool=args.pool,
+                            task_loss=args.task_loss, metrics=_names(args.metrics), tasks=_names(args.tasks),
+                            benchmarks=_names(args.benchmarks), n_boot=args.n_boot, seed=args.seed)
     df = load_tables(args.tables, duplicates=args.duplicates)
     table = backtest(df, **config.options())
     written = write_backtest(table, args.output, config)
@@ -556,6 +553,11 @@ def cmd_finetune_law(args) -> int:
     write_atomic(Path(summary.out) / "finetune_law.md", text)
     print(text)
     return 0 if summary.ok else 1
+
+
+def _names(value):
+    """A comma-separated option as a list of names; None where it was not given."""
+    return [x.strip() for x in value.split(",") if x.strip()] if value else None
 
 
 def _lab_config(args):

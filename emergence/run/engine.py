@@ -365,20 +365,15 @@ class HFEngine(LM):
     def _greedy_tokens(self, hidden, head):
         """The first maximum of the output layer on one position per row, a slice of rows at a
         time into a buffer that every step reuses (a fresh one pays its page faults each time)."""
-        if not _plain_layer(head, hidden):
-            return torch.cat([logits.max(dim=-1).indices for logits in _head_slices(hidden, head)])
-        rows = min(len(hidden), max(1, _SLICE_FLOATS // head.out_features))
-        buffer = self._step_buffer
-        if buffer is None or len(buffer) < rows or buffer.shape[1] != head.out_features or buffer.device != hidden.device:
-            buffer = self._step_buffer = hidden.new_empty((rows, head.out_features))
-        weight = self._head_columns(head)
-        tokens = []
-        for h in hidden.split(rows):
-            logits = torch.mm(h, weight, out=buffer[: len(h)])
-            if head.bias is not None:
-                logits.add_(head.bias)
-            tokens.append(logits.max(dim=-1).indices)
-        return torch.cat(tokens)
+        buffer = weight = None
+        if _plain_layer(head, hidden):
+            rows = _slice_rows(hidden, head)
+            buffer = self._step_buffer
+            if (buffer is None or len(buffer) < rows or buffer.shape[1] != head.out_features
+                    or buffer.device != hidden.device):
+                buffer = self._step_buffer = hidden.new_empty((rows, head.out_features))
+            weight = self._head_columns(head)
+        return torch.cat([logits.max(dim=-1).indices for logits in _head_slices(hidden, head, buffer, weight)])
 
     def _head_columns(self, head):
         """The output layer's weight as (hidden, vocabulary). On CPU a contiguous copy, made once:
@@ -521,16 +516,25 @@ def _head_scores(hidden, head, target, greedy=True):
 _SLICE_FLOATS = 1 << 24
 
 
-def _head_slices(hidden, head):
-    rows = max(1, min(len(hidden), _SLICE_FLOATS // head.out_features))
-    weight, bias = head.weight, head.bias
-    buffer = hidden.new_empty((rows, head.out_features)) if _plain_layer(head, hidden) else None
+def _head_slices(hidden, head, buffer=None, weight=None):
+    """The output layer's float32 logits, a slice of rows at a time. A caller that reuses them
+    from call to call passes the buffer (a plain layer only, at least a slice's rows) and the
+    weight as (hidden, vocabulary); otherwise a plain layer gets a fresh buffer and the
+    weight's transposed view."""
+    rows = _slice_rows(hidden, head)
+    if buffer is None and _plain_layer(head, hidden):
+        buffer = hidden.new_empty((rows, head.out_features))
+    weight = head.weight.t() if weight is None else weight
     for h in hidden.split(rows):
         if buffer is None:
             yield head(h).float()
             continue
-        part = torch.mm(h, weight.t(), out=buffer[: len(h)])
-        yield part if bias is None else part.add_(bias)
+        part = torch.mm(h, weight, out=buffer[: len(h)])
+        yield part if head.bias is None else part.add_(head.bias)
+
+
+def _slice_rows(hidden, head) -> int:
+    return max(1, min(len(hidden), _SLICE_FLOATS // head.out_features))
 
 
 def _plain_layer(layer, hidden) -> bool:
