@@ -13,7 +13,7 @@
 3. Scores each prediction against the truth (targets: eta within 0.05 nats, N_c within 2x, the
    interval covering the truth) and checks that the smooth control ``add_1d`` gets no onset.
 
-Writes a markdown report (default: print it). ``--quick`` is the reduced version the tests run.
+Writes a markdown report (default: print it). ``--quick``: fewer checkpoints and amounts.
 """
 
 import argparse
@@ -85,12 +85,14 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     tables = {c.task: finetune_table(c.out) for c in configs}
+    finals = loss_points(base)
+    law = fit_size_law(finals[S.PARAMS].to_numpy(float), finals[S.LOSS].to_numpy(float), n_boot=100, workers=1)
     sections = []
     for cutoff in cutoffs:
         for task in TASKS:
             small = tables[task][tables[task][S.PARAMS] < cutoff]
             sections.append((cutoff, task, emergence_prediction(small, task=task, metric=METRIC, d0=1.0),
-                             _truth(base, task, cutoff), _shift(tables[task], task, cutoff)))
+                             _truth(base, finals, law, task, cutoff), _shift(tables[task], task, cutoff)))
         ctrl = tables[CONTROL][tables[CONTROL][S.PARAMS] < cutoff]
         sections.append((cutoff, CONTROL, emergence_prediction(ctrl, task=CONTROL, metric=METRIC, d0=1.0),
                          None, None))
@@ -110,15 +112,14 @@ def _finetune(config):
     return {"trained": s.trained, "reused": s.reused, "failed": len(s.failed), "evaluated": s.run.evaluated}
 
 
-def _truth(base, task, cutoff) -> dict:
+def _truth(base, finals, law, task, cutoff) -> dict:
     """The task's measured onset: the threshold verdict on the loss axis over every checkpoint of
-    every size, N_c where the whole family's size law reaches it, and the sizes whose final
-    checkpoints straddle it; and the same verdict from the small models alone, without fine-tuning."""
+    every size, N_c where the whole family's size law (``law``, fitted on ``finals``) reaches it,
+    and the sizes whose final checkpoints straddle it; and the same verdict from the small models
+    alone, without fine-tuning."""
     curve = base[(base[S.TASK] == task) & (base[S.SUBTASK] == "") & (base[S.METRIC] == METRIC)].dropna(subset=[S.LOSS])
     full = classify(curve, axis=S.LOSS)
     small = curve[curve[S.PARAMS] < cutoff]
-    finals = loss_points(base)
-    law = fit_size_law(finals[S.PARAMS].to_numpy(float), finals[S.LOSS].to_numpy(float), n_boot=100, workers=1)
     out = {"label": full.label, "eta": full.evidence.eta, "eta_lo": full.evidence.eta_lo,
            "eta_hi": full.evidence.eta_hi, "small_label": classify(small, axis=S.LOSS).label,
            "small_best": float(small[S.VALUE].max()), "small_min_loss": float(small[S.LOSS].min())}

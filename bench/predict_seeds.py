@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emergence.analysis.predict import olmo_ladder_validation
+from emergence.analysis.predict import DEV_TARGET, OLMO_TARGETS, olmo_ladder_validation
 from emergence.analysis.validate import default_reference_dir
 from emergence.analysis.validate_predictions import read_olmo_ladder
 
@@ -49,8 +49,9 @@ def main(argv=None):
     for r in summary.itertuples():
         sd = "" if pd.isna(r.sd) else f"{r.sd:.2f}"
         lines.append(f"| {r.n_boot} | {r.target} | {r.mean:.2f} | {sd} | {r.seeds} | {r.seconds:.1f} |")
-    dev = summary[summary["target"] == "7B-4T"].sort_values("mean").iloc[0]
-    lines += ["", f"Chosen on the development target 7B-4T: n_boot = {int(dev.n_boot)} (MAE {dev['mean']:.2f}).",
+    dev_label = OLMO_TARGETS[DEV_TARGET][0]
+    dev = summary[summary["target"] == dev_label].sort_values("mean").iloc[0]
+    lines += ["", f"Chosen on the development target {dev_label}: n_boot = {int(dev.n_boot)} (MAE {dev['mean']:.2f}).",
               "", "Per seed:", "", "```", table.to_string(index=False), "```", ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))

@@ -50,7 +50,7 @@ class BacktestConfig:
     seed: int = 0
 
     def options(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+        return dict(self.__dict__)
 
 
 def write_backtest(table: pd.DataFrame, out_dir, config: BacktestConfig) -> list:
@@ -220,7 +220,7 @@ def _rows(p: Problem, name: str, fn, level: float, by: str) -> list:
     targets = p.test.to_dict("records")
     try:
         fc = fn(p)
-        status, reason = ("ok", "") if not fc.note else ("ok", fc.note)
+        status, reason = "ok", fc.note
     except CannotPredict as e:
         fc, status, reason = None, "not run", str(e)
     rows = []

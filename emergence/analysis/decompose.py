@@ -120,9 +120,7 @@ def backtest_composite(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, s
     keys = [S.FAMILY, S.TASK] + [k for k in extra_keys if k in df.columns]
     for r in fit_all.to_dict("records"):
         key = {k: r[k] for k in keys}
-        fitted = train
-        for k, v in key.items() if not train.empty else ():
-            fitted = fitted[fitted[k] == v] if pd.notna(v) else fitted[fitted[k].isna()]
+        fitted = _select(train, key) if not train.empty else train
         held = _composite_points(df[~small], key, subtask_metric, composite_metric)
         row = {**key, "k": r["k"], "k_eff_all": r["k_eff"], "rmse_descriptive": r["rmse_fitted"]}
         if fitted.empty or held is None:
@@ -261,9 +259,7 @@ def _with_subtask(df):
 def _composite_points(df, key, subtask_metric, composite_metric):
     """(sub-task accuracies (k, checkpoints), composite) of one (family, task) in ``df``, or None
     with fewer than 2 checkpoints that have both."""
-    g = _with_subtask(df)
-    for k, v in key.items():
-        g = g[g[k] == v] if pd.notna(v) else g[g[k].isna()]
+    g = _select(_with_subtask(df), key)
     ckpt = [c for c in (S.CHECKPOINT, S.MODEL, S.STEP) if c in g.columns and g[c].notna().any()]
     subs = g[(g[S.SUBTASK] != "") & (g[S.METRIC] == subtask_metric)]
     comp = g[(g[S.SUBTASK] == "") & (g[S.METRIC] == composite_metric)].groupby(ckpt)[S.VALUE].mean()
@@ -274,6 +270,13 @@ def _composite_points(df, key, subtask_metric, composite_metric):
     if len(common) < 2:
         return None
     return wide.loc[common].to_numpy(float).T, comp.loc[common].to_numpy(float)
+
+
+def _select(df, key):
+    """The rows of ``df`` with every column of ``key`` at its value (NaN matching NaN)."""
+    for k, v in key.items():
+        df = df[df[k] == v] if pd.notna(v) else df[df[k].isna()]
+    return df
 
 
 def _rms(e):

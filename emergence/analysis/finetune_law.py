@@ -138,6 +138,30 @@ def emergence_prediction(df: pd.DataFrame, *, task: str, metric: str, subtask: s
     return row
 
 
+def prediction_markdown(row: dict) -> str:
+    """The prediction as Markdown: thresholds per amount, the law and the few-shot extrapolation."""
+    lines = [f"## Emergence law: {row[S.TASK]} {row[S.SUBTASK] + ' ' if row[S.SUBTASK] else ''}{row[S.METRIC]}", "",
+             "| fine-tuning examples D | verdict (loss axis) | eta (nats) | 95% interval | points | best value |",
+             "|---|---|---|---|---|---|"]
+    for p in row["points"].itertuples():
+        eta = "" if p.eta is None or not np.isfinite(p.eta) else f"{p.eta:.3f}"
+        interval = "" if not eta else f"[{p.eta_lo:.3f}, {p.eta_hi:.3f}]"
+        lines.append(f"| {getattr(p, AMOUNT)} | {p.label} | {eta} | {interval} | {p.n_points} | {p.max_value:.3f} |")
+    lines.append("")
+    if row["status"] != "predicted":
+        lines.append(f"**{row['status']}**: {row['reason']}")
+        return "\n".join(lines) + "\n"
+    law = row["law"]
+    lines.append(f"Law: {law.summary()}.")
+    nc = row.get("nc_pred")
+    if nc is not None and np.isfinite(nc):
+        lines.append(f"Critical size N_c = {nc:.3g} parameters [{row['nc_pred_lo']:.3g}, {row['nc_pred_hi']:.3g}] "
+                     "(size law of the base checkpoints' final losses).")
+    elif row.get("nc_reason"):
+        lines.append(f"N_c: {row['nc_reason']}.")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def _law(D, k, alpha, C):
@@ -191,27 +215,3 @@ def _critical(df, law: EmergenceLaw) -> dict:
     hi = critical_size(law.eta_lo, size_law).intervals["n_c"][1]
     return {"nc_pred": point.n_c, "nc_pred_lo": float(min(lo, point.n_c)), "nc_pred_hi": float(max(hi, point.n_c)),
             "nc_reason": point.reason, "size_law": size_law}
-
-
-def prediction_markdown(row: dict) -> str:
-    """The prediction as Markdown: thresholds per amount, the law and the few-shot extrapolation."""
-    lines = [f"## Emergence law: {row[S.TASK]} {row[S.SUBTASK] + ' ' if row[S.SUBTASK] else ''}{row[S.METRIC]}", "",
-             "| fine-tuning examples D | verdict (loss axis) | eta (nats) | 95% interval | points | best value |",
-             "|---|---|---|---|---|---|"]
-    for p in row["points"].itertuples():
-        eta = "" if p.eta is None or not np.isfinite(p.eta) else f"{p.eta:.3f}"
-        interval = "" if not eta else f"[{p.eta_lo:.3f}, {p.eta_hi:.3f}]"
-        lines.append(f"| {getattr(p, AMOUNT)} | {p.label} | {eta} | {interval} | {p.n_points} | {p.max_value:.3f} |")
-    lines.append("")
-    if row["status"] != "predicted":
-        lines.append(f"**{row['status']}**: {row['reason']}")
-        return "\n".join(lines) + "\n"
-    law = row["law"]
-    lines.append(f"Law: {law.summary()}.")
-    nc = row.get("nc_pred")
-    if nc is not None and np.isfinite(nc):
-        lines.append(f"Critical size N_c = {nc:.3g} parameters [{row['nc_pred_lo']:.3g}, {row['nc_pred_hi']:.3g}] "
-                     "(size law of the base checkpoints' final losses).")
-    elif row.get("nc_reason"):
-        lines.append(f"N_c: {row['nc_reason']}.")
-    return "\n".join(lines) + "\n"

@@ -204,12 +204,12 @@ def two_step_predict(df: pd.DataFrame, tasks, train_models, targets, *, task_los
                          for s in seeds]
                 continue
             D = (target_tokens or {}).get(t, loss_c[S.TOKENS].max())
-            actual = acc[S.VALUE].iloc[-last_n:].mean()
+            actual, loss_actual = acc[S.VALUE].iloc[-last_n:].mean(), loss_c[S.VALUE].iloc[-last_n:].mean()
             for s, law in zip(seeds, laws):
                 x_hat, x_lo, x_hi = _step1(law, N, D)
                 pred = float(link.predict(x_hat))
                 rows.append({"task": spec.name, "target": t, "seed": s, S.PARAMS: N, S.TOKENS: D,
-                             "task_loss_actual": loss_c[S.VALUE].iloc[-last_n:].mean(), "task_loss_pred": x_hat,
+                             "task_loss_actual": loss_actual, "task_loss_pred": x_hat,
                              "actual": actual, "predicted": pred, "pred_low": float(link.predict(x_hi)),
                              "pred_high": float(link.predict(x_lo)), "abs_err": abs(pred - actual),
                              "status": "ok" if law.status == link.status == "ok" else "undetermined",

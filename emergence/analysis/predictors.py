@@ -86,9 +86,7 @@ def two_step(p: Problem) -> Forecast:
 
 
 def power_law(p: Problem) -> Forecast:
-    both = pd.concat([p.train, p.test], ignore_index=True)
-    c = np.log(compute_of(both).to_numpy(float))
-    c_train, c_test = c[:len(p.train)], c[len(p.train):]
+    c_train, c_test = (np.log(c) for c in _compute_split(p))
     z = _loglog(p.train[S.VALUE].to_numpy(float), p.chance)
     ok = np.isfinite(c_train) & np.isfinite(z)
     if ok.sum() < 3 or np.ptp(c_train[ok]) == 0:
@@ -141,9 +139,7 @@ def flp(p: Problem) -> Forecast:
     if len(past) < 3 or past[col].nunique() < 3:
         raise CannotPredict(f"{len(past)} checkpoints past the onset (accuracy above chance + "
                             f"{ONSET_MARGIN:.0%} of the room): the line needs 3")
-    both = pd.concat([p.train, p.test], ignore_index=True)
-    c = compute_of(both).to_numpy(float)
-    c_train, c_test = c[:len(p.train)], c[len(p.train):]
+    c_train, c_test = _compute_split(p)
     y = p.train[col].to_numpy(float)
     ok = np.isfinite(c_train) & np.isfinite(y)
     if ok.sum() < 4:
@@ -185,25 +181,17 @@ def onset(p: Problem) -> Forecast:
 
 
 def obs_scaling(p: Problem) -> Forecast:
-    if p.benchmarks is None or p.benchmarks.empty:
-        raise CannotPredict("no standard benchmark scores to take components of (benchmarks=..., --benchmarks)")
-    scores = _components(p.benchmarks)
-    train = p.train[p.train[S.MODEL].isin(scores.index)]
-    if len(train) < N_COMPONENTS + 3:
-        raise CannotPredict(f"{len(train)} training models with every standard benchmark: the sigmoid of "
-                            f"{N_COMPONENTS} components needs {N_COMPONENTS + 3}")
+    scores, train = _components_and_train(p)
     x_train = scores.loc[train[S.MODEL]].to_numpy(float)
     x_test = scores.reindex(p.test[S.MODEL]).to_numpy(float)
     y = train[S.VALUE].to_numpy(float)
     coef = _fit_capability_sigmoid(x_train, y, p.chance)
+
+    def predict(idx):
+        return _capability(x_test, _fit_capability_sigmoid(x_train[idx], y[idx], p.chance), p.chance)
+
     rng = np.random.default_rng(p.seed)
-    draws = []
-    for _ in range(p.n_boot):
-        i = rng.integers(0, len(y), len(y))
-        try:
-            draws.append(_capability(x_test, _fit_capability_sigmoid(x_train[i], y[i], p.chance), p.chance))
-        except CannotPredict:
-            draws.append(np.full(len(x_test), np.nan))
+    draws = [_or_nan(predict, rng.integers(0, len(y), len(y)), len(x_test)) for _ in range(p.n_boot)]
     return Forecast(_capability(x_test, coef, p.chance), np.array(draws) if draws else None)
 
 
@@ -211,17 +199,11 @@ def obs_compute(p: Problem) -> Forecast:
     """Observational scaling without the target's own benchmark scores: each component is linear
     in log compute with one slope and an intercept per family (the family's compute efficiency,
     Ruan et al. 2024), then the same sigmoid as ``obs_scaling``."""
-    if p.benchmarks is None or p.benchmarks.empty:
-        raise CannotPredict("no standard benchmark scores to take components of (benchmarks=..., --benchmarks)")
-    scores = _components(p.benchmarks)
-    train = p.train[p.train[S.MODEL].isin(scores.index)].reset_index(drop=True)
-    if len(train) < N_COMPONENTS + 3:
-        raise CannotPredict(f"{len(train)} training models with every standard benchmark: the sigmoid of "
-                            f"{N_COMPONENTS} components needs {N_COMPONENTS + 3}")
-    logc = np.log(compute_of(pd.concat([train, p.test], ignore_index=True)).to_numpy(float))
+    scores, train = _components_and_train(p)
+    both = pd.concat([train, p.test], ignore_index=True)
+    logc = np.log(compute_of(both).to_numpy(float))
     families = sorted(train[S.FAMILY].astype(str).unique())
-    design = np.column_stack([logc] + [(pd.concat([train, p.test])[S.FAMILY].astype(str) == f).to_numpy(float)
-                                       for f in families])
+    design = np.column_stack([logc] + [(both[S.FAMILY].astype(str) == f).to_numpy(float) for f in families])
     fit_rows, test_rows = design[:len(train)], design[len(train):]
     x_train, y = scores.loc[train[S.MODEL]].to_numpy(float), train[S.VALUE].to_numpy(float)
     unseen = sorted(set(p.test[S.FAMILY].astype(str)) - set(families))
@@ -258,6 +240,24 @@ def _from_loglog(coef, log_c, chance):
 def _loglog(acc, chance):
     q = np.clip((np.asarray(acc, float) - chance) / (1 - chance), 1e-3, 1 - 1e-3)
     return np.log(-np.log(q))
+
+
+def _compute_split(p: Problem):
+    """(training, target) compute, with one convention (``compute_of``) across both."""
+    c = compute_of(pd.concat([p.train, p.test], ignore_index=True)).to_numpy(float)
+    return c[:len(p.train)], c[len(p.train):]
+
+
+def _components_and_train(p: Problem):
+    """The benchmark components of every model, and the training models that have them."""
+    if p.benchmarks is None or p.benchmarks.empty:
+        raise CannotPredict("no standard benchmark scores to take components of (benchmarks=..., --benchmarks)")
+    scores = _components(p.benchmarks)
+    train = p.train[p.train[S.MODEL].isin(scores.index)].reset_index(drop=True)
+    if len(train) < N_COMPONENTS + 3:
+        raise CannotPredict(f"{len(train)} training models with every standard benchmark: the sigmoid of "
+                            f"{N_COMPONENTS} components needs {N_COMPONENTS + 3}")
+    return scores, train
 
 
 def _intermediate(p: Problem, prefer: str = "task_loss"):

@@ -145,12 +145,10 @@ def olmo_backtest(ref: Path):
 
 def gadre_backtest(ref: Path):
     from emergence.analysis.backtest import backtest
-    from emergence.tidy import read_tidy
 
-    path = ref / "tidy" / "gadre_overtraining.csv"
-    if not path.exists():
-        return "Skipped: `tidy/gadre_overtraining.csv` not found."
-    df = read_tidy([path], where=lambda d: d[S.TASK].isin(GADRE_TASKS), setting_is_note=True)
+    df = _read_reference(ref, "gadre_overtraining.csv", lambda d: d[S.TASK].isin(GADRE_TASKS))
+    if isinstance(df, str):
+        return df
     table = backtest(df, 1e9, n_boot=BACKTEST_BOOT)
     return Backtest("Gadre et al. over-training ladder: 11M-411M to 1.4B and 6.9B", table, intro=(
         "Per training set (C4, RedPajama, RefinedWeb), split at 1e9 parameters: every token budget of "
@@ -160,13 +158,11 @@ def gadre_backtest(ref: Path):
 
 def pythia_backtest(ref: Path):
     from emergence.analysis.backtest import backtest
-    from emergence.tidy import read_tidy
 
-    path = ref / "tidy" / "pythia.csv.gz"
-    if not path.exists():
-        return "Skipped: `tidy/pythia.csv.gz` not found."
-    df = read_tidy([path], where=lambda d: d[S.TASK].isin(PYTHIA_TASKS) & (d["n_shot"] == 0)
-                   & d[S.METRIC].isin(["acc"]), setting_is_note=True)
+    df = _read_reference(ref, "pythia.csv.gz", lambda d: d[S.TASK].isin(PYTHIA_TASKS) & (d["n_shot"] == 0)
+                         & d[S.METRIC].isin(["acc"]))
+    if isinstance(df, str):
+        return df
     table = backtest(df, 2e9, n_boot=BACKTEST_BOOT)
     return Backtest("Pythia (sizes): 70M-1.4B to 2.8B, 6.9B and 12B", table, intro=(
         "Per family (pythia, pythia-deduped), final checkpoints, split at 2e9 parameters; zero-shot acc. "
@@ -176,13 +172,11 @@ def pythia_backtest(ref: Path):
 
 def obsscaling_backtest(ref: Path):
     from emergence.analysis.backtest import backtest
-    from emergence.tidy import read_tidy
 
-    path = ref / "tidy" / "obsscaling.csv.gz"
-    if not path.exists():
-        return "Skipped: `tidy/obsscaling.csv.gz` not found."
-    df = read_tidy([path], where=lambda d: d[S.TASK].isin(OBS_TASKS + OBS_BENCHMARKS) & d[S.FLOPS].notna(),
-                   setting_is_note=True)
+    df = _read_reference(ref, "obsscaling.csv.gz",
+                         lambda d: d[S.TASK].isin(OBS_TASKS + OBS_BENCHMARKS) & d[S.FLOPS].notna())
+    if isinstance(df, str):
+        return df
     table = backtest(df, OBS_CUTOFF, by=S.FLOPS, pool=True, tasks=OBS_TASKS, benchmarks=OBS_BENCHMARKS,
                      predictors=["power_law", "obs_scaling", "obs_compute", "two_step"], n_boot=BACKTEST_BOOT)
     return Backtest(f"ObsScaling: public models below {OBS_CUTOFF:.2g} FLOPs to those above", table, intro=(
@@ -208,6 +202,16 @@ def _olmo_cached(ref):
         _OLMO.clear()
         _OLMO[key] = read_olmo_ladder(ref)
     return _OLMO[key]
+
+
+def _read_reference(ref, name, where):
+    """The rows of ``tidy/<name>`` that ``where`` keeps, or the line saying the file is absent."""
+    from emergence.tidy import read_tidy
+
+    path = ref / "tidy" / name
+    if not path.exists():
+        return f"Skipped: `tidy/{name}` not found."
+    return read_tidy([path], where=where, setting_is_note=True)
 
 
 def _block(b: Backtest) -> list:

@@ -373,7 +373,7 @@ def _write_family(out: Path, name: str, checkpoints, models: dict):
             else:
                 lines.append(f"path = {json.dumps(f'{MODELS_DIR}/{label}')}")
             lines.append(f"name = {json.dumps(label)}")
-            lines.append(f"model = {json.dumps(ck.model if amount is None else f'{ck.model}+ft{amount}')}")
+            lines.append(f"model = {json.dumps(ck.model if amount is None else finetuned_name(ck.model, amount))}")
             lines.append(f"size = {json.dumps(ck.size)}")
             for key in ("step", "tokens", "params", "params_nonembed", "flops"):
                 value = getattr(ck, key)
