@@ -53,6 +53,14 @@ def test_split_holds_out_the_large_models_and_keeps_every_checkpoint_of_the_smal
     assert len(by_flops.problems[0].train) + len(by_flops.problems[0].test) == len(SIZES) * len(MULTS)
 
 
+def test_curves_of_different_evaluation_settings_are_backtested_apart():
+    rc = _family(lambda L, n, d: _sigmoid_of(L)).assign(**{S.N_SHOT: 5, S.SETTING: ""})
+    mc = rc.assign(**{S.SETTING: "mc", S.VALUE: 0.25})
+    problems = split(pd.concat([rc, mc], ignore_index=True), 5e8).problems
+    assert sorted(p.task for p in problems) == ["task (5-shot)", "task (5-shot, mc)"]
+    assert [len(p.history) for p in problems] == [4 * len(MULTS) * 4] * 2     # no curve holds both
+
+
 def test_two_step_recovers_a_chinchilla_law_and_a_sigmoid():
     table = backtest(_family(lambda L, n, d: _sigmoid_of(L)), 5e8, predictors=["two_step"], n_boot=5)
     assert _errors(table, "two_step").max() < 0.01

@@ -70,7 +70,7 @@ def write_backtest(table: pd.DataFrame, out_dir, config: BacktestConfig) -> list
 def split(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, pool: bool = False, task_loss: str = "auto",
           metrics=None, tasks=None, benchmarks=None, n_boot: int = 20, seed: int = 0) -> Split:
     """Problems of ``df`` at ``cutoff``: per family (one group with ``pool``), per (task, subtask,
-    n_shot, metric) whose values are scores in [0, 1] (``metrics``/``tasks`` narrow them).
+    evaluation setting, metric) whose values are scores in [0, 1] (``metrics``/``tasks`` narrow them).
 
     ``task_loss``: the metric that is the task's continuous loss ('auto': ``bpb`` with the
     metric's bracket suffix, e.g. bpb[rc] for acc_len_norm[rc]; 'none'; or a metric name).
@@ -99,12 +99,12 @@ def split(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, pool: bool = F
             continue
         cache = {}
         for key, curve in _curves(g, metrics, tasks, task_loss):
-            task, subtask, n_shot, metric = key
+            task, subtask, setting, metric = key
             frame = curve[1]
             fin = _final_rows(frame)
             chance = pd.to_numeric(curve[0][S.CHANCE], errors="coerce").dropna()
             problems.append(Problem(
-                str(name), task if n_shot == "" else f"{task} ({n_shot}-shot)", subtask, metric,
+                str(name), task if setting == "" else f"{task} ({setting})", subtask, metric,
                 float(chance.iloc[0]) if len(chance) else 0.0,
                 fin[fin[S.MODEL].isin(train_models)].reset_index(drop=True),
                 fin[fin[S.MODEL].isin(test_models)].reset_index(drop=True),
@@ -289,31 +289,42 @@ def _verdict(err, shift, spread):
 
 
 def _curves(g, metrics, tasks, task_loss):
-    """((task, subtask, n_shot, metric), (rows, frame)) for each scored curve of one group."""
+    """((task, subtask, setting, metric), (rows, frame)) for each scored curve of one group; the
+    setting ("5-shot", "5-shot, mc") keeps curves of different evaluation settings apart."""
     g = g[~g[S.TASK].astype(str).str.startswith("loss/")]
     if tasks is not None:
         g = g[g[S.TASK].isin(list(tasks))]
-    shot = g["n_shot"].astype("string").fillna("") if "n_shot" in g else pd.Series("", index=g.index)
-    g = g.assign(_shot=shot.str.replace(r"\.0$", "", regex=True), _sub=g[S.SUBTASK].fillna("").astype(str))
+    g = g.assign(_setting=_setting_text(g), _sub=g[S.SUBTASK].fillna("").astype(str))
     metric = g[S.METRIC].astype(str)
     losses = metric.str.lower().str.startswith(LOSS_METRIC_PREFIXES)
     scored = g[~losses] if metrics is None else g[metric.isin(list(metrics))]
-    for (task, sub, shot_, m), rows in scored.groupby([S.TASK, "_sub", "_shot", S.METRIC], sort=True):
+    for (task, sub, setting, m), rows in scored.groupby([S.TASK, "_sub", "_setting", S.METRIC], sort=True):
         v = rows[S.VALUE].to_numpy(float)
         if metrics is None and (np.nanmin(v) < 0 or np.nanmax(v) > 1):
             continue                                # BLEU and friends: not a score in [0, 1]
-        tl = _task_loss_rows(g, task, sub, shot_, m, task_loss)
-        yield (task, sub, shot_, m), (rows, _frame(rows, tl))
+        tl = _task_loss_rows(g, task, sub, setting, m, task_loss)
+        yield (task, sub, setting, m), (rows, _frame(rows, tl))
 
 
-def _task_loss_rows(g, task, sub, shot, metric, task_loss):
+def _setting_text(g) -> pd.Series:
+    """Each row's evaluation setting as text: "5-shot" for n_shot 5, then the setting, if any."""
+    shot = g[S.N_SHOT].astype("string").fillna("") if S.N_SHOT in g else pd.Series("", index=g.index, dtype="string")
+    shot = shot.str.replace(r"\.0$", "", regex=True)
+    text = shot.where(shot == "", shot + "-shot")
+    if S.SETTING in g:
+        extra = g[S.SETTING].astype("string").fillna("").str.strip()
+        text = text.where(extra == "", (text + ", ").where(text != "", "") + extra)
+    return text.astype(str)
+
+
+def _task_loss_rows(g, task, sub, setting, metric, task_loss):
     if task_loss == "none":
         return None
     name = task_loss
     if task_loss == "auto":
         suffix = metric[metric.index("["):] if "[" in metric else ""
         name = "bpb" + suffix
-    rows = g[(g[S.TASK] == task) & (g["_sub"] == sub) & (g["_shot"] == shot) & (g[S.METRIC] == name)]
+    rows = g[(g[S.TASK] == task) & (g["_sub"] == sub) & (g["_setting"] == setting) & (g[S.METRIC] == name)]
     if rows.empty:
         return None
     sign = -1.0 if name.startswith("logprob") else 1.0    # a log-probability is a negative loss

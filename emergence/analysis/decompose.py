@@ -100,7 +100,7 @@ def decompose(df: pd.DataFrame, *, subtask_metric: str = "acc", composite_metric
 
 
 def backtest_composite(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, subtask_metric: str = "acc",
-                       composite_metric: str = "exact_match", extra_keys=("n_shot",)) -> pd.DataFrame:
+                       composite_metric: str = "exact_match", extra_keys=S.SETTING_KEYS) -> pd.DataFrame:
     """The decomposition as a prediction: ``k_eff`` fitted on the checkpoints of models with
     ``by`` < cutoff, then the composite of the larger models predicted from their sub-task
     accuracies, (mean accuracy)^k_eff and the product rule, beside the descriptive fit on all
