@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from emergence.analysis.finetune_law import AMOUNT   # the data-amount column the law reads
 from emergence.families import Checkpoint, Selection, select
 from emergence.files import write_atomic
 
@@ -32,8 +33,7 @@ FAMILY_FILE = "family.toml"
 RUN_DIR = "run"
 MODELS_DIR = "models"
 DONE_MARK = "finetuned.json"     # written last into a model folder: the folder is complete
-BASE = "base_checkpoint"         # tidy columns added by finetune_table
-AMOUNT = "ft_examples"
+BASE = "base_checkpoint"         # tidy columns added by finetune_table (and AMOUNT)
 FT_LOSS = "ft_loss"
 
 
@@ -246,7 +246,8 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
             opt.step()
             losses.append(loss.item())
     moved = float(sum((p.detach() - b).pow(2).sum().item() for p, b in zip(trainable, before)) ** 0.5)
-    record = {BASE: ck.name, AMOUNT: len(examples), "distinct": len({_key(ex) for ex in examples}), "steps": steps, "seed": config.train_seed,
+    record = {BASE: ck.name, AMOUNT: len(examples), "distinct": len({_key(ex) for ex in examples}),
+              "steps": steps, "seed": config.train_seed,
               "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4),
               "weight_change": moved, "seconds": round(time.perf_counter() - start, 2), "device": device}
     tmp = folder.with_name(folder.name + ".tmp")
