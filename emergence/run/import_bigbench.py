@@ -28,11 +28,9 @@ from pathlib import Path
 
 from emergence import schema as S
 from emergence import tasks as T
-from emergence.run.importers import input_files
+from emergence.run.importers import input_files, tidy_frame
 
 log = logging.getLogger(__name__)
-
-COLUMNS = tuple(S.TIDY_COLUMNS)
 
 # BIG-bench's built-in metrics (bigbench/api/json_task.py): kind and whether higher is better.
 # The direction of the calibration metrics is stated here because their SCORE_RANGES ([0, 1])
@@ -65,8 +63,6 @@ RANDOM_BASELINE = "multiple_choice_grade"   # the preferred score whose low_scor
 def import_bigbench(paths):
     """The tidy table of BIG-bench score files (files, or folders searched for
     ``scores_*.json``: a BIG-bench checkout's ``bigbench/benchmark_tasks`` works)."""
-    import pandas as pd
-
     rows, seen, skipped = [], {}, []
     for path in _score_files(paths):
         data = _read(path)
@@ -83,7 +79,7 @@ def import_bigbench(paths):
                              S.PARAMS: model["params"], S.PARAMS_NONEMBED: model["params_nonembed"],
                              S.TOKENS: None, S.STEP: model["step"], S.FLOPS: None, S.LOSS: None, S.TASK: task,
                              S.STDERR: None, S.N: None, S.TASK_VERSION: None, S.SETTING: "", **row})
-    df = _frame(pd, rows)
+    df = tidy_frame(rows, (S.FAMILY, S.PARAMS, S.MODEL, S.TASK, S.SUBTASK, S.N_SHOT, S.METRIC))
     df.attrs["notes"] = _notes(skipped)
     for note in df.attrs["notes"]:
         log.warning("%s", note)
@@ -198,17 +194,6 @@ def _number(value, where: str, path: Path) -> float:
 
 def _no_number(value) -> bool:
     return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
-def _frame(pd, rows):
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N, S.N_SHOT):
-        df[col] = pd.to_numeric(df[col]).astype("Int64")
-    for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
-        df[col] = pd.to_numeric(df[col]).astype("float64")
-    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
-    return df.sort_values([S.FAMILY, S.PARAMS, S.MODEL, S.TASK, S.SUBTASK, S.N_SHOT, S.METRIC], kind="stable",
-                          ignore_index=True)
 
 
 def _notes(skipped: list) -> list[str]:

@@ -58,8 +58,6 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
     first file's row is kept, with a note. ``strict``: refuse a table ``emergence analyze`` would
     refuse or could not analyse (no family, no params or tokens), saying which flag supplies them.
     """
-    import pandas as pd
-
     if duplicates not in ("error", "first"):
         raise ValueError(f"duplicates must be 'error' or 'first', not {duplicates!r}")
     setting = checked_setting(setting)
@@ -93,7 +91,7 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
     if unknown and not strict:
         log.warning("No registered family has %s; imported with empty params and tokens (give --family and --meta)",
                     ", ".join(sorted(unknown)))
-    df = _typed(pd.DataFrame(rows, columns=list(S.TIDY_COLUMNS)))
+    df = tidy_frame(rows, (S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC, S.N_SHOT))
     df.attrs["notes"] = _skip_notes(skipped) + _duplicate_notes(doubles)
     if strict:
         require_essentials(df, meta_given=user is not None)
@@ -126,6 +124,20 @@ def input_files(paths, found_in, what: str) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"No {what} in {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}")
     return files
+
+
+def tidy_frame(rows, order):
+    """The tidy table of ``rows`` (dicts keyed by the schema's columns), each column its tidy
+    type (counts Int64, measures float64, ``higher_is_better`` boolean), sorted stably by ``order``."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=list(S.TIDY_COLUMNS))
+    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N, S.N_SHOT):
+        df[col] = pd.to_numeric(df[col]).astype("Int64")
+    for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
+        df[col] = pd.to_numeric(df[col]).astype("float64")
+    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
+    return df.sort_values(list(order), kind="stable", ignore_index=True)
 
 
 def _json_files(paths) -> list[Path]:
@@ -203,18 +215,6 @@ def _duplicate_notes(doubles: list) -> list[str]:
 
 def _shots_text(shots) -> str:
     return "shots unknown" if shots is None else f"{shots}-shot"
-
-
-def _typed(df):
-    import pandas as pd
-
-    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N, S.N_SHOT):
-        df[col] = pd.to_numeric(df[col]).astype("Int64")
-    for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
-        df[col] = pd.to_numeric(df[col]).astype("float64")
-    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
-    return df.sort_values([S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC, S.N_SHOT], kind="stable",
-                          ignore_index=True)
 
 
 def _result_rows(data, path, skipped: list):
