@@ -28,7 +28,7 @@ from pathlib import Path
 
 from emergence import schema as S
 from emergence import tasks as T
-from emergence.run.importers import input_files, tidy_frame
+from emergence.run.importers import _shown, input_files, tidy_frame
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +201,3 @@ def _notes(skipped: list) -> list[str]:
         return []
     shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
     return [f"skipped {len(skipped)} score(s) with no finite value: {shown}"]
-
-
-def _shown(value, limit: int = 60) -> str:
-    text = repr(value)
-    return f"{text[:limit]}{'...' if len(text) > limit else ''} ({type(value).__name__})"

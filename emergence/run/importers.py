@@ -19,7 +19,7 @@ from emergence import schema as S
 from emergence import tasks as T
 from emergence.metric_rules import task_chance
 from emergence.run.lmeval import ACCURACY_METRICS, DISCRETE_METRICS, short_name
-from emergence.run.meta import family_name, read_meta, require_essentials, resolve_checkpoint
+from emergence.run.meta import _shown, family_name, read_meta, require_essentials, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -355,8 +355,3 @@ def _no_number(value) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
     return value is None or value == "N/A"
-
-
-def _shown(value, limit: int = 60) -> str:
-    text = repr(value)
-    return f"{text[:limit]}{'...' if len(text) > limit else ''} ({type(value).__name__})"
