@@ -28,7 +28,7 @@ from pathlib import Path
 
 from emergence import schema as S
 from emergence import tasks as T
-from emergence.run.importers import _shown, input_files, tidy_frame
+from emergence.run.importers import _shown, _skip_notes, input_files, tidy_frame
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def import_bigbench(paths):
                              S.TOKENS: None, S.STEP: model["step"], S.FLOPS: None, S.LOSS: None, S.TASK: task,
                              S.STDERR: None, S.N: None, S.TASK_VERSION: None, S.SETTING: "", **row})
     df = tidy_frame(rows, (S.FAMILY, S.PARAMS, S.MODEL, S.TASK, S.SUBTASK, S.N_SHOT, S.METRIC))
-    df.attrs["notes"] = _notes(skipped)
+    df.attrs["notes"] = _skip_notes(skipped, "score(s)")
     for note in df.attrs["notes"]:
         log.warning("%s", note)
     return df
@@ -194,10 +194,3 @@ def _number(value, where: str, path: Path) -> float:
 
 def _no_number(value) -> bool:
     return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
-def _notes(skipped: list) -> list[str]:
-    if not skipped:
-        return []
-    shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-    return [f"skipped {len(skipped)} score(s) with no finite value: {shown}"]

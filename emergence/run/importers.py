@@ -335,11 +335,11 @@ def _task_subtask(name, roots):
     return (name, "") if root == name else (root, short_name(name, root))
 
 
-def _skip_notes(skipped: list) -> list[str]:
+def _skip_notes(skipped: list, what: str = "metric(s)") -> list[str]:
     if not skipped:
         return []
     shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-    return [f"skipped {len(skipped)} metric(s) with no finite value: {shown}"]
+    return [f"skipped {len(skipped)} {what} with no finite value: {shown}"]
 
 
 def _is_number(value) -> bool:
