@@ -28,8 +28,8 @@ from emergence import metrics as M
 from emergence import schema as S
 from emergence import tasks as T
 # Shared with the results importer, so that both name checkpoints and tasks the same way.
-from emergence.run.importers import (_checkpoint, _group_roots, _read_results, _shown, _task_subtask, _version,
-                                     checked_setting, input_files, tidy_frame)
+from emergence.run.importers import (_checkpoint, _checkpoint_index, _group_roots, _read_results, _shown,
+                                     _task_subtask, _version, checked_setting, input_files, tidy_frame)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def import_lmeval_samples(paths, registry=None, family: str | None = None, setti
         from emergence.plugins import collect, plugin_manager
 
         registry = collect(plugin_manager())
-    index = {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
+    index = _checkpoint_index(registry)
     rows, skipped, seen, groups = [], [], {}, {}
     for path in _samples_files(paths):
         base, per_filter, leaves = _read_file(path, index, family, skipped)

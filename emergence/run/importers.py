@@ -67,7 +67,7 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
         registry = collect(plugin_manager())
     user = read_meta(meta) if meta is not None and not hasattr(meta, "models") else meta
     family = family_name(family, user, registry)
-    index = {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
+    index = _checkpoint_index(registry)
     rows, seen, unknown, skipped, doubles = [], {}, set(), [], []
     for path in _json_files(paths):
         data = _read_results(path)
@@ -159,6 +159,12 @@ def _read_results(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise ValueError(f"{path}: not an lm-eval results file (no 'results' table)")
     return data
+
+
+def _checkpoint_index(registry) -> dict:
+    """{(hub repo lowercased, revision): Checkpoint} of every registered family, as
+    :func:`emergence.run.meta.resolve_checkpoint` looks checkpoints up."""
+    return {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
 
 
 def _checkpoint(data, index, path, family=None, user=None):
