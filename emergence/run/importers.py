@@ -112,8 +112,9 @@ def input_files(paths, found_in, what: str) -> list[Path]:
     """The files an importer reads: files as given, and in folders ``found_in(folder)`` (sorted);
     a file named twice (itself and its folder) is read once. ``what`` names them in the error
     when there are none."""
+    given = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files = []
-    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+    for p in map(Path, given):
         if p.is_dir():
             files += sorted(found_in(p))
         elif p.is_file():
@@ -122,7 +123,7 @@ def input_files(paths, found_in, what: str) -> list[Path]:
             raise FileNotFoundError(f"No such file or folder: {p}")
     files = list(dict.fromkeys(files))
     if not files:
-        raise FileNotFoundError(f"No {what} in {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}")
+        raise FileNotFoundError(f"No {what} in {', '.join(map(str, given))}")
     return files
 
 
