@@ -28,7 +28,7 @@ from pathlib import Path
 
 from emergence import schema as S
 from emergence import tasks as T
-from emergence.run.importers import _shown, _skip_notes, input_files, tidy_frame
+from emergence.run.importers import _is_number, _shown, _skip_notes, input_files, tidy_frame
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _count(model: dict, key: str, path: Path) -> int | None:
     value = model.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not _is_number(value) or value < 0:
         raise ValueError(f"{path}: 'model.{key}' is {_shown(value)}; expected a count")
     # BIG-bench writes 0 where a count is not known; some model cards give averaged (fractional)
     # step counts, as ModelData's docstring allows.
@@ -187,7 +187,7 @@ def _subtask(description, task: str, where: str, path: Path) -> str:
 
 
 def _number(value, where: str, path: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not _is_number(value):
         raise ValueError(f"{path}: '{where}' is {_shown(value)}; expected a number")
     return float(value)
 
