@@ -69,8 +69,6 @@ OLMO2 = (("1b", "allenai/OLMo-2-0425-1B", 4e12), ("7b", "allenai/OLMo-2-1124-7B"
          ("13b", "allenai/OLMo-2-1124-13B", 5e12), ("32b", "allenai/OLMo-2-0325-32B", 6e12))
 
 
-
-
 @dataclass(frozen=True)
 class Suite:
     """One hub repo with intermediate checkpoints: how its branch names read and what a step is."""

@@ -253,32 +253,23 @@ def test_a_local_model_folder_is_counted_from_its_config_json(tmp_path):
         import_lmeval([_results(tmp_path / "hub", "r.json", "org/tiny-hub")], meta=meta)
 
 
-@pytest.mark.parametrize("text,message", [
-    ('[models.m]\nparms = 5\n', r"m\.toml: models\.m: Unknown key 'parms'\. Did you mean 'params'"),
-    ('[models.m]\nparams = "5"\n', r"m\.toml: models\.m\.params is '5' \(str\); expected a whole number"),
-    ('[models.m]\nparams = 1.5\n', r"models\.m\.params is 1\.5 .*whole number"),
-    ('[models.m]\ntokens = -1\n', r"models\.m\.tokens is -1 .*a number, 0 or more"),
-    ('[models.m.checkpoints]\nstep1 = 5\n', r"models\.m\.checkpoints\.step1 is 5 \(int\); expected a table"),
-    ('[models.m.checkpoints]\nstep1 = { tokns = 5 }\n', r"checkpoints\.step1: Unknown key 'tokns'"),
-    ('famly = "x"\n', r"m\.toml: Unknown top-level key 'famly'"),
-    ('family = "x"\n', r"m\.toml: no \[models\.NAME\] tables"),
-    ('[models.m\n', r"m\.toml: malformed TOML"),
+@pytest.mark.parametrize("name,text,message", [
+    ("m.toml", '[models.m]\nparms = 5\n', r"m\.toml: models\.m: Unknown key 'parms'\. Did you mean 'params'"),
+    ("m.toml", '[models.m]\nparams = "5"\n', r"m\.toml: models\.m\.params is '5' \(str\); expected a whole number"),
+    ("m.toml", '[models.m]\nparams = 1.5\n', r"models\.m\.params is 1\.5 .*whole number"),
+    ("m.toml", '[models.m]\ntokens = -1\n', r"models\.m\.tokens is -1 .*a number, 0 or more"),
+    ("m.toml", '[models.m.checkpoints]\nstep1 = 5\n', r"models\.m\.checkpoints\.step1 is 5 \(int\); expected a table"),
+    ("m.toml", '[models.m.checkpoints]\nstep1 = { tokns = 5 }\n', r"checkpoints\.step1: Unknown key 'tokns'"),
+    ("m.toml", 'famly = "x"\n', r"m\.toml: Unknown top-level key 'famly'"),
+    ("m.toml", 'family = "x"\n', r"m\.toml: no \[models\.NAME\] tables"),
+    ("m.toml", '[models.m\n', r"m\.toml: malformed TOML"),
+    ("m.csv", "model,parms\nm,5\n", r"m\.csv: unknown column\(s\) \['parms'\]"),
+    ("m.csv", "model,params\nm,five\n", r"m\.csv: line 2, column 'params' is 'five'; expected a number"),
+    ("m.csv", "model,revision,tokens\nm,step1,1\nm,step1,2\n", r"line 3: model 'm', revision 'step1' appears twice"),
+    ("m.csv", "model,family\na,x\nb,y\n", r"column 'family' names \['x', 'y'\]"),
 ])
-def test_bad_toml_meta_is_an_error_naming_file_and_key(tmp_path, text, message):
-    path = tmp_path / "m.toml"
-    path.write_text(text)
-    with pytest.raises(MetaError, match=message):
-        read_meta(path)
-
-
-@pytest.mark.parametrize("text,message", [
-    ("model,parms\nm,5\n", r"m\.csv: unknown column\(s\) \['parms'\]"),
-    ("model,params\nm,five\n", r"m\.csv: line 2, column 'params' is 'five'; expected a number"),
-    ("model,revision,tokens\nm,step1,1\nm,step1,2\n", r"line 3: model 'm', revision 'step1' appears twice"),
-    ("model,family\na,x\nb,y\n", r"column 'family' names \['x', 'y'\]"),
-])
-def test_bad_csv_meta_is_an_error_naming_file_and_key(tmp_path, text, message):
-    path = tmp_path / "m.csv"
+def test_bad_meta_is_an_error_naming_file_and_key(tmp_path, name, text, message):
+    path = tmp_path / name
     path.write_text(text)
     with pytest.raises(MetaError, match=message):
         read_meta(path)

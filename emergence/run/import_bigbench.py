@@ -28,11 +28,9 @@ from pathlib import Path
 
 from emergence import schema as S
 from emergence import tasks as T
-from emergence.run.importers import input_files
+from emergence.run.importers import _is_number, _shown, _skip_notes, input_files, tidy_frame
 
 log = logging.getLogger(__name__)
-
-COLUMNS = tuple(S.TIDY_COLUMNS)
 
 # BIG-bench's built-in metrics (bigbench/api/json_task.py): kind and whether higher is better.
 # The direction of the calibration metrics is stated here because their SCORE_RANGES ([0, 1])
@@ -65,8 +63,6 @@ RANDOM_BASELINE = "multiple_choice_grade"   # the preferred score whose low_scor
 def import_bigbench(paths):
     """The tidy table of BIG-bench score files (files, or folders searched for
     ``scores_*.json``: a BIG-bench checkout's ``bigbench/benchmark_tasks`` works)."""
-    import pandas as pd
-
     rows, seen, skipped = [], {}, []
     for path in _score_files(paths):
         data = _read(path)
@@ -83,8 +79,8 @@ def import_bigbench(paths):
                              S.PARAMS: model["params"], S.PARAMS_NONEMBED: model["params_nonembed"],
                              S.TOKENS: None, S.STEP: model["step"], S.FLOPS: None, S.LOSS: None, S.TASK: task,
                              S.STDERR: None, S.N: None, S.TASK_VERSION: None, S.SETTING: "", **row})
-    df = _frame(pd, rows)
-    df.attrs["notes"] = _notes(skipped)
+    df = tidy_frame(rows, (S.FAMILY, S.PARAMS, S.MODEL, S.TASK, S.SUBTASK, S.N_SHOT, S.METRIC))
+    df.attrs["notes"] = _skip_notes(skipped, "score(s)")
     for note in df.attrs["notes"]:
         log.warning("%s", note)
     return df
@@ -125,7 +121,7 @@ def _count(model: dict, key: str, path: Path) -> int | None:
     value = model.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not _is_number(value) or value < 0:
         raise ValueError(f"{path}: 'model.{key}' is {_shown(value)}; expected a count")
     # BIG-bench writes 0 where a count is not known; some model cards give averaged (fractional)
     # step counts, as ModelData's docstring allows.
@@ -191,33 +187,10 @@ def _subtask(description, task: str, where: str, path: Path) -> str:
 
 
 def _number(value, where: str, path: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not _is_number(value):
         raise ValueError(f"{path}: '{where}' is {_shown(value)}; expected a number")
     return float(value)
 
 
 def _no_number(value) -> bool:
     return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
-def _frame(pd, rows):
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N, S.N_SHOT):
-        df[col] = pd.to_numeric(df[col]).astype("Int64")
-    for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
-        df[col] = pd.to_numeric(df[col]).astype("float64")
-    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
-    return df.sort_values([S.FAMILY, S.PARAMS, S.MODEL, S.TASK, S.SUBTASK, S.N_SHOT, S.METRIC], kind="stable",
-                          ignore_index=True)
-
-
-def _notes(skipped: list) -> list[str]:
-    if not skipped:
-        return []
-    shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-    return [f"skipped {len(skipped)} score(s) with no finite value: {shown}"]
-
-
-def _shown(value, limit: int = 60) -> str:
-    text = repr(value)
-    return f"{text[:limit]}{'...' if len(text) > limit else ''} ({type(value).__name__})"

@@ -28,12 +28,10 @@ from emergence import metrics as M
 from emergence import schema as S
 from emergence import tasks as T
 # Shared with the results importer, so that both name checkpoints and tasks the same way.
-from emergence.run.importers import (_checkpoint, _group_roots, _read_results, _shown, _task_subtask, _version,
-                                     checked_setting, input_files)
+from emergence.run.importers import (_checkpoint, _checkpoint_index, _group_roots, _read_results, _shown,
+                                     _task_subtask, _version, checked_setting, input_files, tidy_frame)
 
 log = logging.getLogger(__name__)
-
-COLUMNS = tuple(S.TIDY_COLUMNS)
 
 # lm-eval's date id: datetime.now().isoformat() with ':' replaced by '-'.
 SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[0-9.\-]+)\.jsonl?$")
@@ -61,13 +59,11 @@ def import_lmeval_samples(paths, registry=None, family: str | None = None, setti
     registered family lists (else an error: a table without families is one ``analyze`` refuses);
     ``setting`` (``--setting``) names how the files were evaluated, on every row.
     """
-    import pandas as pd
-
     if registry is None:
         from emergence.plugins import collect, plugin_manager
 
         registry = collect(plugin_manager())
-    index = {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
+    index = _checkpoint_index(registry)
     rows, skipped, seen, groups = [], [], {}, {}
     for path in _samples_files(paths):
         base, per_filter, leaves = _read_file(path, index, family, skipped)
@@ -86,7 +82,7 @@ def import_lmeval_samples(paths, registry=None, family: str | None = None, setti
                 group["have"].add(base[S.SUBTASK])
                 group["versions"].add(base[S.TASK_VERSION])
     rows += _group_rows(groups, skipped)
-    df = _frame(pd, rows)
+    df = tidy_frame(rows, (S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC))
     df[S.SETTING] = checked_setting(setting)   # how these files were evaluated, as the caller names it
     df.attrs["notes"] = _notes(skipped)
     for note in df.attrs["notes"]:
@@ -347,17 +343,6 @@ def _summaries(docs: list) -> dict:
         chance = math.fsum(rule(len(lls)) for lls, _, _ in docs) / len(docs) if rule else None
         out[name] = (mean, stderr, n, chance)
     return out
-
-
-def _frame(pd, rows):
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
-    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N, S.N_SHOT):
-        df[col] = pd.to_numeric(df[col]).astype("Int64")
-    for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
-        df[col] = pd.to_numeric(df[col]).astype("float64")
-    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
-    return df.sort_values([S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC], kind="stable",
-                          ignore_index=True)
 
 
 def _notes(skipped: list) -> list[str]:

@@ -19,7 +19,7 @@ from emergence import schema as S
 from emergence import tasks as T
 from emergence.metric_rules import task_chance
 from emergence.run.lmeval import ACCURACY_METRICS, DISCRETE_METRICS, short_name
-from emergence.run.meta import family_name, read_meta, require_essentials, resolve_checkpoint
+from emergence.run.meta import _shown, family_name, read_meta, require_essentials, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,6 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
     first file's row is kept, with a note. ``strict``: refuse a table ``emergence analyze`` would
     refuse or could not analyse (no family, no params or tokens), saying which flag supplies them.
     """
-    import pandas as pd
-
     if duplicates not in ("error", "first"):
         raise ValueError(f"duplicates must be 'error' or 'first', not {duplicates!r}")
     setting = checked_setting(setting)
@@ -69,7 +67,7 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
         registry = collect(plugin_manager())
     user = read_meta(meta) if meta is not None and not hasattr(meta, "models") else meta
     family = family_name(family, user, registry)
-    index = {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
+    index = _checkpoint_index(registry)
     rows, seen, unknown, skipped, doubles = [], {}, set(), [], []
     for path in _json_files(paths):
         data = _read_results(path)
@@ -93,7 +91,7 @@ def import_lmeval(paths, registry=None, *, family: str | None = None, meta=None,
     if unknown and not strict:
         log.warning("No registered family has %s; imported with empty params and tokens (give --family and --meta)",
                     ", ".join(sorted(unknown)))
-    df = _typed(pd.DataFrame(rows, columns=list(S.TIDY_COLUMNS)))
+    df = tidy_frame(rows, (S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC, S.N_SHOT))
     df.attrs["notes"] = _skip_notes(skipped) + _duplicate_notes(doubles)
     if strict:
         require_essentials(df, meta_given=user is not None)
@@ -114,8 +112,9 @@ def input_files(paths, found_in, what: str) -> list[Path]:
     """The files an importer reads: files as given, and in folders ``found_in(folder)`` (sorted);
     a file named twice (itself and its folder) is read once. ``what`` names them in the error
     when there are none."""
+    given = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files = []
-    for p in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+    for p in map(Path, given):
         if p.is_dir():
             files += sorted(found_in(p))
         elif p.is_file():
@@ -124,8 +123,22 @@ def input_files(paths, found_in, what: str) -> list[Path]:
             raise FileNotFoundError(f"No such file or folder: {p}")
     files = list(dict.fromkeys(files))
     if not files:
-        raise FileNotFoundError(f"No {what} in {', '.join(map(str, [paths] if isinstance(paths, (str, Path)) else paths))}")
+        raise FileNotFoundError(f"No {what} in {', '.join(map(str, given))}")
     return files
+
+
+def tidy_frame(rows, order):
+    """The tidy table of ``rows`` (dicts keyed by the schema's columns), each column its tidy
+    type (counts Int64, measures float64, ``higher_is_better`` boolean), sorted stably by ``order``."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=list(S.TIDY_COLUMNS))
+    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N, S.N_SHOT):
+        df[col] = pd.to_numeric(df[col]).astype("Int64")
+    for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
+        df[col] = pd.to_numeric(df[col]).astype("float64")
+    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
+    return df.sort_values(list(order), kind="stable", ignore_index=True)
 
 
 def _json_files(paths) -> list[Path]:
@@ -147,6 +160,12 @@ def _read_results(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise ValueError(f"{path}: not an lm-eval results file (no 'results' table)")
     return data
+
+
+def _checkpoint_index(registry) -> dict:
+    """{(hub repo lowercased, revision): Checkpoint} of every registered family, as
+    :func:`emergence.run.meta.resolve_checkpoint` looks checkpoints up."""
+    return {(ck.repo.lower(), ck.revision): ck for fam in registry.families.values() for ck in fam.checkpoints}
 
 
 def _checkpoint(data, index, path, family=None, user=None):
@@ -203,18 +222,6 @@ def _duplicate_notes(doubles: list) -> list[str]:
 
 def _shots_text(shots) -> str:
     return "shots unknown" if shots is None else f"{shots}-shot"
-
-
-def _typed(df):
-    import pandas as pd
-
-    for col in (S.PARAMS, S.PARAMS_NONEMBED, S.STEP, S.N, S.N_SHOT):
-        df[col] = pd.to_numeric(df[col]).astype("Int64")
-    for col in (S.TOKENS, S.FLOPS, S.VALUE, S.STDERR, S.CHANCE, S.LOSS):
-        df[col] = pd.to_numeric(df[col]).astype("float64")
-    df[S.HIGHER_IS_BETTER] = df[S.HIGHER_IS_BETTER].astype("boolean")
-    return df.sort_values([S.FAMILY, S.MODEL, S.STEP, S.TASK, S.SUBTASK, S.METRIC, S.N_SHOT], kind="stable",
-                          ignore_index=True)
 
 
 def _result_rows(data, path, skipped: list):
@@ -335,11 +342,11 @@ def _task_subtask(name, roots):
     return (name, "") if root == name else (root, short_name(name, root))
 
 
-def _skip_notes(skipped: list) -> list[str]:
+def _skip_notes(skipped: list, what: str = "metric(s)") -> list[str]:
     if not skipped:
         return []
     shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-    return [f"skipped {len(skipped)} metric(s) with no finite value: {shown}"]
+    return [f"skipped {len(skipped)} {what} with no finite value: {shown}"]
 
 
 def _is_number(value) -> bool:
@@ -355,8 +362,3 @@ def _no_number(value) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
     return value is None or value == "N/A"
-
-
-def _shown(value, limit: int = 60) -> str:
-    text = repr(value)
-    return f"{text[:limit]}{'...' if len(text) > limit else ''} ({type(value).__name__})"

@@ -255,9 +255,7 @@ def _read_toml(path: Path) -> UserMeta:
     out = {}
     for name, entry in models.items():
         where = f"{path}: models.{_toml_key(name)}"
-        if not isinstance(entry, dict):
-            raise MetaError(f"{where} is {_shown(entry)}; expected a table")
-        _unknown(entry, MODEL_KEYS, where, "key")
+        _table(entry, MODEL_KEYS, where, "a table")
         fields = _fields(entry, WHOLE + NUMBER + TEXT, where)
         checkpoints = entry.get("checkpoints", {})
         if not isinstance(checkpoints, dict):
@@ -265,9 +263,7 @@ def _read_toml(path: Path) -> UserMeta:
         revs = {}
         for rev, ck in checkpoints.items():
             ck_where = f"{where}.checkpoints.{_toml_key(rev)}"
-            if not isinstance(ck, dict):
-                raise MetaError(f"{ck_where} is {_shown(ck)}; expected a table such as {{ tokens = 2.1e9, step = 1000 }}")
-            _unknown(ck, CHECKPOINT_KEYS, ck_where, "key")
+            _table(ck, CHECKPOINT_KEYS, ck_where, "a table such as { tokens = 2.1e9, step = 1000 }")
             revs[rev] = _fields(ck, CHECKPOINT_KEYS, ck_where)
         out[name] = ModelMeta(name, fields, revs, where)
     return UserMeta(path, family, out)
@@ -356,6 +352,13 @@ def _text(value, where):
     if not isinstance(value, str) or not value.strip():
         raise MetaError(f"{where} is {_shown(value)}; expected text")
     return value.strip()
+
+
+def _table(entry, allowed, where: str, expected: str):
+    """``entry`` is a TOML table with only ``allowed`` keys, or an error naming ``where``."""
+    if not isinstance(entry, dict):
+        raise MetaError(f"{where} is {_shown(entry)}; expected {expected}")
+    _unknown(entry, allowed, where, "key")
 
 
 def _unknown(entry: dict, allowed, where: str, what: str):
