@@ -444,3 +444,29 @@ def _check_one_per_metric(df):
             raise TidyError(f"column {col!r} says both {' and '.join(values)} for task {task!r}"
                             f"{f' / {sub}' if sub else ''}, metric {metric!r} at {_where(df, rows)}; "
                             "a metric has one value")
+
+
+def setting_label(row, columns=S.SETTING_KEYS) -> str:
+    """'5-shot, mc' for a curve's n_shot and setting (``columns`` of ``row``); '' for an unknown
+    count and the default."""
+    return ", ".join(t for t in (setting_text(c, row.get(c)) for c in columns) if t)
+
+
+def setting_text(column, value) -> str:
+    """One setting value as text: n_shot 5 (or 5.0) as "5-shot", empty values as ""."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return ""
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return f"{number:g}-shot" if column == "n_shot" and pd.notna(number) else str(value)
+
+
+def setting_labels(df: pd.DataFrame, columns=S.SETTING_KEYS) -> pd.Series:
+    """Each row's evaluation setting as text ("5-shot, mc"), "" where the table has none of
+    ``columns``; built once per distinct combination (a table has few)."""
+    columns = [c for c in columns if c in df.columns]
+    if not columns:
+        return pd.Series("", index=df.index, dtype=object)
+    codes, _ = pd.factorize(pd.MultiIndex.from_frame(df[columns].astype(str)))
+    first = df[columns].iloc[pd.Series(codes).drop_duplicates().index]   # each code where first seen, in code order
+    text = [setting_label(r, columns) for r in first.to_dict("records")]
+    return pd.Series(np.asarray(text, dtype=object)[codes], index=df.index)

@@ -44,6 +44,14 @@ def test_composite_threshold_is_called_metric_induced(tmp_path):
     assert "metric-induced" in summary(result)
 
 
+def test_audit_summary_names_the_setting_of_each_line(tmp_path):
+    """The same task audited in two few-shot settings: two summary lines, each saying which."""
+    path = tmp_path / "t.csv"
+    pd.concat([_composite_table().assign(**{S.N_SHOT: shots}) for shots in (0, 5)]).to_csv(path, index=False)
+    lines = [ln for ln in summary(analyze(load_tables([path]))).splitlines() if "metric-induced -" in ln]
+    assert [ln.split(" vs ")[0].strip() for ln in lines] == ["synthetic / chain (0-shot)", "synthetic / chain (5-shot)"]
+
+
 def test_missing_optional_columns_are_reported_not_fatal(tmp_path):
     df = _composite_table().drop(columns=[S.N, S.CHANCE])
     path = tmp_path / "bare.csv"

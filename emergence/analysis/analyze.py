@@ -31,7 +31,7 @@ from emergence.analysis.parallel import Background
 from emergence.analysis.predict import backtest_loss
 from emergence.analysis.scaling import fit_scaling_laws
 from emergence.analysis.significance import SignificanceConfig, add_significance
-from emergence.tidy import fill_chance, limitations, read_tidy
+from emergence.tidy import fill_chance, limitations, read_tidy, setting_labels
 from emergence.analysis.verdicts import verdicts_by_axis
 
 AXES = (S.PARAMS, S.TOKENS, S.FLOPS, S.LOSS)
@@ -284,8 +284,11 @@ def summary(analysis: Analysis) -> str:
     if not analysis.audit.empty:
         counts = analysis.audit["label"].value_counts()
         lines.append("Metric audit (family x task x axis): " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-        for _, r in analysis.audit[analysis.audit["label"].isin(["metric-induced", "genuine"])].iterrows():
-            lines.append(f"  {r[S.FAMILY]} / {r[S.TASK]} vs {r['axis']}: {r['label']} - {r['reason']}")
+        shown = analysis.audit[analysis.audit["label"].isin(["metric-induced", "genuine"])]
+        for r, setting in zip(shown.to_dict("records"), setting_labels(shown)):
+            sub = f" / {r[S.SUBTASK]}" if isinstance(r.get(S.SUBTASK), str) and r[S.SUBTASK] else ""
+            where = f" ({setting})" if setting else ""
+            lines.append(f"  {r[S.FAMILY]} / {r[S.TASK]}{sub}{where} vs {r['axis']}: {r['label']} - {r['reason']}")
     if not analysis.fits.empty:
         ok = analysis.fits[analysis.fits["status"] == "ok"]
         for (fam, form), g in ok.groupby([S.FAMILY, "form"]):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from emergence import schema as S
 from emergence.analysis.predictors import PREDICTORS, CannotPredict, Forecast, Problem, compute_of
+from emergence.tidy import setting_labels
 
 # A task is called predictable when the winner's error and its cutoff sensitivity are both at
 # most this share of the data's spread (sd of the task's final scores over all models): an
@@ -294,7 +295,7 @@ def _curves(g, metrics, tasks, task_loss):
     g = g[~g[S.TASK].astype(str).str.startswith("loss/")]
     if tasks is not None:
         g = g[g[S.TASK].isin(list(tasks))]
-    g = g.assign(_setting=_setting_text(g), _sub=g[S.SUBTASK].fillna("").astype(str))
+    g = g.assign(_setting=setting_labels(g), _sub=g[S.SUBTASK].fillna("").astype(str))
     metric = g[S.METRIC].astype(str)
     losses = metric.str.lower().str.startswith(LOSS_METRIC_PREFIXES)
     scored = g[~losses] if metrics is None else g[metric.isin(list(metrics))]
@@ -304,17 +305,6 @@ def _curves(g, metrics, tasks, task_loss):
             continue                                # BLEU and friends: not a score in [0, 1]
         tl = _task_loss_rows(g, task, sub, setting, m, task_loss)
         yield (task, sub, setting, m), (rows, _frame(rows, tl))
-
-
-def _setting_text(g) -> pd.Series:
-    """Each row's evaluation setting as text: "5-shot" for n_shot 5, then the setting, if any."""
-    shot = g[S.N_SHOT].astype("string").fillna("") if S.N_SHOT in g else pd.Series("", index=g.index, dtype="string")
-    shot = shot.str.replace(r"\.0$", "", regex=True)
-    text = shot.where(shot == "", shot + "-shot")
-    if S.SETTING in g:
-        extra = g[S.SETTING].astype("string").fillna("").str.strip()
-        text = text.where(extra == "", (text + ", ").where(text != "", "") + extra)
-    return text.astype(str)
 
 
 def _task_loss_rows(g, task, sub, setting, metric, task_loss):

@@ -23,8 +23,8 @@ from emergence.report.config import ReportConfig
 from emergence.report.render import FigureJob, render_figures
 from emergence.report.tables import (COLOURS, LEGEND, _clean, _counts, _fmt, _onset_rows, _range, _records,
                                      audit_rows, coverage, fit_rows, glance, outlier_checkpoints, outlier_rule,
-                                     setting_label, trimming_rows, verdict_rows)
-from emergence.tidy import fill_chance
+                                     trimming_rows, verdict_rows)
+from emergence.tidy import fill_chance, setting_label
 
 PACKAGES = ("emergence", "numpy", "pandas", "scipy", "matplotlib", "seaborn", "jinja2")
 

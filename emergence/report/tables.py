@@ -9,6 +9,7 @@ from emergence import schema as S
 from emergence.analysis.scaling import size_law_critical
 from emergence.analysis.verdicts import LABELS, ClassifyConfig, definition
 from emergence.metric_rules import kinds_of, metric_is_proportion
+from emergence.tidy import setting_label, setting_labels
 from emergence.report import figures as F
 from emergence.report import plotting as P
 
@@ -50,7 +51,7 @@ def glance(verdicts: pd.DataFrame, tasks=None, max_rows: int = 300) -> dict:
     # a curve per evaluation setting where the verdicts have several: a row each
     settings = [c for c in S.SETTING_KEYS if c in v.columns and v[c].astype(str).nunique() > 1]
     if settings:
-        v = v.assign(_setting=_setting_labels(v, settings))
+        v = v.assign(_setting=setting_labels(v, settings))
     return {"axes": [_axis_grid(v[v["axis"] == a], a, kinds, order, max_rows, bool(settings)) for a in axes],
             "one_family": v[S.FAMILY].nunique() == 1, "settings": bool(settings)}
 
@@ -113,12 +114,6 @@ def verdict_rows(verdicts: pd.DataFrame, fits: pd.DataFrame | None = None, max_r
                     "linearity": _fmt(r.get("linearity"), 3), "wei": _text(r.get("wei_emergent"))})
     return out
 
-def setting_label(row, columns=S.SETTING_KEYS) -> str:
-    """'5-shot, mc' for a curve's n_shot and setting (``columns`` of ``row``); '' for an unknown
-    count and the default."""
-    return ", ".join(t for t in (setting_text(c, row.get(c)) for c in columns) if t)
-
-
 def fit_rows(fits: pd.DataFrame) -> list:
     """Scaling-law parameters as records: estimate, 95% interval, status."""
     if fits is None or fits.empty:
@@ -148,7 +143,7 @@ def coverage(df: pd.DataFrame, max_rows: int = 400) -> dict:
     settings = P.setting_columns(df)
     key = [S.FAMILY, S.MODEL]
     tasks = sorted(df[S.TASK].astype(str).unique())
-    label = _setting_labels(df, settings)
+    label = setting_labels(df, settings)
     counts = (df.assign(_setting=label, _task=df[S.TASK].astype(str))
               .groupby(key + ["_task", "_setting"], dropna=False)[S.CHECKPOINT].nunique())
     models = list(dict.fromkeys(df[key].itertuples(index=False, name=None)))
@@ -314,23 +309,6 @@ def _neighbour_median(y, codes, skip, k):
         if rows.any():
             out[rows] = np.median(np.hstack([left[rows, :m], right[rows, :m]]), axis=1)
     return out
-
-def _setting_labels(df, settings):
-    """Each row's evaluation setting as text ("5-shot, mc"), "" where the table has none; built
-    once per distinct combination (a table has few)."""
-    if not settings:
-        return pd.Series("", index=df.index)
-    codes, _ = pd.factorize(pd.MultiIndex.from_frame(df[settings].astype(str)))
-    first = df[settings].iloc[pd.Series(codes).drop_duplicates().index]   # each code where first seen, in code order
-    text = [setting_label(r, settings) for r in first.to_dict("records")]
-    return pd.Series(np.asarray(text, dtype=object)[codes], index=df.index)
-
-def setting_text(column, value) -> str:
-    """One setting value as text: n_shot 5 (or 5.0) as "5-shot", empty values as ""."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
-        return ""
-    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
-    return f"{number:g}-shot" if column == "n_shot" and pd.notna(number) else str(value)
 
 def _counts(v):
     if v.empty:
