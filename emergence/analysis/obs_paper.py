@@ -64,6 +64,13 @@ def paper_tasks() -> list:
             PaperTask("ipa_transliterate", "bleu", 0.0, 100.0, headline=False, **other)]
 
 
+def leaderboard_tasks(frame: pd.DataFrame) -> list:
+    """The Open LLM Leaderboard v2 scores of the same models (already normalised from chance) as
+    targets of the same procedure: a development set outside the paper's Sec. 4.1."""
+    names = sorted(c for c in frame.columns if isinstance(c, str) and c.startswith("leaderboard_"))
+    return [PaperTask(*c.split("/"), 0.0, 1.0, CUTOFF, BENCHMARKS, headline=False) for c in names]
+
+
 def model_matrix(df: pd.DataFrame) -> pd.DataFrame:
     """One row per model of the paper's families: family, flops, params, each benchmark and each
     task's score (columns ``task/metric``)."""
