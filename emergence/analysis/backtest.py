@@ -141,7 +141,7 @@ def backtest(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, predictors=
         return table
     table = table.reindex(columns=table.columns.union(["predicted", "abs_err"], sort=False))
     if sensitivity:
-        table = _add_shift(table, df, cutoff, names, opts, seed)
+        table = _add_shift(table, df, cutoff, names, opts, seed, level)
     return _add_verdicts(table)
 
 
@@ -185,16 +185,21 @@ def markdown(table: pd.DataFrame, *, digits: int = 3) -> str:
 
 def predictor_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per predictor: rows that ran and that could not, mean and median abs error, how often the
-    interval holds the actual value, and wins (task x target pairs where its error is smallest)."""
+    bootstrap interval and the calibrated one hold the actual value (and the calibrated one's
+    median width), and wins (task x target pairs where its error is smallest)."""
     out = []
     for name, g in table.groupby("predictor", sort=False):
         ok = g[g["status"].eq("ok") & g["abs_err"].notna()] if "abs_err" in g else g.iloc[:0]
         has = ok.dropna(subset=["pred_low", "pred_high"]) if len(ok) else ok
         inside = ((has["pred_low"] <= has["actual"]) & (has["actual"] <= has["pred_high"])) if len(has) else []
+        cal = ok.dropna(subset=["cal_low", "cal_high"]) if "cal_low" in ok else ok.iloc[:0]
+        cal_inside = ((cal["cal_low"] <= cal["actual"]) & (cal["actual"] <= cal["cal_high"])) if len(cal) else []
         out.append({"predictor": name, "ran": len(ok), "not_run": int((g["status"] == "not run").sum()),
                     "mae": ok["abs_err"].mean() if len(ok) else np.nan,
                     "median_abs_err": ok["abs_err"].median() if len(ok) else np.nan,
                     "coverage": float(np.mean(inside)) if len(has) else np.nan,
+                    "cal_coverage": float(np.mean(cal_inside)) if len(cal) else np.nan,
+                    "cal_width": float((cal["cal_high"] - cal["cal_low"]).median()) if len(cal) else np.nan,
                     "wins": int(g["winner"].fillna(False).astype(bool).sum()) if "winner" in g else 0,
                     "reason": next(iter(g.loc[g["status"] == "not run", "reason"]), "")})
     return pd.DataFrame(out)
@@ -250,23 +255,44 @@ def _scored(fc: Forecast, i: int, actual: float, level: float) -> dict:
             "err_low": e_lo if np.isfinite(lo) else np.nan, "err_high": e_hi if np.isfinite(hi) else np.nan}
 
 
-def _add_shift(table, df, cutoff, names, opts, seed):
-    """Refit with the table's largest training size (or compute) below the cutoff left out,
-    n_boot = 0: the change of each prediction is the cutoff sensitivity."""
-    by = opts["by"]
-    finals = _final_rows(df)
-    values = _split_values(finals, by)
-    below = values[values < cutoff]
-    if below.nunique() < 2:
+def _add_shift(table, df, cutoff, names, opts, seed, level):
+    """Refit with each group's largest training size (or compute) below the cutoff left out,
+    n_boot = 0: the change of each prediction is the cutoff sensitivity, and the errors on the
+    left-out models calibrate the intervals (``analysis.intervals``). Only models with a scored
+    task count: dropping one that has benchmark scores alone would change nothing."""
+    from emergence.analysis.intervals import add_calibrated, model_values
+
+    finals = _final_rows(_scored_rows(df, opts))
+    values = _split_values(finals, opts["by"])
+    value_of, group_of = model_values(finals, values, opts["pool"])
+    v = pd.Series(value_of, dtype=float)
+    below = v[v < cutoff]
+    lower = below.groupby(pd.Series(group_of)[below.index]).max()     # per group: the next cutoff down
+    lower = lower[[below[pd.Series(group_of)[below.index] == g].nunique() >= 2 for g in lower.index]]
+    if lower.empty:
         return table.assign(shift=np.nan)
-    lower = float(below.max())      # dropping the largest training value: the next cutoff down
-    again = backtest(df, lower, predictors=names, n_boot=0, seed=seed, sensitivity=False, **opts)
-    if again.empty or "predicted" not in again:
+    agains = []
+    for at, groups in lower.groupby(lower):
+        part = df if opts["pool"] else df[df[S.FAMILY].astype(str).isin(groups.index)]
+        agains.append(backtest(part, float(at), predictors=names, n_boot=0, seed=seed, sensitivity=False, **opts))
+    again = pd.concat([a for a in agains if not a.empty and "predicted" in a], ignore_index=True) \
+        if any(not a.empty and "predicted" in a for a in agains) else pd.DataFrame()
+    if again.empty:
         return table.assign(shift=np.nan)
     keys = ["group", "task", "subtask", "metric", "model", "predictor"]
     moved = again.dropna(subset=["model"])[keys + ["predicted"]].rename(columns={"predicted": "_pred_lower"})
     out = table.merge(moved, on=keys, how="left")
-    return out.assign(shift=(out["predicted"] - out["_pred_lower"]).abs()).drop(columns="_pred_lower")
+    out = out.assign(shift=(out["predicted"] - out["_pred_lower"]).abs()).drop(columns="_pred_lower")
+    return add_calibrated(out, again, value_of, group_of, cutoff, lower.to_dict(), level)
+
+
+def _scored_rows(df, opts):
+    """The rows of the tasks a backtest predicts (not the benchmarks it only reads)."""
+    if opts.get("tasks"):
+        return df[df[S.TASK].isin(list(opts["tasks"]))]
+    if opts.get("benchmarks"):
+        return df[~df[S.TASK].isin(list(opts["benchmarks"]))]
+    return df
 
 
 def _add_verdicts(table):

@@ -81,8 +81,11 @@ def reading(tables) -> str:
     return ("**Reading.** " + "; ".join(said) + ". The winner is picked after seeing the held-out errors, so "
             "its error is an optimistic bound on what any single predictor chosen in advance would do, and "
             "`predictable` inherits that optimism; the cutoff shift (refit without the largest training size) "
-            "is the check that does not. Intervals cover only each predictor's first-step uncertainty "
-            f"({BACKTEST_BOOT} bootstrap draws), so coverage well below 90% says the model error dominates.")
+            "is the check that does not. Bootstrap intervals cover only each predictor's first-step uncertainty "
+            f"({BACKTEST_BOOT} bootstrap draws), so coverage well below 90% says the model error dominates; the "
+            "calibrated intervals (`analysis/intervals.py`, a rule fixed before these tables were computed) widen "
+            "them by the predictor's own errors on the largest training size when it is left out, scaled by how far "
+            "each target extrapolates.")
 
 
 def read_olmo_ladder(reference_dir) -> pd.DataFrame:
@@ -287,13 +290,14 @@ def _block(b: Backtest) -> list:
     title, table, intro, per_target = b.title, b.table, b.intro, b.per_target
     lines = [f"### {title}", "", intro, ""]
     ps = predictor_summary(table)
-    lines += ["| predictor | rows run | not run | MAE | median abs. error | interval holds actual | wins "
-              "| why not run |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += ["| predictor | rows run | not run | MAE | median abs. error | bootstrap interval holds actual "
+              "| calibrated interval holds actual (median width) | wins | why not run |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in ps.to_dict("records"):
         cov = "" if pd.isna(r["coverage"]) else f"{r['coverage']:.0%}"
+        cal = "" if pd.isna(r["cal_coverage"]) else f"{r['cal_coverage']:.0%} ({r['cal_width']:.3f})"
         lines.append(f"| {r['predictor']} | {r['ran']} | {r['not_run']} | {_f(r['mae'])} | {_f(r['median_abs_err'])} | "
-                     f"{cov} | {r['wins']} | {_short(r['reason'])} |")
+                     f"{cov} | {cal} | {r['wins']} | {_short(r['reason'])} |")
     s = summary(table)
     if s.empty:
         return lines
