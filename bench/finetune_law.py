@@ -53,6 +53,8 @@ def main(argv=None) -> int:
                                                          "the rest are the fine-tuning prompts)")
     p.add_argument("--lr", type=float, default=1e-2, help="the lab's peak pretraining rate")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--replay-rows", type=int, default=0, help="filler rows added to every fine-tuning batch")
+    p.add_argument("--shuffle-seed", type=int, default=0, help="fine-tuning seed (order of examples)")
     p.add_argument("--quick", action="store_true", help="2 checkpoints per size, amounts 0,16,64,256")
     p.add_argument("--out", help="write the markdown here")
     args = p.parse_args(argv)
@@ -75,9 +77,11 @@ def main(argv=None) -> int:
     cutoffs = [float(c) for c in args.cutoffs.split(",")]
     small_sizes = sorted(base.loc[base[S.PARAMS] < max(cutoffs), S.MODEL].unique())
     start = time.perf_counter()
-    configs = [FinetuneConfig(family=str(family), task=task, out=str(work / f"ft-{task}"), amounts=amounts,
+    tag = f"lr{args.lr:g}-e{args.epochs}-r{args.replay_rows}-s{args.shuffle_seed}"   # one folder per setting
+    configs = [FinetuneConfig(family=str(family), task=task, out=str(work / f"ft-{task}-{tag}"), amounts=amounts,
                               select=Selection(sizes=tuple(small_sizes), steps=args.steps), lr=args.lr,
-                              epochs=args.epochs, limit=args.limit, num_fewshot=0, device="cpu")
+                              epochs=args.epochs, replay_rows=args.replay_rows, shuffle_seed=args.shuffle_seed,
+                              limit=args.limit, num_fewshot=0, device="cpu")
                for task in (*TASKS, CONTROL)]
     with ProcessPoolExecutor(2) as pool:     # one task's fine-tuning per core
         summaries = dict(zip((c.task for c in configs), pool.map(_finetune, configs)))
@@ -152,7 +156,8 @@ def _report(args, base, summaries, sections, clock) -> str:
     lines = ["# Emergence law backtest on the lab", "",
              f"`python bench/finetune_law.py {' '.join(sys.argv[1:])}`".replace(" `", "`"), "",
              f"Checkpoints fine-tuned: steps {args.steps} of each size below the cutoff; amounts {args.amounts}; "
-             f"lr {args.lr:g}, {args.epochs} epochs; zero-shot evaluation of {args.limit} examples per task (walk "
+             f"lr {args.lr:g}, {args.epochs} epochs, {args.replay_rows} replay rows per batch, fine-tuning seed "
+             f"{args.shuffle_seed}; zero-shot evaluation of {args.limit} examples per task (walk "
              "has 50 questions: the other 25 are its fine-tuning prompts); D0 = 1.", "",
              "## Truth (whole family, without fine-tuning)", ""]
     finals = loss_points(base).sort_values(S.PARAMS)
