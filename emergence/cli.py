@@ -234,6 +234,9 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--lr", type=float, help="AdamW rate (default 1e-5, for pretrained LMs; the lab's tiny "
                                              "models need 1e-2)")
     ft.add_argument("--batch-size", type=int, help="examples per step (default 16)")
+    ft.add_argument("--replay-rows", type=int, help="rows of pretraining-like text (the held-out loss task's "
+                                                    "training text) added to every batch (default 0)")
+    ft.add_argument("--shuffle-seed", type=int, help="fine-tuning seed: the order of examples and replay rows")
     ft.add_argument("--train-seed", type=int, help="seed of the training examples (default 20000000)")
     ft.add_argument("--seed", type=int, help="evaluation seed")
     ft.add_argument("--limit", type=int, help="evaluation examples per task (default 200); the rest of a "
@@ -525,6 +528,7 @@ def cmd_finetune_law(args) -> int:
     except ValueError:
         raise FinetuneError(f"--amounts takes whole numbers of examples, e.g. 0,64,256; got {args.amounts!r}") from None
     overrides = {"amounts": amounts, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                 "replay_rows": args.replay_rows, "shuffle_seed": args.shuffle_seed,
                  "train_seed": args.train_seed, "seed": args.seed, "limit": args.limit,
                  "num_fewshot": args.num_fewshot, "loss_task": args.loss_task, "device": args.device}
     config = dataclasses.replace(

@@ -124,6 +124,20 @@ def test_walk_training_examples_avoid_the_evaluated_walks():
         training_examples(walk, 10, train_seed=20_000_000, seed=1234, limit=None)
 
 
+def test_walk_training_walks_pass_through_every_evaluated_start():
+    """The disjoint training walks still hold each evaluated start's successor, mid-walk: what
+    is missing is only the evaluated question itself (docs/finetune-law.md)."""
+    from emergence_tasks.composition import SUCCESSORS, walk_task
+    from emergence.run.evaluate import checked_examples
+
+    walk = walk_task()
+    train = training_examples(walk, 25, train_seed=20_000_000, seed=1234, limit=25)
+    trained_steps = {(a, b) for ex in train for a, b in zip(ex.parts[1:], ex.parts[2:])}
+    starts = {ex.parts[1] for ex in checked_examples(walk, 1234, 25)}
+    assert {(x, SUCCESSORS["red"][x]) for x in starts} <= trained_steps
+    assert not starts & {ex.parts[1] for ex in train}
+
+
 def test_tasks_without_training_examples_are_refused():
     from dataclasses import dataclass
 
@@ -250,3 +264,29 @@ def test_frozen_weights_are_refused_with_the_checkpoint_named(small_family, tmp_
     with pytest.raises(FinetuneError, match="'tiny@step1' has no trainable floating-point weights"):
         finetune_checkpoint(ck, examples, tmp_path / "out", FinetuneConfig(device="cpu"))
     assert not (tmp_path / "out").exists()
+
+
+def test_replay_adds_pretraining_text_to_every_batch_and_changes_the_weights(small_family, tmp_path):
+    plain = finetune_run(_config(small_family, tmp_path / "plain"), manager(), progress=False, log=lambda *a: None)
+    mixed = finetune_run(_config(small_family, tmp_path / "replay", replay_rows=4), manager(),
+                         progress=False, log=lambda *a: None)
+    assert plain.ok and mixed.ok
+    records = [json.loads((tmp_path / d / MANIFEST).read_text())["models"] for d in ("plain", "replay")]
+    name = "tiny-h16@step1+ft8"
+    assert records[0][name]["replay_rows"] == 0 and records[1][name]["replay_rows"] == 4
+    # the same examples in the same order, plus replay rows: a different training loss and result
+    assert records[0][name]["first_loss"] != records[1][name]["first_loss"]
+    assert records[0][name]["weight_change"] != records[1][name]["weight_change"]
+    with pytest.raises(FinetuneError, match="replay_rows must be >= 0"):
+        _config(small_family, tmp_path / "bad", replay_rows=-1)
+
+
+def test_replay_text_is_never_the_evaluated_heldout_text():
+    from emergence.lab.finetune import _replay_texts
+    from emergence.plugins import collect
+
+    registry = collect(manager())
+    texts = _replay_texts(FinetuneConfig(replay_rows=1), registry)
+    evaluated = {ex.text for ex in registry.tasks["heldout_loss"].examples(0)}
+    assert texts and not any(t in chunk for chunk in evaluated for t in texts[:200])
+    assert texts != _replay_texts(FinetuneConfig(replay_rows=1, shuffle_seed=1), registry)

@@ -11,7 +11,13 @@ the input of ``emergence.analysis.finetune_law`` (Snell et al. 2024).
 
 The training stream is ``task.train_examples(train_seed)`` with every example whose prompt is an
 evaluation or few-shot prompt removed, so no evaluated question is trained on; the first D of it
-are used, so a smaller set is a subset of a larger one. ``<out>/finetune.json`` records, per
+are used, so a smaller set is a subset of a larger one. What "disjoint" means is the prompt: a
+walk's prompt names its start and nothing else (not its length), so a training walk from an
+evaluated start, of any length, would be that evaluated question and is excluded; walks from the
+other starts are fair, and on the lab's one 50-node cycle they pass through every evaluated start
+mid-walk (a test checks it), so every successor fact is trained except in the evaluated
+questions' own first position. A small problem space also caps the distinct examples (walk:
+25 beside the 25 evaluated), so past that D counts repeats. ``<out>/finetune.json`` records, per
 fine-tuned checkpoint, its base, D, seed, steps and training loss, and why a checkpoint could
 not be fine-tuned; a finished model folder is never trained again.
 """
@@ -62,6 +68,11 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     answer_only: bool = True      # loss on the answer tokens only (the prompt is given at test time)
+    # Replay: rows of pretraining-like text (the held-out loss task's training text, never its
+    # evaluated text) added to every batch, loss on every token, so that fine-tuning teaches the
+    # task without overwriting the rest of the model. 0: the task's examples alone.
+    replay_rows: int = 0
+    shuffle_seed: int = 0         # the order of the examples (and replay rows): the fine-tuning seed
     # Training examples come from this seed of the task's generator: not the evaluation seed,
     # its few-shot seed (seed + 1) or the lab corpus seeds (>= 10,000,000 counting up by skill).
     train_seed: int = 20_000_000
@@ -76,6 +87,8 @@ class FinetuneConfig:
         if any(a < 0 for a in amounts) or len(set(amounts)) != len(amounts):
             raise FinetuneError(f"amounts must be distinct numbers of examples >= 0, got {self.amounts!r}")
         object.__setattr__(self, "amounts", tuple(sorted(amounts)))
+        if self.replay_rows < 0:
+            raise FinetuneError(f"replay_rows must be >= 0, got {self.replay_rows!r}")
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise FinetuneError(f"{key} must be >= 1, got {getattr(self, key)!r}")
@@ -115,6 +128,7 @@ def finetune_run(config: FinetuneConfig, pm=None, *, progress: bool = True, log=
     out.mkdir(parents=True, exist_ok=True)
     examples = training_examples(task, max(config.amounts), train_seed=config.train_seed, seed=config.seed,
                                  limit=config.limit, num_fewshot=config.num_fewshot)
+    replay_texts = _replay_texts(config, registry) if config.replay_rows else []
     manifest = _read_manifest(out)
     _check_training_settings(out, manifest.get("config"), config)
     manifest["config"] = _config_record(config)
@@ -129,7 +143,7 @@ def finetune_run(config: FinetuneConfig, pm=None, *, progress: bool = True, log=
                 summary.reused += 1
                 continue
             try:
-                record = finetune_checkpoint(ck, examples[:amount], folder, config)
+                record = finetune_checkpoint(ck, examples[:amount], folder, config, replay_texts)
             except Exception as e:   # one checkpoint that cannot be trained must not stop the rest
                 why = " ".join(str(e).split()) if isinstance(e, FinetuneError) else f"{type(e).__name__}: {e}"
                 summary.failed.append((ck.name, amount, why))
@@ -199,7 +213,8 @@ def _stream(task, train_seed):
             return
 
 
-def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: FinetuneConfig) -> dict:
+def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: FinetuneConfig,
+                        replay_texts: list[str] = ()) -> dict:
     """Fine-tune ``ck`` on ``examples`` and save it to ``folder`` (built beside it, then renamed);
     return what was done. Raises when the checkpoint cannot be loaded or trained."""
     import torch
@@ -223,8 +238,11 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
                             "quantised); fine-tune a full-precision copy")
     before = [p.detach().clone() for p in trainable]
     rows = [_encode(tokenizer, ex, config.answer_only) for ex in examples]
-    generator = torch.Generator().manual_seed(config.train_seed * 31 + len(examples))
+    generator = torch.Generator().manual_seed(config.train_seed * 31 + len(examples) + 7919 * config.shuffle_seed)
     steps = config.epochs * math.ceil(len(rows) / config.batch_size)
+    if config.replay_rows and not replay_texts:
+        raise FinetuneError(f"replay_rows = {config.replay_rows} but no replay text was given")
+    replay = _replay_rows(tokenizer, replay_texts, getattr(model.config, "max_position_embeddings", None))
     opt = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     losses, step, start = [], 0, time.perf_counter()
     model.train()
@@ -234,7 +252,8 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
             step += 1
             for group in opt.param_groups:
                 group["lr"] = config.lr * min(1.0, step / max(1, config.warmup_steps))
-            x, y = _batch([rows[i] for i in order[k:k + config.batch_size]], tokenizer, device)
+            batch = [rows[i] for i in order[k:k + config.batch_size]]
+            x, y = _batch(batch + [next(replay) for _ in range(config.replay_rows)], tokenizer, device)
             logits = model(input_ids=x).logits
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
                                                      ignore_index=-100)
@@ -247,7 +266,8 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
             losses.append(loss.item())
     moved = float(sum((p.detach() - b).pow(2).sum().item() for p, b in zip(trainable, before)) ** 0.5)
     record = {BASE: ck.name, AMOUNT: len(examples), "distinct": len({_key(ex) for ex in examples}),
-              "steps": steps, "seed": config.train_seed,
+              "steps": steps, "seed": config.train_seed, "shuffle_seed": config.shuffle_seed,
+              "replay_rows": config.replay_rows,
               "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4),
               "weight_change": moved, "seconds": round(time.perf_counter() - start, 2), "device": device}
     tmp = folder.with_name(folder.name + ".tmp")
@@ -309,6 +329,35 @@ def _encode(tokenizer, ex, answer_only: bool):
     return ids, labels
 
 
+def _replay_texts(config: FinetuneConfig, registry) -> list[str]:
+    """Pretraining-like text for replay: paragraphs of the lab filler's task (the held-out loss
+    task's training text, a generated corpus under ``train_seed``; never its evaluated text), in
+    an order set by ``shuffle_seed``."""
+    import random
+
+    from emergence.lab.corpus import FILLER_TASK
+
+    task = registry.tasks.get(FILLER_TASK)
+    if task is None or not callable(getattr(task, "train_examples", None)):
+        raise FinetuneError(f"replay needs the training text of task {FILLER_TASK!r}, which no plugin registers")
+    try:
+        texts = [ex.text for ex in itertools.islice(task.train_examples(config.train_seed), 4000) if ex.text]
+    except NotImplementedError as e:
+        raise FinetuneError(f"replay needs training text, and task {FILLER_TASK!r} has none ({e})") from None
+    random.Random(config.shuffle_seed).shuffle(texts)
+    return texts
+
+
+def _replay_rows(tokenizer, texts, max_tokens: int | None):
+    """Endless (ids, labels) rows of ``texts``, cut to the model's context, every token a target."""
+    def rows():
+        for text in itertools.cycle(texts):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens or 64]
+            if len(ids) > 1:
+                yield ids, list(ids)
+    return rows() if texts else iter(())
+
+
 def _batch(rows, tokenizer, device):
     import torch
 
@@ -335,7 +384,7 @@ def _read_manifest(out: Path) -> dict:
 
 # What the fine-tuned weights are made from: an out folder keeps one value of each.
 TRAINING_SETTINGS = ("task", "epochs", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip",
-                     "answer_only", "train_seed", "seed", "limit", "num_fewshot")
+                     "answer_only", "replay_rows", "shuffle_seed", "train_seed", "seed", "limit", "num_fewshot")
 
 
 def _check_training_settings(out: Path, recorded: dict | None, config: FinetuneConfig):
