@@ -290,3 +290,12 @@ def test_replay_text_is_never_the_evaluated_heldout_text():
     evaluated = {ex.text for ex in registry.tasks["heldout_loss"].examples(0)}
     assert texts and not any(t in chunk for chunk in evaluated for t in texts[:200])
     assert texts != _replay_texts(FinetuneConfig(replay_rows=1, shuffle_seed=1), registry)
+
+
+def test_a_folder_without_a_recorded_setting_counts_as_made_at_its_default(tmp_path):
+    from emergence.lab.finetune import FinetuneConfig, FinetuneError, _check_training_settings, _config_record
+
+    old = {k: v for k, v in _config_record(FinetuneConfig(task="copy")).items() if k != "replay_rows"}
+    _check_training_settings(tmp_path, old, FinetuneConfig(task="copy"))          # the default: same models
+    with pytest.raises(FinetuneError, match="replay_rows 0 -> 8"):
+        _check_training_settings(tmp_path, old, FinetuneConfig(task="copy", replay_rows=8))

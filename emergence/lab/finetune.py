@@ -27,7 +27,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from emergence.analysis.finetune_law import AMOUNT   # the data-amount column the law reads
@@ -392,9 +392,12 @@ def _check_training_settings(out: Path, recorded: dict | None, config: FinetuneC
     already there would otherwise be reused as if made with the new settings."""
     if not recorded:
         return
-    changed = [k for k in TRAINING_SETTINGS if k in recorded and recorded[k] != getattr(config, k)]
+    # a setting an older folder did not record was made at that setting's default
+    defaults = {f.name: f.default for f in fields(FinetuneConfig)}
+    was = {k: recorded.get(k, defaults.get(k)) for k in TRAINING_SETTINGS}
+    changed = [k for k in TRAINING_SETTINGS if was[k] != getattr(config, k)]
     if changed:
-        shown = ", ".join(f"{k} {recorded[k]!r} -> {getattr(config, k)!r}" for k in changed)
+        shown = ", ".join(f"{k} {was[k]!r} -> {getattr(config, k)!r}" for k in changed)
         raise FinetuneError(f"{out} holds models fine-tuned with other settings ({shown}); use another "
                             "--out, or the recorded settings")
 
