@@ -75,3 +75,23 @@ def test_packed_decoding_generates_what_the_model_own_layers_do(tiny_model_dir):
         assert got == plain.generate_tokens(CONTEXTS, until=until, max_gen_toks=10)
     assert len({len(ids) for ids in fast.generate_tokens(CONTEXTS, until=[" ", "e"], max_gen_toks=10)}) > 1
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+@needs_onednn
+@pytest.mark.parametrize("packed_rows", [True, False])
+def test_scores_agree_with_and_without_onednn(tiny_model_dir, packed_rows):
+    """Both scoring paths (packed rows under a 4-D mask, a shared KV cache) and rolling windows:
+    the oneDNN layers move log-probabilities by float32 rounding only, and keep greedy flags."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    fast = HFEngine(model, tok, batch_size=2, max_length=64)
+    plain = HFEngine(model, tok, batch_size=2, max_length=64)
+    plain._packed = None
+    fast.packed = plain.packed = packed_rows
+    pairs = [(c, x) for c in CONTEXTS for x in (" a", " the cat sat", "e")]
+    for a, b in zip(fast.score_pairs(pairs), plain.score_pairs(pairs)):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+        assert a.greedy == b.greedy
+    texts = ["the cat sat on a mat. " * 30]
+    assert fast.score_rolling(texts)[0].logprob == pytest.approx(plain.score_rolling(texts)[0].logprob, abs=1e-4)
+    assert not any("forward" in vars(m) for m in model.modules())

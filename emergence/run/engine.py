@@ -14,8 +14,9 @@ the continuous metrics need. Where the work goes:
 - generation is batched greedy decoding: every prompt of a length bucket in one batch, a KV
   cache preallocated for the batch's window, the output layer only at each row's last
   position, the greedy token found blockwise (``first_max``), one tokenizer call per step for
-  the stop strings; finished rows leave the batch and the cache; on CPU every linear layer runs
-  through oneDNN on a packed copy of its weight (``cpu_linear``);
+  the stop strings; finished rows leave the batch and the cache;
+- on CPU every linear layer of a scoring or decoding pass, the output layer included, runs
+  through oneDNN on a copy of its weight packed once per model (``cpu_linear``);
 - a batch that runs out of memory is halved and retried.
 Tokenisation, truncation and rolling windows follow lm-eval's ``HFLM`` so that results agree.
 """
@@ -87,8 +88,8 @@ class HFEngine(LM):
         # growing a cache concatenates every layer's tensors at every step.
         self.static_cache = bool(getattr(model, "_can_compile_fullgraph", False)) and _layered_caches()
         self._step_buffer = None   # the output layer's logits of one decoding step (not on CPU)
-        # On CPU, decoding runs every linear layer through oneDNN on a copy of its weight packed
-        # once per loaded model (see cpu_linear); elsewhere the model's own layers.
+        # On CPU, scoring and decoding run every linear layer through oneDNN on a copy of its
+        # weight packed once per loaded model (see cpu_linear); elsewhere the model's own layers.
         self._packed = cpu_linear.PackedWeights() if self._device.type == "cpu" and cpu_linear.available() else None
 
     # ---------------------------------------------------------------- lm-eval's LM interface
@@ -170,11 +171,12 @@ class HFEngine(LM):
         rows.sort(key=lambda r: -_row_width(r))
         shared.sort(key=lambda g: -_shared_width(g))
         results = [None] * len(encoded)
-        for batch_out in chain(
-                self._batched(rows, partial(self._score_rows, greedy=greedy), _row_width, self.pass_tokens),
-                self._batched(shared, partial(self._score_shared, greedy=greedy), _shared_width, self.pass_tokens)):
-            for i, scores in batch_out:
-                results[i] = scores
+        with self._cpu_layers():
+            for batch_out in chain(
+                    self._batched(rows, partial(self._score_rows, greedy=greedy), _row_width, self.pass_tokens),
+                    self._batched(shared, partial(self._score_shared, greedy=greedy), _shared_width, self.pass_tokens)):
+                for i, scores in batch_out:
+                    results[i] = scores
         return results
 
     def score_rolling(self, texts) -> list[RollingScore]:
@@ -234,7 +236,7 @@ class HFEngine(LM):
         if self.split is not None:   # the output layer at the scored positions only
             decoder, head = self.split
             hidden = decoder(input_ids=ids.to(self._device), use_cache=False, **kwargs).last_hidden_state
-            token_lp, flags = _head_scores(hidden[at], head, target, greedy)
+            token_lp, flags = _head_scores(hidden[at], head, target, greedy, self._packed_head(head, hidden))
         else:
             logits = self.model(input_ids=ids.to(self._device), logits_to_keep=width - first, use_cache=False,
                                 **kwargs).logits
@@ -313,8 +315,7 @@ class HFEngine(LM):
         return until
 
     def _generate_batch(self, items, until, max_gen_toks):
-        patched = self._packed.patched(self.model) if self._packed is not None else contextlib.nullcontext()
-        with patched, torch.inference_mode():
+        with self._cpu_layers(), torch.inference_mode():
             return self._decode_batch(items, until, max_gen_toks)
 
     def _decode_batch(self, items, until, max_gen_toks):
@@ -376,12 +377,12 @@ class HFEngine(LM):
         """The first maximum of the output layer on one position per row, a slice of rows at a
         time: on CPU through oneDNN on the packed weight, elsewhere into a buffer that every step
         reuses (a fresh one pays its page faults each time)."""
-        rows = _slice_rows(hidden, head)
-        if self._packed is not None and cpu_linear.packable(head) and hidden.dtype == torch.float32:
-            weight = self._packed.get(head.weight)
-            return torch.cat([first_max(cpu_linear.linear(h, weight, head.bias)) for h in hidden.split(rows)])
+        packed = self._packed_head(head, hidden)
+        if packed is not None:
+            return torch.cat([first_max(logits) for logits in _head_slices(hidden, head, packed=packed)])
         buffer = weight = None
         if _plain_layer(head, hidden):
+            rows = _slice_rows(hidden, head)
             buffer = self._step_buffer
             if (buffer is None or len(buffer) < rows or buffer.shape[1] != head.out_features
                     or buffer.device != hidden.device):
@@ -390,6 +391,17 @@ class HFEngine(LM):
         return torch.cat([first_max(logits) for logits in _head_slices(hidden, head, buffer, weight)])
 
     # ---------------------------------------------------------------- plumbing
+    def _cpu_layers(self):
+        """On CPU, the model's linear layers through oneDNN on packed weights for the duration
+        (scoring and decoding passes alike); elsewhere nothing changes."""
+        return self._packed.patched(self.model) if self._packed is not None else contextlib.nullcontext()
+
+    def _packed_head(self, head, hidden):
+        """The output layer's packed weight where it runs through oneDNN, else None."""
+        if self._packed is None or not cpu_linear.packable(head) or hidden.dtype != torch.float32:
+            return None
+        return self._packed.get(head.weight)
+
     def _left_pad(self, sequences):
         width = max(len(s) for s in sequences)
         ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
@@ -526,9 +538,9 @@ def _token_scores(logits, at, target, greedy=True):
     return _reduce(_gathered_slices(flat, rows * logits.shape[1] + cols), target, greedy)
 
 
-def _head_scores(hidden, head, target, greedy=True):
+def _head_scores(hidden, head, target, greedy=True, packed=None):
     """As _token_scores, from the last hidden states of the scored positions and the output layer."""
-    return _reduce(_head_slices(hidden, head), target, greedy)
+    return _reduce(_head_slices(hidden, head, packed=packed), target, greedy)
 
 
 # Logits are made and reduced a slice of positions at a time, 64 MB of float32, so that no
@@ -536,14 +548,21 @@ def _head_scores(hidden, head, target, greedy=True):
 # need gigabytes. In float32 every slice is written into one buffer: a fresh 64 MB tensor per
 # slice costs its page faults again each time (on CPU, about a fifth of the output layer's time).
 _SLICE_FLOATS = 1 << 24
+# glibc maps allocations above 32 MB afresh every time; 16 MB ones come back from its heap.
+_FRESH_FLOATS = 1 << 22
 
 
-def _head_slices(hidden, head, buffer=None, weight=None):
-    """The output layer's float32 logits, a slice of rows at a time. A caller that reuses them
-    from call to call passes the buffer (a plain layer only, at least a slice's rows) and the
-    weight as (hidden, vocabulary); otherwise a plain layer gets a fresh buffer and the
-    weight's transposed view."""
+def _head_slices(hidden, head, buffer=None, weight=None, packed=None):
+    """The output layer's float32 logits, a slice of rows at a time. With ``packed`` (its weight
+    packed for oneDNN, CPU) through oneDNN. Otherwise a caller that reuses them from call to
+    call passes the buffer (a plain layer only, at least a slice's rows) and the weight as
+    (hidden, vocabulary); a plain layer gets a fresh buffer and the weight's transposed view."""
     rows = _slice_rows(hidden, head)
+    if packed is not None:
+        # oneDNN writes a fresh tensor per slice: small enough slices that the allocator reuses
+        # its memory rather than mapping (and faulting in) new pages for each.
+        yield from (cpu_linear.linear(h, packed, head.bias) for h in hidden.split(_slice_rows(hidden, head, _FRESH_FLOATS)))
+        return
     if buffer is None and _plain_layer(head, hidden):
         buffer = hidden.new_empty((rows, head.out_features))
     weight = head.weight.t() if weight is None else weight
@@ -555,8 +574,8 @@ def _head_slices(hidden, head, buffer=None, weight=None):
         yield part if head.bias is None else part.add_(head.bias)
 
 
-def _slice_rows(hidden, head) -> int:
-    return max(1, min(len(hidden), _SLICE_FLOATS // head.out_features))
+def _slice_rows(hidden, head, floats=_SLICE_FLOATS) -> int:
+    return max(1, min(len(hidden), floats // head.out_features))
 
 
 def _plain_layer(layer, hidden) -> bool:
