@@ -1,13 +1,12 @@
 """Linear layers on CPU through oneDNN with prepacked weights, for scoring and decoding passes.
 
 A decoding step multiplies a few dozen rows by every weight matrix of the model, a scoring pass
-a few hundred. PyTorch's CPU
-``linear`` goes to MKL's sgemm; oneDNN's linear on a weight reordered once into its blocked
-layout was 1.6-1.8x faster for the output layer (48 rows x 50,304, hidden 128-512) and 10-25%
-faster for the layers of the body (48 rows, hidden 320) on the AMD EPYC of BENCHMARKS.md, and
-1.2-1.4x for 480-row passes of the output layer. It is
-the operator ``torch.compile`` emits for CPU linears (``mkldnn._linear_pointwise`` on a
-``mkldnn._reorder_linear_weight``): float32 matmuls, within float32 rounding of ``F.linear``.
+a few hundred. PyTorch's CPU ``linear`` goes to MKL's sgemm; on the AMD EPYC of BENCHMARKS.md,
+oneDNN's linear on a weight reordered once into its blocked layout was 1.6-1.8x faster for the
+output layer at 48 rows (x 50,304, hidden 128-512), 1.2-1.4x at 480 rows, and 10-25% faster for
+the layers of the body (48 rows, hidden 320). It is the operator ``torch.compile`` emits for CPU
+linears (``mkldnn._linear_pointwise`` on a ``mkldnn._reorder_linear_weight``): float32 matmuls,
+within float32 rounding of ``F.linear``.
 """
 
 import contextlib
