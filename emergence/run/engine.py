@@ -561,7 +561,8 @@ def _head_slices(hidden, head, buffer=None, weight=None, packed=None):
     if packed is not None:
         # oneDNN writes a fresh tensor per slice: small enough slices that the allocator reuses
         # its memory rather than mapping (and faulting in) new pages for each.
-        yield from (cpu_linear.linear(h, packed, head.bias) for h in hidden.split(_slice_rows(hidden, head, _FRESH_FLOATS)))
+        rows = _slice_rows(hidden, head, min(_SLICE_FLOATS, _FRESH_FLOATS))
+        yield from (cpu_linear.linear(h, packed, head.bias) for h in hidden.split(rows))
         return
     if buffer is None and _plain_layer(head, hidden):
         buffer = hidden.new_empty((rows, head.out_features))
@@ -574,8 +575,10 @@ def _head_slices(hidden, head, buffer=None, weight=None, packed=None):
         yield part if head.bias is None else part.add_(head.bias)
 
 
-def _slice_rows(hidden, head, floats=_SLICE_FLOATS) -> int:
-    return max(1, min(len(hidden), floats // head.out_features))
+def _slice_rows(hidden, head, floats=None) -> int:
+    """Rows of ``hidden`` per slice of at most ``floats`` logits (default ``_SLICE_FLOATS``, read
+    at call time)."""
+    return max(1, min(len(hidden), (_SLICE_FLOATS if floats is None else floats) // head.out_features))
 
 
 def _plain_layer(layer, hidden) -> bool:
