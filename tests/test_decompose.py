@@ -103,6 +103,15 @@ def test_k_eff_fitted_on_small_models_predicts_the_larger_composite():
     out = backtest_composite(_table(SIZES, curves), 1e9).iloc[0]
     assert out["status"] == "ok" and out["k_eff_small"] == pytest.approx(2, abs=0.01)
     assert out["n_heldout"] == int((SIZES >= 1e9).sum()) and out["mae_k_eff"] < 1e-3 < out["mae_independent"]
+    assert out["k_eff_identified"] and out["reason"] == ""
+
+
+def test_k_eff_is_flagged_when_the_small_models_composite_is_all_zero():
+    q = np.linspace(0.1, 0.9, len(SIZES))
+    curves = {(f"s{j}", "acc"): (q, 0.0) for j in range(5)}
+    curves[("", "exact_match")] = (np.where(SIZES < 1e9, 0.0, q ** 5), 0.0)
+    out = backtest_composite(_table(SIZES, curves), 1e9).iloc[0]
+    assert out["status"] == "ok" and not out["k_eff_identified"] and "not identified" in out["reason"]
 
 
 def test_composite_backtest_says_why_a_side_is_empty():

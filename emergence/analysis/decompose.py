@@ -130,10 +130,14 @@ def backtest_composite(df: pd.DataFrame, cutoff: float, *, by: str = S.PARAMS, s
         sub, comp = held
         k_eff = float(fitted["k_eff"].iloc[0])
         pred, indep = sub.mean(0) ** k_eff, sub.prod(0)
-        rows.append({**row, "k_eff_small": k_eff, "n_heldout": len(comp),
+        # a composite at 0 on every fitted checkpoint says nothing about k: the fit ends at its bound
+        identified = bool(fitted["composite_max"].iloc[0] > 0)
+        rows.append({**row, "k_eff_small": k_eff, "k_eff_identified": identified, "n_heldout": len(comp),
                      "n_train": int(fitted["n_checkpoints"].iloc[0]), "mae_k_eff": float(np.mean(np.abs(pred - comp))),
                      "mae_independent": float(np.mean(np.abs(indep - comp))),
-                     "max_error_k_eff": float(np.max(np.abs(pred - comp))), "status": "ok", "reason": ""})
+                     "max_error_k_eff": float(np.max(np.abs(pred - comp))), "status": "ok",
+                     "reason": "" if identified else "k_eff not identified: the composite is 0 on every checkpoint "
+                                                     "below the cutoff (the product rule needs no fit)"})
     return pd.DataFrame(rows)
 
 
