@@ -95,3 +95,10 @@ def test_scores_agree_with_and_without_onednn(tiny_model_dir, packed_rows):
     texts = ["the cat sat on a mat. " * 30]
     assert fast.score_rolling(texts)[0].logprob == pytest.approx(plain.score_rolling(texts)[0].logprob, abs=1e-4)
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_the_switch_turns_onednn_off(monkeypatch):
+    from emergence.run import cpu_linear
+
+    monkeypatch.setenv("EMERGENCE_ONEDNN", "0")
+    assert not cpu_linear.available()

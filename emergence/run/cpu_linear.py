@@ -10,12 +10,16 @@ within float32 rounding of ``F.linear``.
 """
 
 import contextlib
+import os
 
 import torch
 
 
 def available() -> bool:
-    """Whether this torch build has oneDNN and the two operators (a private API: checked, not assumed)."""
+    """Whether this torch build has oneDNN and the two operators (a private API: checked, not
+    assumed), and ``EMERGENCE_ONEDNN`` is not 0 (the switch back to PyTorch's own linear)."""
+    if os.environ.get("EMERGENCE_ONEDNN", "1").strip() == "0":
+        return False
     ops = getattr(torch.ops, "mkldnn", None)
     try:
         return (torch.backends.mkldnn.is_available() and ops is not None
