@@ -229,15 +229,8 @@ def _result_rows(data, path, skipped: list):
     metrics with no finite number are appended to ``skipped``, anything else that is not a number
     is an error."""
     roots = _group_roots(data.get("group_subtasks"), path)
-    samples = data.get("n-samples") or {}
-    if not isinstance(samples, dict):
-        raise ValueError(f"{path}: 'n-samples' is {_shown(samples)}; expected a table per task")
-    versions = data.get("versions") or {}
-    if not isinstance(versions, dict):
-        raise ValueError(f"{path}: 'versions' is {_shown(versions)}; expected a table per task")
-    directions = data.get("higher_is_better") or {}
-    if not isinstance(directions, dict):
-        raise ValueError(f"{path}: 'higher_is_better' is {_shown(directions)}; expected a table per task")
+    samples, versions, directions = (_per_task(data, key, path) for key in ("n-samples", "versions",
+                                                                           "higher_is_better"))
     shots_of = _shots(data, path)
     for name, metrics in data["results"].items():
         if not isinstance(metrics, dict):
@@ -270,15 +263,18 @@ def _result_rows(data, path, skipped: list):
                    shots)
 
 
+def _per_task(data, key, path) -> dict:
+    """``data[key]``, a table keyed by task ({} when absent); anything else names the file and key."""
+    table = data.get(key) or {}
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: {key!r} is {_shown(table)}; expected a table per task")
+    return table
+
+
 def _shots(data, path):
     """name -> few-shot count of a results file: lm-eval 0.4's ``n-shot`` table, else the task's
     ``configs.<name>.num_fewshot``, else the run's ``config.num_fewshot``; None where none says."""
-    table = data.get("n-shot") or {}
-    if not isinstance(table, dict):
-        raise ValueError(f"{path}: 'n-shot' is {_shown(table)}; expected a table per task")
-    configs = data.get("configs") or {}
-    if not isinstance(configs, dict):
-        raise ValueError(f"{path}: 'configs' is {_shown(configs)}; expected a table per task")
+    table, configs = _per_task(data, "n-shot", path), _per_task(data, "configs", path)
     default = _shot_count((data.get("config") or {}).get("num_fewshot"), path, "config.num_fewshot")
 
     groups = data.get("group_subtasks") if isinstance(data.get("group_subtasks"), dict) else {}
