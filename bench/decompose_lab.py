@@ -87,7 +87,8 @@ def _report(args, df, rows, seconds) -> str:
     if floor:
         lines += ["", f"At {len(floor)} cutoff(s) every fitted checkpoint's exact match is 0: the composite says "
                   "nothing about k there, so `k_eff` is not identified (the fit ends at "
-                  f"{', '.join(format(r['k_eff_small'], '.1f') for r in floor)}); the product rule, which needs no fit, "
+                  f"{', '.join(format(r['k_eff_small'], '.1f') for r in floor)}); the product rule, "
+                  "which needs no fit, "
                   f"errs by {_span(floor, 'mae_independent')} against {_span(floor, 'mae_k_eff')} for `k_eff`."]
     if off:
         wins = sum(r["mae_k_eff"] < r["mae_independent"] for r in off)

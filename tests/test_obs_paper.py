@@ -55,10 +55,14 @@ def test_split_trains_up_to_the_cutoff_and_predicts_models_without_flops():
 
 
 def test_components_predict_a_sigmoid_of_skill_better_than_size():
-    errors = O.paper_errors(_frame()).set_index("inputs")
+    frame = O.model_matrix(_frame())
+    errors = O.paper_errors(frame).set_index("inputs")
     assert errors.loc["components", "n_test"] > 5
     assert errors.loc["components", "mse"] < 0.01
     assert errors.loc["components", "mse"] < errors.loc["log_size", "mse"]
+    held_out = O.paper_predictions(frame, O.paper_tasks()[0])[S.MODEL].tolist()
+    two = O.paper_errors(frame, among={"word_unscrambling": held_out[:2]}).set_index("inputs")
+    assert (two["n_test"] == 2).all() and two.loc["components", "n_train"] == errors.loc["components", "n_train"]
 
 
 def test_families_outside_the_paper_are_left_out():

@@ -112,19 +112,23 @@ def paper_predictions(frame: pd.DataFrame, t: PaperTask, inputs: str = "componen
     return out.assign(actual=y[test], predicted=_sigmoid(x_test, coef), n_train=int(train.sum()))
 
 
-def paper_errors(df: pd.DataFrame) -> pd.DataFrame:
-    """Per task and input: training and held-out counts, MSE and MAE of the normalised score."""
-    frame = model_matrix(df)
+def paper_errors(frame: pd.DataFrame, tasks=None, among: dict | None = None) -> pd.DataFrame:
+    """Per task (``paper_tasks()`` by default) and input, on a ``model_matrix`` frame: training and
+    held-out counts, MSE and MAE of the normalised score. ``among``: task -> the held-out models to
+    score (e.g. those another predictor could predict too); all of them otherwise."""
     rows = []
-    for t in paper_tasks():
+    for t in paper_tasks() if tasks is None else tasks:
         if f"{t.task}/{t.metric}" not in frame:
             continue
         for inputs in INPUTS:
             p = paper_predictions(frame, t, inputs)
+            if among is not None:
+                p = p[p[S.MODEL].isin(among.get(t.task, ()))]
             err = p["predicted"] - p["actual"]
             rows.append({"task": t.task, "metric": t.metric, "headline": t.headline, "cutoff": t.cutoff,
                          "inputs": inputs, "n_train": int(p["n_train"].iloc[0]) if len(p) else 0, "n_test": len(p),
-                         "mse": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err)))})
+                         "mse": float(np.mean(err ** 2)) if len(p) else np.nan,
+                         "mae": float(np.mean(np.abs(err))) if len(p) else np.nan})
     return pd.DataFrame(rows)
 
 

@@ -202,8 +202,7 @@ def obsscaling_paper_lines(ref: Path) -> list:
     """Ruan et al.'s own split of their Sec. 4.1 (``analysis.obs_paper``): their procedure and ours
     on the same held-out models, MSE of the normalised score as the paper reports it."""
     from emergence.analysis.backtest import backtest
-    from emergence.analysis.obs_paper import (INPUTS, PAPER_FAMILIES, leaderboard_tasks, model_matrix,
-                                              paper_predictions, paper_tasks)
+    from emergence.analysis.obs_paper import PAPER_FAMILIES, leaderboard_tasks, model_matrix, paper_errors, paper_tasks
 
     df = _read_reference(ref, "obsscaling.csv.gz", lambda d: d[S.FAMILY].isin(PAPER_FAMILIES))
     if isinstance(df, str):
@@ -228,8 +227,8 @@ def obsscaling_paper_lines(ref: Path) -> list:
              "the score min-max normalised from the random-guess rate; PCA (train only, GSM8K left out for "
              "arithmetic) and a sigmoid of the top 3 components, against the same sigmoid of log FLOPs and of log "
              "size. Entries are the held-out MSE of the normalised score (the paper's metric) over the predicted "
-             "models with a FLOPs figure that the harness predicts too (it needs every benchmark); the paper's figures print these MSEs, and its text gives no table of "
-             "them to compare with. Ours: the harness's predictors on the same split and models. The "
+             "models with a FLOPs figure that the harness predicts too (it needs every benchmark); the paper's "
+             "figures print these MSEs, and its text gives no table of them to compare with. Ours: the harness's predictors on the same split and models. The "
              "development rows (Open LLM Leaderboard v2 scores of the same models, outside the paper's Sec. 4.1) "
              "decided whether `obs_scaling` should take the paper's PCA of the training models only: it stayed as "
              "it is (components of every model's benchmarks, mean imputation, a sigmoid above chance) because the "
@@ -238,14 +237,14 @@ def obsscaling_paper_lines(ref: Path) -> list:
              "| task | role | fit / predicted | theirs: 3 PCs | theirs: log FLOPs | theirs: log size | "
              + " | ".join(f"ours: {n}" for n in OBS_OURS) + " |",
              "|---|---|---:|---:|---:|---:|" + "---:|" * len(OBS_OURS)]
+    # theirs on the held-out models both sides predict
+    among = {t: set(g["model"].dropna()) for t, g in ours.groupby("task")}
+    theirs = paper_errors(frame, tasks, among).set_index(["task", "inputs"])
     for t in tasks:
-        mse, n = {}, None
         task_rows = ours[ours["task"] == t.task]
-        for inputs in INPUTS:
-            p = paper_predictions(frame, t, inputs)
-            p = p[p[S.MODEL].isin(task_rows["model"])]     # the held-out models both sides predict
-            n = n or f"{int(p['n_train'].iloc[0])} / {len(p)}"
-            mse[inputs] = float(np.mean((p["predicted"] - p["actual"]) ** 2))
+        mse = theirs.loc[t.task, "mse"]
+        counts = theirs.loc[(t.task, "components")]
+        n = f"{int(counts['n_train'])} / {int(counts['n_test'])}"
         targets = set(task_rows["model"].dropna())
         o = task_rows[task_rows["status"].eq("ok")]
         cells = []
