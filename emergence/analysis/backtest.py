@@ -267,18 +267,20 @@ def _add_shift(table, df, cutoff, names, opts, seed, level):
     value_of, group_of = model_values(finals, values, opts["pool"])
     v = pd.Series(value_of, dtype=float)
     below = v[v < cutoff]
-    lower = below.groupby(pd.Series(group_of)[below.index]).max()     # per group: the next cutoff down
-    lower = lower[[below[pd.Series(group_of)[below.index] == g].nunique() >= 2 for g in lower.index]]
+    per_group = below.groupby(pd.Series(group_of)[below.index])
+    # per group with 2+ training sizes: its largest one, the next cutoff down
+    lower = per_group.max()[per_group.nunique() >= 2]
     if lower.empty:
         return table.assign(shift=np.nan)
-    agains = []
-    for at, groups in lower.groupby(lower):
+    refits = []
+    for at, groups in lower.groupby(lower):      # groups sharing a next cutoff are refitted together
         part = df if opts["pool"] else df[df[S.FAMILY].astype(str).isin(groups.index)]
-        agains.append(backtest(part, float(at), predictors=names, n_boot=0, seed=seed, sensitivity=False, **opts))
-    again = pd.concat([a for a in agains if not a.empty and "predicted" in a], ignore_index=True) \
-        if any(not a.empty and "predicted" in a for a in agains) else pd.DataFrame()
-    if again.empty:
+        refit = backtest(part, float(at), predictors=names, n_boot=0, seed=seed, sensitivity=False, **opts)
+        if not refit.empty and "predicted" in refit:
+            refits.append(refit)
+    if not refits:
         return table.assign(shift=np.nan)
+    again = pd.concat(refits, ignore_index=True)
     keys = ["group", "task", "subtask", "metric", "model", "predictor"]
     moved = again.dropna(subset=["model"])[keys + ["predicted"]].rename(columns={"predicted": "_pred_lower"})
     out = table.merge(moved, on=keys, how="left")
