@@ -61,14 +61,15 @@ def add_calibrated(table: pd.DataFrame, again: pd.DataFrame, values: dict, group
     ok = table["status"].eq("ok") & table["predicted"].notna() & table["model"].notna()
     d_out = distance(table["model"].map(v), table["group"].map(top))
     for name, rows in table[ok].groupby("predictor"):
-        q, guaranteed = conformal_quantile(score[left_out["predictor"] == name], level)
+        scores = score[left_out["predictor"] == name]
+        q, guaranteed = conformal_quantile(scores, level)
         if not np.isfinite(q):
             continue
         half = q * d_out[rows.index]
         pred = rows["predicted"]
         lo = np.fmin((pred - half).clip(0, 1), rows["pred_low"].fillna(np.inf))
         hi = np.fmax((pred + half).clip(0, 1), rows["pred_high"].fillna(-np.inf))
-        n = int(np.isfinite(score[left_out["predictor"] == name]).sum())
+        n = int(np.isfinite(scores).sum())
         table.loc[rows.index, ["cal_low", "cal_high", "cal_level", "cal_n"]] = np.column_stack(
             [lo, hi, np.full(len(rows), guaranteed), np.full(len(rows), n)])
     return table
