@@ -46,4 +46,5 @@ def test_sensitivity_refit_leaves_out_a_model_the_task_was_fitted_on():
                      n_boot=0)
     assert (table["shift"] > 0).all()          # m4 (4.6e8 params) left out, not the bench-only model
     ps = predictor_summary(table).set_index("predictor")
-    assert ps.loc["power_law", "cal_coverage"] >= 0 and (table["cal_high"] >= table["predicted"]).all()
+    assert ps.loc["power_law", "cal_coverage"] >= 0 and (table["cal_n"] > 0).all()
+    assert (table["cal_high"] >= table["predicted"]).all() and (table["cal_low"] <= table["predicted"]).all()
