@@ -141,13 +141,20 @@ PLURALS = "gulls carts lamps fences bridges goats trees windows".split()
 WHEN = ("tomorrow", "after lunch", "on Sunday", "before the festival")
 
 
+CORPUS_PROBES = ("add_1d", "add_2d", "add_3d", "add_4d", "add_5d", "mul_1d", "mul_2d", "mul_3d", "mod_arith",
+                 "mc_arith", "chain_2", "chain_3", "chain_4", "chain_5", "unscramble", "reverse_word", "copy")
+
+
 def generate_corpus(seed: int = 0, n_documents: int = 90) -> str:
     """The default held-out corpus, deterministic in ``seed``; documents separated by blank lines."""
     from emergence_tasks.probes import all_probes
 
     rng = random.Random(f"heldout-corpus:{seed}")
-    # Not walk: its successor table is an arbitrary fact of the lab's, not text a model should know.
-    probes = [p for p in all_probes() if p.name != "walk"]
+    # A fixed list, not every registered probe: a new probe must not change the held-out text (and
+    # with it the loss axis and every lab family). Not walk: its successor table is an arbitrary
+    # fact of the lab's, not text a model should know.
+    by_name = {p.name: p for p in all_probes()}
+    probes = [by_name[name] for name in CORPUS_PROBES]
     documents = []
     for i in range(n_documents):
         kind = ("prose", "prose", "arithmetic", "prose", "probes")[i % 5]

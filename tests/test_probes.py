@@ -1,5 +1,6 @@
 """The built-in probes and held-out loss task: deterministic, large, correctly scored, registered."""
 
+import dataclasses
 import itertools
 import math
 import random
@@ -259,6 +260,15 @@ def test_shipped_corpus_is_what_the_generator_writes():
     # `python -m emergence_tasks.heldout_loss` and bump heldout_loss's version.
     assert H.DEFAULT_CORPUS.read_text(encoding="utf-8") == H.generate_corpus()
     assert 20_000 < H.DEFAULT_CORPUS.stat().st_size < 100_000
+
+
+def test_a_new_probe_does_not_change_the_heldout_corpus(monkeypatch):
+    from emergence_tasks import probes as P
+
+    before = H.generate_corpus(seed=3, n_documents=10)
+    extra = dataclasses.replace(C.chain_task(2), name="chain_new")   # a probe registered later
+    monkeypatch.setattr(P, "all_probes", lambda original=P.all_probes: [extra, *original()])
+    assert H.generate_corpus(seed=3, n_documents=10) == before
 
 
 def test_heldout_chunks_are_stable_and_bounded():
