@@ -110,7 +110,8 @@ def main(argv=None) -> int:
         sections.append((cutoff, CONTROL, emergence_prediction(ctrl, task=CONTROL, metric=METRIC, d0=1.0),
                          None, None))
     clock["fit the laws"] = time.perf_counter() - start
-    text = _report(args, base, summaries, sections, clock)
+    figures = _figures(args.out, tables, sections) if args.out else {}
+    text = _report(args, base, summaries, sections, clock, figures)
     if args.out:
         Path(args.out).write_text(text)
     print(text)
@@ -123,6 +124,19 @@ def _finetune(config):
     torch.set_num_threads(1)
     s = finetune_run(config, progress=False, log=lambda *a: None)
     return {"trained": s.trained, "reused": s.reused, "failed": len(s.failed), "evaluated": s.run.evaluated}
+
+
+def _figures(out, tables, sections) -> dict:
+    """A figure per section (``report.figures.finetune_law_figure``) beside the markdown: its name by section."""
+    from emergence.report.figures import finetune_law_figure
+
+    names = {}
+    for cutoff, task, row, truth, _ in sections:
+        path = Path(out).with_name(f"{Path(out).stem}_{task}_{cutoff:.0f}.png")
+        small = tables[task][tables[task][S.PARAMS] < cutoff]
+        finetune_law_figure(small, row, truth).savefig(path, dpi=110)
+        names[(cutoff, task)] = path.name
+    return names
 
 
 def _truth(base, finals, law, task, cutoff) -> dict:
@@ -161,7 +175,7 @@ def _shift(table, task, cutoff):
     return out.join(largest.rename("held-out loss of the largest"))
 
 
-def _report(args, base, summaries, sections, clock) -> str:
+def _report(args, base, summaries, sections, clock, figures) -> str:
     lines = ["# Emergence law backtest on the lab", "",
              f"`python bench/finetune_law.py {' '.join(sys.argv[1:])}`".replace(" `", "`"), "",
              f"Checkpoints fine-tuned: steps {args.steps} of each size below the cutoff; amounts {args.amounts}; "
@@ -180,6 +194,8 @@ def _report(args, base, summaries, sections, clock) -> str:
     lines.append("")
     for cutoff, task, row, truth, shift in sections:
         lines += _section(cutoff, task, row, truth, shift)
+        if (cutoff, task) in figures:
+            lines += [f"![{task}: threshold vs fine-tuning data]({figures[(cutoff, task)]})", ""]
     lines += ["## Work and time (2 shared cores)", "", "| phase | wall s |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in clock.items()]
     lines += [f"| **total** | **{sum(clock.values()):.0f}** |", "",

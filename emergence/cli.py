@@ -243,6 +243,8 @@ def _parser() -> argparse.ArgumentParser:
                                               "small task's questions are the training examples")
     ft.add_argument("--num-fewshot", type=int)
     ft.add_argument("--loss-task", help="task whose nats/token is the pretraining loss (default heldout_loss)")
+    ft.add_argument("--seen-questions", type=int, help="training questions each fine-tuned model answers, to "
+                                                       "tell a skill from memorised questions (default 25; 0: off)")
     ft.add_argument("--d0", type=float, help="few-shot limit the law is extrapolated to (default: the shots, >= 1)")
     ft.add_argument("--device", help="auto, cpu, cuda, mps")
     ft.add_argument("--no-progress", action="store_true")
@@ -530,7 +532,8 @@ def cmd_finetune_law(args) -> int:
     overrides = {"amounts": amounts, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                  "replay_rows": args.replay_rows, "shuffle_seed": args.shuffle_seed,
                  "train_seed": args.train_seed, "seed": args.seed, "limit": args.limit,
-                 "num_fewshot": args.num_fewshot, "loss_task": args.loss_task, "device": args.device}
+                 "num_fewshot": args.num_fewshot, "loss_task": args.loss_task, "device": args.device,
+                 "seen_questions": args.seen_questions}
     config = dataclasses.replace(
         FinetuneConfig(family=args.family, task=args.task, out=args.out,
                        select=Selection(sizes=tuple(s.strip() for s in args.sizes.split(",")) if args.sizes else (),
@@ -548,12 +551,15 @@ def cmd_finetune_law(args) -> int:
         print(f"  FAILED {ck} / {task}: {error}", file=sys.stderr)
     d0 = args.d0 if args.d0 is not None else float(max(1, summary.shots))
     try:
-        row = emergence_prediction(finetune_table(summary.out), task=args.task, metric=args.metric,
-                                   subtask=args.subtask, d0=d0)
+        table = finetune_table(summary.out)
+        row = emergence_prediction(table, task=args.task, metric=args.metric, subtask=args.subtask, d0=d0)
     except FitError as e:   # e.g. every cell failed: say so after the failures above
         print(f"emergence finetune-law: no law fitted: {e}", file=sys.stderr)
         return 1
-    text = prediction_markdown(row)
+    from emergence.report.figures import finetune_law_figure
+
+    finetune_law_figure(table, row).savefig(Path(summary.out) / "finetune_law.png", dpi=150)
+    text = prediction_markdown(row) + "\n![threshold vs fine-tuning data](finetune_law.png)\n"
     write_atomic(Path(summary.out) / "finetune_law.md", text)
     print(text)
     return 0 if summary.ok else 1

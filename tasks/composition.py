@@ -72,7 +72,7 @@ def chain_task(k: int) -> Chain:
 
 
 def composition_tasks() -> list:
-    return [chain_task(k) for k in range(2, 6)] + [walk_task()]
+    return [chain_task(k) for k in range(2, 6)] + [walk_task(), sums_task()]
 
 
 def _step(rng, x):
@@ -165,4 +165,47 @@ def walk_task() -> Walk:
         num_fewshot=0,   # the tables are learned in training or not at all; shots would reveal them
         max_gen_toks=3 * WALK_STEPS + 4,
         n_examples=len(WALK_MAPS) * len(WALK_NODES),   # one walk per (map, start): the whole space
+    )
+
+
+# ---------------------------------------------------- sums: shared facts, many questions
+
+SUMS = 2
+
+
+@dataclass(frozen=True)
+class Sums(Probe):
+    """``terms`` one-digit additions asked at once ("Q: What is 5 plus 2 and 3 plus 4?" ->
+    " 7 7"), each answer its own part ``step_j``; exact match is every sum right.
+
+    The parts are independent facts (the 100 one-digit sums), and the questions are their
+    combinations (10,000 for two): questions held out from training share every fact, in every
+    position, with the questions trained on. That is what a fine-tuning set disjoint from the
+    evaluated questions needs in order to teach what the evaluation measures
+    (docs/finetune-law.md); ``walk``'s 50 questions cannot (each start's first step is trained
+    only by its own question).
+    """
+    terms: int = SUMS
+
+    def draw(self, rng):
+        pairs = [(rng.randint(0, 9), rng.randint(0, 9)) for _ in range(self.terms)]
+        asked = " and ".join(f"{a} plus {b}" for a, b in pairs)
+        sums = tuple(str(a + b) for a, b in pairs)
+        return Example(id="", prompt=f"Q: What is {asked}?\nA:", target=" " + " ".join(sums), parts=sums)
+
+    def score(self, example: Example, output: Output) -> Scores:
+        s = standard_scores(self.kind, example, output)
+        said = (output.generation or "").split()
+        return _with_steps(s, [j < len(said) and said[j] == gold for j, gold in enumerate(example.parts)])
+
+
+def sums_task() -> Sums:
+    return Sums(
+        name="sums",
+        description=f"{SUMS} one-digit additions asked at once (independent parts: exact match ~ product of "
+                    "the sums' accuracies; held-out questions share every fact with the others)",
+        # a guesser that writes a uniform answer in 0..18 per sum
+        **_step_parts(SUMS, 1 / 19, "the j-th sum is right", "share of the sums that are right"),
+        num_fewshot=3,   # as add_1d: shots show the answer format
+        max_gen_toks=3 * SUMS + 4,
     )

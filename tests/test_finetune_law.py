@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from emergence import schema as S
-from emergence.analysis.finetune_law import (AMOUNT, emergence_prediction, fit_emergence_law,
+from emergence.analysis.finetune_law import (AMOUNT, SEEN_VALUE, emergence_prediction, fit_emergence_law,
                                              prediction_markdown)
 from emergence.analysis.scaling import FitError
 from emergence.lab.finetune import (MANIFEST, FinetuneConfig, FinetuneError, finetune_run, finetune_table,
@@ -82,6 +82,37 @@ def test_a_smooth_task_gets_no_onset_and_says_why():
     assert row["status"] == "no onset"
     assert "0 of 3 fine-tuned amounts emergent" in row["reason"]
     assert "no onset" in prediction_markdown(row)
+    assert "does not transfer" not in row["reason"]
+
+
+def test_fine_tuning_that_teaches_only_its_training_questions_is_named():
+    """Held-out scores flat while the models answer their own training questions: the reason says
+    the skill did not transfer, at the amounts where it did not."""
+    df = _synthetic_table({0: None, 64: None, 256: None, 1024: None})
+    learned = {0: np.nan, 64: 0.3, 256: 0.9, 1024: 1.0}
+    df[SEEN_VALUE] = df[AMOUNT].map(learned)
+    row = emergence_prediction(df, task="t", metric="exact_match", n_boot=10)
+    assert row["status"] == "no onset"
+    transfer = row["reason"].split("Fine-tuning does not transfer to the held-out questions")[1]
+    assert "D=256: 0.90" in transfer and "D=1024: 1.00" in transfer and "D=64" not in transfer
+    assert "| 1.000 |" in prediction_markdown(row)
+
+
+def test_the_figure_draws_every_amount_the_law_and_the_truth():
+    from emergence.report.figures import finetune_law_figure
+
+    df = _synthetic_table({0: None, 64: float(_eta(64)), 256: float(_eta(256)), 1024: float(_eta(1024))})
+    df[SEEN_VALUE] = np.where(df[AMOUNT] > 0, 1.0, np.nan)
+    row = emergence_prediction(df, task="t", metric="exact_match", d0=1, n_boot=20)
+    left, right = finetune_law_figure(df, row, {"eta": 1.6, "eta_lo": 1.58, "eta_hi": 1.62}).axes[:2]
+    assert len(left.lines) == 4 + 1                     # a line per amount, and chance
+    assert len(left.collections) == 3                   # own training questions of each positive amount
+    labels = right.get_legend_handles_labels()[1]
+    assert {"emergence law", "measured onset (held out)", "predicted few-shot eta (D0 = 1)"} <= set(labels)
+    none = emergence_prediction(_synthetic_table({0: None, 64: None, 256: None}), task="t", metric="exact_match",
+                                n_boot=5)
+    assert "no law: no onset" in finetune_law_figure(_synthetic_table({0: None, 64: None, 256: None}),
+                                                     none).axes[1].texts[0].get_text()
 
 
 def test_a_table_without_amounts_or_losses_is_refused():
@@ -189,11 +220,17 @@ def test_fine_tuning_changes_weights_writes_cells_and_resumes(small_family, tmp_
     models = json.loads((out / MANIFEST).read_text())["models"]
     assert {m["ft_examples"] for m in models.values()} == {8, 16}
     assert all(m["weight_change"] > 0 and m["seed"] == 20_000_000 for m in models.values())
+    # each model answered its own distinct training questions (all of them: fewer than seen_questions)
+    assert sorted(m["seen"]["n"] for m in models.values()) == [8, 16]
+    assert all(0 <= m["seen"]["exact_match"] <= 1 for m in models.values())
     with Store(out / "run", lock=False) as store:
         assert {ck for ck, _ in store.done_cells()} == {"tiny-h16@step1", "tiny-h16@step1+ft8", "tiny-h16@step1+ft16"}
     table = finetune_table(out)
     assert sorted(table[AMOUNT].unique()) == [0, 8, 16]
     assert (table["base_checkpoint"] == "tiny-h16@step1").all()
+    tuned = table[(table[AMOUNT] == 16) & (table[S.TASK] == "t_add") & (table[S.METRIC] == "exact_match")]
+    assert tuned[SEEN_VALUE].iloc[0] == models["tiny-h16@step1+ft16"]["seen"]["exact_match"]
+    assert table.loc[table[AMOUNT] == 0, SEEN_VALUE].isna().all()
 
     again = finetune_run(_config(small_family, out), manager(), progress=False, log=lambda *a: None)
     assert again.trained == 0 and again.reused == 2
@@ -246,6 +283,8 @@ def test_the_command_fine_tunes_evaluates_fits_and_resumes(small_family, tmp_pat
     first = capsys.readouterr().out
     assert "3 models fine-tuned, 0 reused, 0 failed; 8 cells evaluated" in first
     assert "## Emergence law: add_1d exact_match" in (out / "finetune_law.md").read_text()
+    assert "![threshold vs fine-tuning data](finetune_law.png)" in (out / "finetune_law.md").read_text()
+    assert (out / "finetune_law.png").read_bytes()[:4] == b"\x89PNG"
     assert main(argv) == 0
     assert "0 models fine-tuned, 3 reused, 0 failed; 0 cells evaluated, 8 already done" in capsys.readouterr().out
 

@@ -36,7 +36,7 @@ def _gen(text):
 def test_registered_names():
     expected = ({f"add_{k}d" for k in range(1, 6)} | {f"mul_{k}d" for k in range(1, 4)}
                 | {f"chain_{k}" for k in range(2, 6)}
-                | {"mod_arith", "mc_arith", "unscramble", "reverse_word", "copy", "walk"})
+                | {"mod_arith", "mc_arith", "unscramble", "reverse_word", "copy", "walk", "sums"})
     assert set(PROBES) == expected
 
 
@@ -171,6 +171,26 @@ def test_chain_composite_is_all_steps_right_so_p_to_the_k(k):
     n = len(exact)
     assert sum(steps) / n == pytest.approx(p, abs=0.03)
     assert sum(exact) / n == pytest.approx(p ** k, abs=4 * math.sqrt(p ** k * (1 - p ** k) / n))
+
+
+def test_sums_ask_independent_one_digit_sums_and_score_each_one():
+    task = _task("sums")
+    examples = list(task.examples(0))
+    for ex in examples[:200]:
+        pairs = re.findall(r"(\d) plus (\d)", ex.prompt)
+        assert len(pairs) == C.SUMS and ex.parts == tuple(str(int(a) + int(b)) for a, b in pairs)
+        assert ex.target == " " + " ".join(ex.parts)
+    ex = examples[0]
+    assert task.score(ex, _gen(ex.target))[("", "exact_match")] == 1
+    s = task.score(ex, _gen(f" {ex.parts[0]} 99"))
+    assert (s[("step_1", "acc")], s[("step_2", "acc")], s[("", "exact_match")]) == (1, 0, 0)
+    assert s[("", "step_acc")] == 0.5
+    # 10,000 questions: a held-out one shares each of its facts, in its position, with others
+    def first_fact(ex):
+        return re.search(r"(\d) plus (\d)", ex.prompt).groups()
+
+    trained = {first_fact(ex) for ex in examples[100:]}
+    assert all(first_fact(ex) in trained for ex in examples[:100])
 
 
 def test_walk_follows_its_table_and_scores_each_step_from_the_models_own_node():

@@ -32,6 +32,10 @@ from emergence.analysis.verdicts import ClassifyConfig, classify
 from emergence.tidy import fill_chance
 
 AMOUNT = "ft_examples"       # the fine-tuning data amount column (emergence.lab.finetune writes it)
+SEEN_VALUE = "seen_value"    # ... and each fine-tuned model's score on its own training questions
+# No transfer: the fine-tuned models answer their training questions this much better than the
+# held-out ones. Fine-tuning then teaches the questions, not the skill the evaluation measures.
+NO_TRANSFER_GAP = 0.5
 MIN_AMOUNTS = 3              # amounts with a threshold needed to fit any law
 MIN_FREE_ALPHA = 4           # ... and to fit alpha rather than fix it at 1
 
@@ -79,9 +83,10 @@ def threshold_points(df: pd.DataFrame, *, task: str, metric: str, subtask: str =
     for amount, curve in curves.dropna(subset=[S.LOSS]).groupby(AMOUNT, sort=True):
         v = classify(curve, axis=S.LOSS, config=config)
         e = v.evidence
+        seen = curve[SEEN_VALUE].max() if SEEN_VALUE in curve else np.nan
         rows.append({AMOUNT: int(amount), "label": v.label, "eta": e.eta, "eta_lo": e.eta_lo, "eta_hi": e.eta_hi,
                      "n_points": int(len(curve)), "min_loss": float(curve[S.LOSS].min()),
-                     "max_value": float(curve[S.VALUE].max()), "reason": e.reason})
+                     "max_value": float(curve[S.VALUE].max()), "seen_max": float(seen), "reason": e.reason})
     return pd.DataFrame(rows)
 
 
@@ -129,7 +134,7 @@ def emergence_prediction(df: pd.DataFrame, *, task: str, metric: str, subtask: s
         labels = ", ".join(f"D={a}: {lab}" for a, lab in zip(positive[AMOUNT], positive["label"]))
         status = "no onset" if emergent.empty else "undetermined"
         return {**row, "status": status, "reason": f"{len(emergent)} of {len(positive)} fine-tuned amounts "
-                f"emergent on the loss axis (>= {MIN_AMOUNTS} needed): {labels or 'none'}"}
+                f"emergent on the loss axis (>= {MIN_AMOUNTS} needed): {labels or 'none'}" + _transfer(positive)}
     law = fit_emergence_law(emergent[AMOUNT], emergent["eta"], emergent["eta_lo"], emergent["eta_hi"], d0=d0,
                             n_boot=n_boot, seed=seed)
     row.update(status="predicted", reason="", law=law, eta_pred=law.eta, eta_pred_lo=law.eta_lo,
@@ -141,12 +146,15 @@ def emergence_prediction(df: pd.DataFrame, *, task: str, metric: str, subtask: s
 def prediction_markdown(row: dict) -> str:
     """The prediction as Markdown: thresholds per amount, the law and the few-shot extrapolation."""
     lines = [f"## Emergence law: {row[S.TASK]} {row[S.SUBTASK] + ' ' if row[S.SUBTASK] else ''}{row[S.METRIC]}", "",
-             "| fine-tuning examples D | verdict (loss axis) | eta (nats) | 95% interval | points | best value |",
-             "|---|---|---|---|---|---|"]
+             "| fine-tuning examples D | verdict (loss axis) | eta (nats) | 95% interval | points | best value "
+             "| best on its training questions |",
+             "|---|---|---|---|---|---|---|"]
     for p in row["points"].itertuples():
         eta = "" if p.eta is None or not np.isfinite(p.eta) else f"{p.eta:.3f}"
         interval = "" if not eta else f"[{p.eta_lo:.3f}, {p.eta_hi:.3f}]"
-        lines.append(f"| {getattr(p, AMOUNT)} | {p.label} | {eta} | {interval} | {p.n_points} | {p.max_value:.3f} |")
+        seen = f"{p.seen_max:.3f}" if np.isfinite(p.seen_max) else ""
+        lines.append(f"| {getattr(p, AMOUNT)} | {p.label} | {eta} | {interval} | {p.n_points} | {p.max_value:.3f} "
+                     f"| {seen} |")
     lines.append("")
     if row["status"] != "predicted":
         lines.append(f"**{row['status']}**: {row['reason']}")
@@ -163,6 +171,17 @@ def prediction_markdown(row: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def _transfer(points: pd.DataFrame) -> str:
+    """Why no law, when the fine-tuned models answer their training questions and not the held-out
+    ones: the amounts where the gap is at least NO_TRANSFER_GAP, or ''."""
+    gap = points[(points["seen_max"] - points["max_value"]) >= NO_TRANSFER_GAP]
+    if gap.empty:
+        return ""
+    shown = ", ".join(f"D={a}: {s:.2f} vs {v:.2f}" for a, s, v in zip(gap[AMOUNT], gap["seen_max"], gap["max_value"]))
+    return (f". Fine-tuning does not transfer to the held-out questions: best score on the models' own training "
+            f"questions vs the evaluated ones, {shown}")
+
 
 def _law(D, k, alpha, C):
     return C + k * np.log(D) ** alpha

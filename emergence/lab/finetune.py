@@ -19,7 +19,9 @@ mid-walk (a test checks it), so every successor fact is trained except in the ev
 questions' own first position. A small problem space also caps the distinct examples (walk:
 25 beside the 25 evaluated), so past that D counts repeats. ``<out>/finetune.json`` records, per
 fine-tuned checkpoint, its base, D, seed, steps and training loss, and why a checkpoint could
-not be fine-tuned; a finished model folder is never trained again.
+not be fine-tuned; a finished model folder is never trained again. Each fine-tuned model also
+answers some of its own training questions: a skill that does not transfer (the training
+questions learned, the held-out ones not) is then told apart from one not learned at all.
 """
 
 import itertools
@@ -30,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from emergence.analysis.finetune_law import AMOUNT   # the data-amount column the law reads
+from emergence.analysis.finetune_law import AMOUNT, SEEN_VALUE   # columns the law reads
 from emergence.families import Checkpoint, Selection, select
 from emergence.files import write_atomic
 
@@ -41,6 +43,7 @@ MODELS_DIR = "models"
 DONE_MARK = "finetuned.json"     # written last into a model folder: the folder is complete
 BASE = "base_checkpoint"         # tidy columns added by finetune_table (and AMOUNT)
 FT_LOSS = "ft_loss"
+SEEN = "seen"                    # a model record's scores on its own training questions
 
 
 class FinetuneError(ValueError):
@@ -81,6 +84,10 @@ class FinetuneConfig:
     num_fewshot: int | None = None
     device: str = "auto"
     threads: int = 1              # torch threads while fine-tuning (tiny models: one is fastest)
+    # After training, each fine-tuned model answers this many of its own (distinct) training
+    # questions, so the report can tell "learned the task" from "learned its training questions"
+    # (a skill that does not transfer to held-out questions gives no law). 0: skip the check.
+    seen_questions: int = 25
 
     def __post_init__(self):
         amounts = tuple(int(a) for a in self.amounts)
@@ -89,6 +96,8 @@ class FinetuneConfig:
         object.__setattr__(self, "amounts", tuple(sorted(amounts)))
         if self.replay_rows < 0:
             raise FinetuneError(f"replay_rows must be >= 0, got {self.replay_rows!r}")
+        if self.seen_questions < 0:
+            raise FinetuneError(f"seen_questions must be >= 0, got {self.seen_questions!r}")
         for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise FinetuneError(f"{key} must be >= 1, got {getattr(self, key)!r}")
@@ -143,7 +152,7 @@ def finetune_run(config: FinetuneConfig, pm=None, *, progress: bool = True, log=
                 summary.reused += 1
                 continue
             try:
-                record = finetune_checkpoint(ck, examples[:amount], folder, config, replay_texts)
+                record = finetune_checkpoint(ck, examples[:amount], folder, config, replay_texts, task=task)
             except Exception as e:   # one checkpoint that cannot be trained must not stop the rest
                 why = " ".join(str(e).split()) if isinstance(e, FinetuneError) else f"{type(e).__name__}: {e}"
                 summary.failed.append((ck.name, amount, why))
@@ -214,9 +223,10 @@ def _stream(task, train_seed):
 
 
 def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: FinetuneConfig,
-                        replay_texts: list[str] = ()) -> dict:
+                        replay_texts: list[str] = (), task=None) -> dict:
     """Fine-tune ``ck`` on ``examples`` and save it to ``folder`` (built beside it, then renamed);
-    return what was done. Raises when the checkpoint cannot be loaded or trained."""
+    return what was done, with ``task``'s scores on the first ``config.seen_questions`` distinct
+    training questions. Raises when the checkpoint cannot be loaded or trained."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -270,6 +280,8 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
               "replay_rows": config.replay_rows,
               "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4),
               "weight_change": moved, "seconds": round(time.perf_counter() - start, 2), "device": device}
+    if task is not None and config.seen_questions:
+        record[SEEN] = seen_scores(model, tokenizer, task, _distinct(examples)[:config.seen_questions], device)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -290,7 +302,10 @@ def finetuned_name(checkpoint: str, amount: int) -> str:
 def finetune_table(out, loss_task: str | None = None):
     """The tidy table of ``<out>/run`` with the data amount (``ft_examples``, 0 for the checkpoint
     as it is), the base checkpoint and, in ``loss``, the *base* checkpoint's pretraining loss on
-    every row (the fine-tuned model's own loss moves to ``ft_loss``)."""
+    every row (the fine-tuned model's own loss moves to ``ft_loss``); ``seen_value`` is a
+    fine-tuned model's score on its own training questions, beside the held-out ``value``."""
+    import pandas as pd
+
     from emergence import schema as S
     from emergence.export import tidy_table
 
@@ -302,6 +317,10 @@ def finetune_table(out, loss_task: str | None = None):
     base_loss = df[df[AMOUNT] == 0].drop_duplicates(S.CHECKPOINT).set_index(S.CHECKPOINT)[S.LOSS]
     df[FT_LOSS] = df[S.LOSS]
     df[S.LOSS] = df[BASE].map(base_loss).astype(float)
+    task = _read_manifest(out).get("config", {}).get("task")
+    seen = [models.get(c, {}).get(SEEN, {}).get(m) if t == task and sub == "" else None
+            for c, t, sub, m in zip(df[S.CHECKPOINT], df[S.TASK], df[S.SUBTASK], df[S.METRIC])]
+    df[SEEN_VALUE] = pd.Series(seen, index=df.index, dtype=float)
     return df
 
 
@@ -309,6 +328,51 @@ def finetune_table(out, loss_task: str | None = None):
 
 def _key(ex):
     return (ex.prompt, ex.text)
+
+
+def _distinct(examples) -> list:
+    seen, out = set(), []
+    for ex in examples:
+        if _key(ex) not in seen:
+            seen.add(_key(ex))
+            out.append(ex)
+    return out
+
+
+def seen_scores(model, tokenizer, task, examples, device) -> dict:
+    """Mean whole-answer scores of ``task`` on ``examples`` (questions the model was trained on),
+    answered by greedy decoding of the bare prompt and cut at the task's stop strings; prompts of
+    one token length are decoded together, so no padding changes the positions. Generation
+    tasks only: {"n": 0, "reason": ...} for others."""
+    import torch
+
+    from emergence.tasks import GENERATE, Output
+
+    if getattr(task, "kind", None) != GENERATE:
+        return {"n": 0, "reason": f"only generation tasks are checked; {task.name!r} is {task.kind}"}
+    model.eval()
+    encoded = [tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] for ex in examples]
+    by_length = {}
+    for i, ids in enumerate(encoded):
+        by_length.setdefault(len(ids), []).append(i)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers = [""] * len(examples)
+    with torch.no_grad():
+        for length, rows in by_length.items():
+            x = torch.tensor([encoded[i] for i in rows], device=device)
+            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=task.max_gen_toks,
+                                 do_sample=False, pad_token_id=pad)
+            for i, ids in zip(rows, out[:, length:].tolist()):
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                for stop in task.until:
+                    text = text.split(stop)[0] if stop else text
+                answers[i] = text
+    totals = {}
+    for ex, text in zip(examples, answers):
+        for (subtask, metric), value in task.score(ex, Output(generation=text)).items():
+            if subtask == "":
+                totals.setdefault(metric, []).append(float(value))
+    return {"n": len(examples), **{m: round(sum(v) / len(v), 4) for m, v in totals.items()}}
 
 
 def _answer(ex) -> str:

@@ -399,3 +399,62 @@ def onset_figure(onset: pd.DataFrame) -> Figure:
         ax2.set_title("... and size, at the family's recipe", fontsize=P.TEXT_PT)
         P.layout(fig, np.array([[ax, ax2]]), (3.0, 0.3 * len(o) + 0.3), left=0.4 + P.width_in(label, P.TEXT_PT), wgap=0.3)
     return fig
+
+
+def finetune_law_figure(table: pd.DataFrame, row: dict, truth: dict | None = None) -> Figure:
+    """An emergence law (``analysis.finetune_law``): left, the task's metric vs the base
+    checkpoints' pretraining loss, a line per fine-tuning amount D (D = 0 black), with open
+    markers for the models' scores on their own training questions where recorded; right, each
+    emergent amount's threshold eta(D) with its interval, the law and its extrapolation to the
+    few-shot limit D0, and ``truth`` (eta, eta_lo, eta_hi: the measured onset) when given."""
+    from emergence.analysis.finetune_law import AMOUNT, SEEN_VALUE
+
+    t = table[(table[S.TASK] == row[S.TASK]) & (table[S.SUBTASK] == row[S.SUBTASK])
+              & (table[S.METRIC] == row[S.METRIC])].dropna(subset=[S.LOSS])
+    amounts = sorted(t[AMOUNT].unique())
+    positive = [a for a in amounts if a > 0]
+    norm = P.lognorm(positive) if positive else None
+    cmap = colormaps["viridis"]
+    with P.style():
+        fig = Figure()
+        ax, ax2 = fig.subplots(1, 2)
+        for amount in amounts:
+            g = t[t[AMOUNT] == amount].groupby(S.LOSS, as_index=False)[[S.VALUE, SEEN_VALUE]].max() \
+                if SEEN_VALUE in t else t[t[AMOUNT] == amount].groupby(S.LOSS, as_index=False)[[S.VALUE]].max()
+            colour = "black" if amount == 0 else cmap(norm(amount))
+            ax.plot(g[S.LOSS], g[S.VALUE], "-o", color=colour, ms=3, lw=1.2, zorder=3 if amount == 0 else 2)
+            if SEEN_VALUE in g and g[SEEN_VALUE].notna().any():
+                ax.scatter(g[S.LOSS], g[SEEN_VALUE], facecolor="none", edgecolor=colour, s=18, lw=0.9, zorder=2)
+        P.chance(ax, t)
+        ax.invert_xaxis()
+        ax.set_xlabel("base checkpoint's pretraining loss (nats)")
+        P.metric_axis(ax, t, row[S.METRIC])
+        ax.set_title(f"{row[S.TASK]}: held-out questions (lines), own training questions (open)", fontsize=P.TEXT_PT)
+        if norm is not None:
+            P.add_colorbar(fig, norm, cmap, ax, "fine-tuning examples D")
+        pts = row["points"]
+        em = pts[(pts[AMOUNT] > 0) & (pts["label"] == "emergent")]
+        if len(em):
+            ax2.errorbar(em[AMOUNT], em["eta"], yerr=[em["eta"] - em["eta_lo"], em["eta_hi"] - em["eta"]], fmt="o",
+                         color="#0072B2", ms=4, capsize=2, label="eta(D) of an emergent amount")
+        law = row.get("law")
+        if law is not None:
+            D = np.geomspace(law.d0, max(em[AMOUNT].max(), law.d0 * 10), 100)
+            ax2.plot(D, law.predict(D), color="#0072B2", lw=1, label="emergence law")
+            ax2.errorbar([law.d0], [law.eta], yerr=[[law.eta - law.eta_lo], [law.eta_hi - law.eta]], fmt="*",
+                         color="#D55E00", ms=9, capsize=3, label=f"predicted few-shot eta (D0 = {law.d0:g})")
+        if truth and truth.get("eta") is not None:
+            ax2.axhline(truth["eta"], color="black", lw=1, ls="--", label="measured onset (held out)")
+            if truth.get("eta_lo") is not None:
+                ax2.axhspan(truth["eta_lo"], truth["eta_hi"], color="black", alpha=0.12, lw=0)
+        if law is None:
+            ax2.text(0.5, 0.5, f"no law: {row['status']}\n({row.get('amounts_emergent', '')} amounts emergent)",
+                     ha="center", va="center", transform=ax2.transAxes, fontsize=P.TEXT_PT)
+        if positive:
+            ax2.set_xlim(min([*positive, law.d0 if law is not None else positive[0]]) / 2, max(positive) * 2)
+            P.logx(ax2)
+        ax2.set_xlabel("fine-tuning examples D")
+        ax2.set_ylabel("threshold eta (nats)")
+        ax2.set_title("threshold vs fine-tuning data", fontsize=P.TEXT_PT)
+        P.layout(fig, np.array([[ax, ax2]]), (3.2, 2.4), colorbar="each", ncol=2)
+    return fig
