@@ -275,13 +275,14 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
             opt.step()
             losses.append(loss.item())
     moved = float(sum((p.detach() - b).pow(2).sum().item() for p, b in zip(trainable, before)) ** 0.5)
-    record = {BASE: ck.name, AMOUNT: len(examples), "distinct": len({_key(ex) for ex in examples}),
+    distinct = _distinct(examples)
+    record = {BASE: ck.name, AMOUNT: len(examples), "distinct": len(distinct),
               "steps": steps, "seed": config.train_seed, "shuffle_seed": config.shuffle_seed,
               "replay_rows": config.replay_rows,
               "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4),
               "weight_change": moved, "seconds": round(time.perf_counter() - start, 2), "device": device}
     if task is not None and config.seen_questions:
-        record[SEEN] = seen_scores(model, tokenizer, task, _distinct(examples)[:config.seen_questions], device)
+        record[SEEN] = seen_scores(model, tokenizer, task, distinct[:config.seen_questions])
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -311,13 +312,14 @@ def finetune_table(out, loss_task: str | None = None):
 
     out = Path(out)
     df = tidy_table(out / RUN_DIR, loss_task)
-    models = _read_manifest(out).get("models", {})
+    manifest = _read_manifest(out)
+    models = manifest.get("models", {})
     df[BASE] = df[S.CHECKPOINT].map(lambda c: models.get(c, {}).get(BASE, c))
     df[AMOUNT] = df[S.CHECKPOINT].map(lambda c: models.get(c, {}).get(AMOUNT, 0)).astype(int)
     base_loss = df[df[AMOUNT] == 0].drop_duplicates(S.CHECKPOINT).set_index(S.CHECKPOINT)[S.LOSS]
     df[FT_LOSS] = df[S.LOSS]
     df[S.LOSS] = df[BASE].map(base_loss).astype(float)
-    task = _read_manifest(out).get("config", {}).get("task")
+    task = manifest.get("config", {}).get("task")
     seen = [models.get(c, {}).get(SEEN, {}).get(m) if t == task and sub == "" else None
             for c, t, sub, m in zip(df[S.CHECKPOINT], df[S.TASK], df[S.SUBTASK], df[S.METRIC])]
     df[SEEN_VALUE] = pd.Series(seen, index=df.index, dtype=float)
@@ -339,34 +341,17 @@ def _distinct(examples) -> list:
     return out
 
 
-def seen_scores(model, tokenizer, task, examples, device) -> dict:
+def seen_scores(model, tokenizer, task, examples) -> dict:
     """Mean whole-answer scores of ``task`` on ``examples`` (questions the model was trained on),
-    answered by greedy decoding of the bare prompt and cut at the task's stop strings; prompts of
-    one token length are decoded together, so no padding changes the positions. Generation
-    tasks only: {"n": 0, "reason": ...} for others."""
-    import torch
-
+    decoded as the evaluation decodes them (``HFEngine.generate``: greedy, cut at the task's stop
+    strings), without few-shot examples. Generation tasks only: {"n": 0, "reason": ...} for others."""
+    from emergence.run.engine import HFEngine
     from emergence.tasks import GENERATE, Output
 
     if getattr(task, "kind", None) != GENERATE:
         return {"n": 0, "reason": f"only generation tasks are checked; {task.name!r} is {task.kind}"}
-    model.eval()
-    encoded = [tokenizer(ex.prompt, add_special_tokens=False)["input_ids"] for ex in examples]
-    by_length = {}
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    answers = [""] * len(examples)
-    with torch.no_grad():
-        for length, rows in by_length.items():
-            x = torch.tensor([encoded[i] for i in rows], device=device)
-            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=task.max_gen_toks,
-                                 do_sample=False, pad_token_id=pad)
-            for i, ids in zip(rows, out[:, length:].tolist()):
-                text = tokenizer.decode(ids, skip_special_tokens=True)
-                for stop in task.until:
-                    text = text.split(stop)[0] if stop else text
-                answers[i] = text
+    answers = HFEngine(model, tokenizer).generate([ex.prompt for ex in examples], until=task.until,
+                                                  max_gen_toks=task.max_gen_toks)
     totals = {}
     for ex, text in zip(examples, answers):
         for (subtask, metric), value in task.score(ex, Output(generation=text)).items():

@@ -418,9 +418,9 @@ def finetune_law_figure(table: pd.DataFrame, row: dict, truth: dict | None = Non
     with P.style():
         fig = Figure()
         ax, ax2 = fig.subplots(1, 2)
+        values = [S.VALUE] + ([SEEN_VALUE] if SEEN_VALUE in t else [])
         for amount in amounts:
-            g = t[t[AMOUNT] == amount].groupby(S.LOSS, as_index=False)[[S.VALUE, SEEN_VALUE]].max() \
-                if SEEN_VALUE in t else t[t[AMOUNT] == amount].groupby(S.LOSS, as_index=False)[[S.VALUE]].max()
+            g = t[t[AMOUNT] == amount].groupby(S.LOSS, as_index=False)[values].max()
             colour = "black" if amount == 0 else cmap(norm(amount))
             ax.plot(g[S.LOSS], g[S.VALUE], "-o", color=colour, ms=3, lw=1.2, zorder=3 if amount == 0 else 2)
             if SEEN_VALUE in g and g[SEEN_VALUE].notna().any():
