@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lab-seed", type=int, default=0, help="LabConfig seed of the family (1: the development family)")
     p.add_argument("--extra", default="", help="skills added to the default mix, e.g. sums:0.25")
-    p.add_argument("--ladder", default="", help="d_model of each size (2 layers), e.g. 4,8,12,16; default: the lab's")
+    p.add_argument("--ladder", default="", help="d_model of each size, e.g. 4,8,12,16; default: the lab's")
+    p.add_argument("--layers", type=int, default=2, help="layers of each size of --ladder")
     p.add_argument("--truth", help="evaluate the whole family zero-shot on these tasks and print each one's truth")
     p.add_argument("--task", help="fine-tune on this task")
     p.add_argument("--lr", type=float, default=1e-2)
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     extra = tuple((name, float(share)) for name, share in (s.split(":") for s in args.extra.split(",") if s))
-    sizes = tuple((int(d), 2) for d in args.ladder.split(",")) if args.ladder else LabConfig().sizes
+    sizes = tuple((int(d), args.layers) for d in args.ladder.split(",")) if args.ladder else LabConfig().sizes
     lab = LabConfig(seed=args.lab_seed, mix=LabConfig().mix + extra, sizes=sizes)
     family = train_family(lab, family_dir(lab), progress=False, log=lambda *a: None)
     if args.truth:
@@ -112,6 +113,41 @@ def _finetune(family, lab, args):
             print(f"D0 = {d0:g}: eta {row['eta_pred']:.3f} [{row['eta_pred_lo']:.3f}, {row['eta_pred_hi']:.3f}], "
                   f"N_c {row.get('nc_pred', float('nan')):.3g}")
     print(backtest._shift(table, args.task, float("inf")).round(2).to_markdown())
+    if args.task == "walk":
+        _walk_first_steps(Path(config.out) / "run" / "results.sqlite")
+
+
+def _walk_first_steps(store):
+    """Where the held-out walks' first step goes, before and after fine-tuning: the share of
+    first steps that name one of the first-step answers of the training questions (the successors
+    of the starts not evaluated; never a held-out start's own successor, as the table is one
+    cycle), and the share that is right. Read from the samples of the run store."""
+    import sqlite3
+    from statistics import mean
+
+    from emergence_tasks.composition import SUCCESSORS, WALK_NODES
+
+    successor = SUCCESSORS["red"]
+    start_of = {after: before for before, after in successor.items()}
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    by_model = {}
+    for checkpoint, prediction, gold in db.execute("SELECT checkpoint, prediction, gold FROM samples "
+                                                   "WHERE task = 'walk'"):
+        by_model.setdefault(checkpoint, []).append(((prediction or "").split()[:1], gold.split()[0]))
+    shares = {"before": [], "after": []}
+    for checkpoint, answers in by_model.items():
+        evaluated = {start_of[gold] for _, gold in answers}
+        trained = {successor[n] for n in WALK_NODES if n not in evaluated}
+        in_trained = mean(bool(said) and said[0] in trained for said, _ in answers)
+        right = mean(said == [gold] for said, gold in answers)
+        shares["after" if "+ft" in checkpoint else "before"].append((in_trained, right))
+    print("\n| held-out first steps | models | naming a training question's first-step answer | right |")
+    print("|---|---|---|---|")
+    for when, rows in shares.items():
+        if rows:
+            print(f"| {when} fine-tuning | {len(rows)} | {mean(r[0] for r in rows):.2f} "
+                  f"({min(r[0] for r in rows):.2f}-{max(r[0] for r in rows):.2f}) | "
+                  f"{min(r[1] for r in rows):.2f}-{max(r[1] for r in rows):.2f} |")
 
 
 if __name__ == "__main__":
