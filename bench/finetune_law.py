@@ -16,11 +16,13 @@
 The fine-tuning settings (rate, epochs, replay, the amounts) were chosen with
 ``bench/finetune_law_dev.py`` on development targets (``copy`` of this family, ``walk`` of the family
 trained with LabConfig seed 1) and frozen before ``walk`` of this family was scored
-(docs/finetune-law.md). Writes a markdown report (default: print it). ``--quick``: fewer
+(docs/finetune-law.md). Writes a markdown report (default: print it) and, beside it, a JSON summary of
+the targets that ``emergence validate`` shows. ``--quick``: fewer
 checkpoints and amounts.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -114,6 +116,7 @@ def main(argv=None) -> int:
     text = _report(args, base, summaries, sections, clock, figures)
     if args.out:
         Path(args.out).write_text(text)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(_summary(args, sections, clock), indent=2) + "\n")
     print(text)
     return 0
 
@@ -223,27 +226,54 @@ def _section(cutoff, task, row, truth, shift) -> list:
               "fine-tuning on D examples (best over the sizes):", "",
               "| D | " + " | ".join(shift.columns) + " |", "|---|" + "---|" * len(shift.columns)]
     lines += [f"| {d} | " + " | ".join(f"{v:.2f}" for v in r) + " |" for d, r in shift.iterrows()]
-    lines += ["", "| target | result | met |", "|---|---|---|"] + _scores(row, truth) + [""]
+    lines += ["", "| target | result | met |", "|---|---|---|"]
+    lines += [f"| {t} | {r} | {'yes' if m else 'no'} |" for t, r, m in _scores(row, truth)] + [""]
     return lines
 
 
 def _scores(pred, truth) -> list:
+    """The targets of one prediction against its truth: (target, result, met) rows."""
     if pred["status"] != "predicted" or truth["eta"] is None:
-        return [f"| eta within 0.05 nats | not predicted ({pred['status']}) | no |",
-                "| N_c within 2x | not predicted | no |"]
+        return [("eta within 0.05 nats", f"not predicted ({pred['status']})", False),
+                ("N_c within 2x", "not predicted", False)]
     err = pred["eta_pred"] - truth["eta"]
     covered = pred["eta_pred_lo"] <= truth["eta"] <= pred["eta_pred_hi"]
-    out = [f"| eta within 0.05 nats | {pred['eta_pred']:.3f} vs {truth['eta']:.3f} (error {err:+.3f}) | "
-           f"{'yes' if abs(err) <= 0.05 else 'no'} |",
-           f"| eta interval covers | [{pred['eta_pred_lo']:.3f}, {pred['eta_pred_hi']:.3f}] | {'yes' if covered else 'no'} |"]
+    out = [("eta within 0.05 nats", f"{pred['eta_pred']:.3f} vs {truth['eta']:.3f} (error {err:+.3f})",
+            abs(err) <= 0.05),
+           ("eta interval covers", f"[{pred['eta_pred_lo']:.3f}, {pred['eta_pred_hi']:.3f}]", covered)]
     nc = pred.get("nc_pred")
     if nc is None or not np.isfinite(nc):
-        return out + [f"| N_c within 2x | not predicted: {pred.get('nc_reason', '')} | no |"]
+        return out + [("N_c within 2x", f"not predicted: {pred.get('nc_reason', '')}", False)]
     ratio = nc / truth["nc"]
     ok = pred["nc_pred_lo"] <= truth["nc"] <= pred["nc_pred_hi"]
-    return out + [f"| N_c within 2x | {nc:.3g} vs {truth['nc']:.3g} (ratio {ratio:.2f}) | "
-                  f"{'yes' if 0.5 <= ratio <= 2 else 'no'} |",
-                  f"| N_c interval covers | [{pred['nc_pred_lo']:.3g}, {pred['nc_pred_hi']:.3g}] | {'yes' if ok else 'no'} |"]
+    return out + [("N_c within 2x", f"{nc:.3g} vs {truth['nc']:.3g} (ratio {ratio:.2f})", 0.5 <= ratio <= 2),
+                  ("N_c interval covers", f"[{pred['nc_pred_lo']:.3g}, {pred['nc_pred_hi']:.3g}]", ok)]
+
+
+def _summary(args, sections, clock) -> dict:
+    """What ``emergence validate`` shows of the backtest: per section its status and targets met."""
+    rows = []
+    for cutoff, task, row, truth, _ in sections:
+        entry = {"cutoff": cutoff, "task": task, "role": "control" if truth is None else "prediction",
+                 "status": row["status"], "reason": str(row.get("reason", ""))}
+        if truth is None:
+            entry["targets"] = [{"target": "no onset predicted", "result": row["status"],
+                                 "met": row["status"] != "predicted"}]
+        else:
+            entry["truth"] = {k: truth[k] if k == "label" or truth.get(k) is None else float(truth[k])
+                              for k in ("label", "eta", "eta_lo", "eta_hi", "nc")}
+            entry["targets"] = [{"target": t, "result": r, "met": bool(m)} for t, r, m in _scores(row, truth)]
+        rows.append(entry)
+    import torch
+    import transformers
+
+    import emergence
+
+    return {"command": " ".join(["python bench/finetune_law.py", *sys.argv[1:]]), "cores": os.cpu_count(),
+            "versions": {"emergence": emergence.__version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__},
+            "seconds": round(sum(clock.values())), "settings": {k: v for k, v in vars(args).items() if k != "out"},
+            "sections": rows}
 
 
 if __name__ == "__main__":

@@ -115,6 +115,36 @@ def test_the_figure_draws_every_amount_the_law_and_the_truth():
                                                      none).axes[1].texts[0].get_text()
 
 
+def test_validate_shows_the_backtest_targets_its_last_run_recorded(tmp_path):
+    import sys
+    from argparse import Namespace
+    from pathlib import Path
+
+    from emergence.analysis.validate import finetune_law_section
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    import finetune_law as bench
+
+    missed = {"status": "predicted", "eta_pred": 1.50, "eta_pred_lo": 1.45, "eta_pred_hi": 1.55, "nc_pred": 3e4,
+              "nc_pred_lo": 1e4, "nc_pred_hi": 5e4}
+    truth = {"label": "emergent", "eta": np.float64(1.40), "eta_lo": 1.38, "eta_hi": 1.42, "nc": np.float64(4e4)}
+    sections = [(25000.0, "walk", missed, truth, None),
+                (25000.0, "copy", {"status": "undetermined", "reason": "2 of 7 amounts emergent"}, truth, None),
+                (25000.0, "add_1d", {"status": "no onset", "reason": "none emergent"}, None, None)]
+    summary = bench._summary(Namespace(out="x.md", lr=0.01), sections, {"all": 12.0})
+    path = tmp_path / "finetune_law.json"
+    path.write_text(json.dumps(summary))
+
+    text = finetune_law_section(path)
+    assert "| walk | prediction | emergent, eta 1.400, N_c 4e+04 | predicted | eta within 0.05 nats | " \
+           "1.500 vs 1.400 (error +0.100) | **no** |" in text
+    assert "| walk | prediction | emergent, eta 1.400, N_c 4e+04 | predicted | N_c within 2x | " \
+           "3e+04 vs 4e+04 (ratio 0.75) | yes |" in text
+    assert "| add_1d | control |  | no onset | no onset predicted | no onset | yes |" in text
+    assert "3 of 7 targets met" in text and "- copy: 2 of 7 amounts emergent" in text
+    assert finetune_law_section(tmp_path / "absent.json").startswith("Not run here: `python bench/finetune_law.py")
+
+
 def test_a_table_without_amounts_or_losses_is_refused():
     with pytest.raises(FitError, match="ft_examples"):
         emergence_prediction(_synthetic_table({0: None}).drop(columns=[AMOUNT]), task="t", metric="exact_match")

@@ -5,10 +5,12 @@ small models (synthetic families with a known threshold, and the Gadre et al. ov
 ladder); the Chinchilla refit; the OLMo ladder backtest against the paper's own predictions;
 verdicts on the Pythia suite; how verdicts move when the earliest checkpoints are dropped and
 when the same curve is seen through a wider window (``robustness_section``); the detector scored
-on real curves with published labels. Sections
-that need the public reference data are skipped, and say so, when it is absent.
+on real curves with published labels; and the emergence-law backtest on the lab, which has its own
+command (``bench/finetune_law.py``, about 12 minutes) and is shown from the summary its last run
+wrote. Sections that need the public reference data are skipped, and say so, when it is absent.
 """
 
+import json
 import os
 import time
 from pathlib import Path
@@ -82,7 +84,9 @@ def _validate(reference_dir, n_curves, n_families, n_ladders, seed) -> str:
             ("Verdicts that do not move: trimming and the observation window", "trimming and window",
              lambda: robustness_section(reference_dir, seed)),
             ("The floor rule, chosen on development ladders", "floor rule", lambda: floor_rule_section(n_ladders)),
-            ("Real curves with published labels", "labelled curves", lambda: labelled_section(reference_dir))):
+            ("Real curves with published labels", "labelled curves", lambda: labelled_section(reference_dir)),
+            ("Emergence laws from fine-tuning: the lab backtest", "emergence-law backtest (its last run, read)",
+             finetune_law_section)):
         body, seconds = fn.result() if isinstance(fn, Background) else _timed(fn)
         timings.append((short, seconds))
         sections.append(f"## {title}\n\n{body}\n")
@@ -425,6 +429,46 @@ def labelled_section(reference_dir, labels=None) -> str:
                                                setting_is_note=True))
     found = L.detector_verdicts(labels, tables, workers=1)
     return L.report(labels, found, L.sensitivity(labels, tables, workers=1))
+
+
+FINETUNE_LAW_SUMMARY = Path("bench") / "finetune_law.json"   # written by bench/finetune_law.py --out ...md
+
+
+def finetune_law_section(summary=None) -> str:
+    """The emergence-law backtest's targets, as its last run recorded them (``summary``: its JSON,
+    default ``bench/finetune_law.json`` of the checkout). Fine-tuning the lab takes about 12
+    minutes on 2 cores, so validate reports that run rather than repeating it."""
+    path = Path(summary) if summary else _checkout_file(FINETUNE_LAW_SUMMARY)
+    command = "python bench/finetune_law.py --out bench/finetune_law.md"
+    if path is None or not path.is_file():
+        return f"Not run here: `{command}` writes the summary this section shows (about 12 minutes on 2 cores)."
+    data = json.loads(path.read_text())
+    versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
+    lines = [f"Its own command: `{data['command']}` ({data['seconds']} s on {data['cores']} CPU cores; {versions}). "
+             f"Shown from `{_shown(path)}`, which that run wrote; the full report with figures and the "
+             "development runs behind its settings: `bench/finetune_law.md`, docs/finetune-law.md.", "",
+             "| fitted below | task | role | truth on the loss axis (whole family) | status | target | result | met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for sec in data["sections"]:
+        truth = sec.get("truth")
+        told = "" if truth is None else truth["label"] + (
+            f", eta {truth['eta']:.3f}, N_c {truth['nc']:.3g}" if truth.get("eta") is not None else "")
+        for target in sec["targets"]:
+            lines.append(f"| {sec['cutoff']:,.0f} params | {sec['task']} | {sec['role']} | {told} | {sec['status']} | "
+                         f"{target['target']} | {target['result']} | {'yes' if target['met'] else '**no**'} |")
+    met = sum(t["met"] for sec in data["sections"] for t in sec["targets"])
+    total = sum(len(sec["targets"]) for sec in data["sections"])
+    lines += ["", f"{met} of {total} targets met. Why a status is not `predicted`:", ""]
+    lines += [f"- {sec['task']}: {sec['reason']}" for sec in data["sections"] if sec["status"] != "predicted"]
+    return "\n".join(lines)
+
+
+def _checkout_file(relative: Path) -> Path | None:
+    """``relative`` under the working directory, else under the checkout this package lies in."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / relative).is_file():
+            return root / relative
+    return None
 
 
 def _shown(path: Path) -> str:
