@@ -246,7 +246,7 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
     if not trainable:
         raise FinetuneError(f"checkpoint {ck.name!r} has no trainable floating-point weights (frozen or "
                             "quantised); fine-tune a full-precision copy")
-    before = [p.detach().clone() for p in trainable]
+    before = [p.detach().to("cpu", copy=True) for p in trainable]   # host memory: the GPU holds one copy
     rows = [_encode(tokenizer, ex, config.answer_only) for ex in examples]
     generator = torch.Generator().manual_seed(config.train_seed * 31 + len(examples) + 7919 * config.shuffle_seed)
     steps = config.epochs * math.ceil(len(rows) / config.batch_size)
@@ -274,7 +274,7 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
             torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
             opt.step()
             losses.append(loss.item())
-    moved = float(sum((p.detach() - b).pow(2).sum().item() for p, b in zip(trainable, before)) ** 0.5)
+    moved = float(sum((p.detach().cpu() - b).pow(2).sum().item() for p, b in zip(trainable, before)) ** 0.5)
     distinct = _distinct(examples)
     record = {BASE: ck.name, AMOUNT: len(examples), "distinct": len(distinct),
               "steps": steps, "seed": config.train_seed, "shuffle_seed": config.shuffle_seed,
