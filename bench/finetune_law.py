@@ -32,11 +32,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-
 from emergence import schema as S  # noqa: E402
-from emergence.analysis.finetune_law import emergence_prediction, prediction_markdown  # noqa: E402
-from emergence.analysis.scaling import critical_size, fit_size_law, loss_points  # noqa: E402
+from emergence.analysis.finetune_law import (emergence_prediction, measured_onset, prediction_markdown,  # noqa: E402
+                                             score_prediction)
+from emergence.analysis.scaling import loss_points  # noqa: E402
 from emergence.analysis.verdicts import classify  # noqa: E402
 from emergence.export import tidy_table  # noqa: E402
 from emergence.families import Selection  # noqa: E402
@@ -100,14 +99,12 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     tables = {c.task: finetune_table(c.out) for c in configs}
-    finals = loss_points(base)
-    law = fit_size_law(finals[S.PARAMS].to_numpy(float), finals[S.LOSS].to_numpy(float), n_boot=100, workers=1)
     sections = []
     for cutoff in cutoffs:
         for task in TASKS:
             small = tables[task][tables[task][S.PARAMS] < cutoff]
             sections.append((cutoff, task, emergence_prediction(small, task=task, metric=METRIC, d0=1.0),
-                             _truth(base, finals, law, task, cutoff), _shift(tables[task], task, cutoff)))
+                             _truth(base, task, cutoff), _shift(tables[task], task, cutoff)))
         ctrl = tables[CONTROL][tables[CONTROL][S.PARAMS] < cutoff]
         sections.append((cutoff, CONTROL, emergence_prediction(ctrl, task=CONTROL, metric=METRIC, d0=1.0),
                          None, None))
@@ -142,23 +139,14 @@ def _figures(out, tables, sections) -> dict:
     return names
 
 
-def _truth(base, finals, law, task, cutoff) -> dict:
-    """The task's measured onset: the threshold verdict on the loss axis over every checkpoint of
-    every size, N_c where the whole family's size law (``law``, fitted on ``finals``) reaches it,
-    and the sizes whose final checkpoints straddle it; and the same verdict from the small models
-    alone, without fine-tuning."""
+def _truth(base, task, cutoff) -> dict:
+    """The task's measured onset over every checkpoint of every size (``measured_onset``), and the
+    same verdict from the small models alone, without fine-tuning."""
+    out = measured_onset(base, task=task, metric=METRIC)
     curve = base[(base[S.TASK] == task) & (base[S.SUBTASK] == "") & (base[S.METRIC] == METRIC)].dropna(subset=[S.LOSS])
-    full = classify(curve, axis=S.LOSS)
     small = curve[curve[S.PARAMS] < cutoff]
-    out = {"label": full.label, "eta": full.evidence.eta, "eta_lo": full.evidence.eta_lo,
-           "eta_hi": full.evidence.eta_hi, "small_label": classify(small, axis=S.LOSS).label,
-           "small_best": float(small[S.VALUE].max()), "small_min_loss": float(small[S.LOSS].min())}
-    if full.evidence.eta is not None:
-        out["nc"] = critical_size(full.evidence.eta, law).n_c
-        above = finals.loc[finals[S.LOSS] > full.evidence.eta, S.PARAMS]
-        below = finals.loc[finals[S.LOSS] <= full.evidence.eta, S.PARAMS]
-        out["bracket"] = (above.max() if len(above) else np.nan, below.min() if len(below) else np.nan)
-    return out
+    return {**out, "small_label": classify(small, axis=S.LOSS).label, "small_best": float(small[S.VALUE].max()),
+            "small_min_loss": float(small[S.LOSS].min())}
 
 
 def _shift(table, task, cutoff):
@@ -227,27 +215,8 @@ def _section(cutoff, task, row, truth, shift) -> list:
               "| D | " + " | ".join(shift.columns) + " |", "|---|" + "---|" * len(shift.columns)]
     lines += [f"| {d} | " + " | ".join(f"{v:.2f}" for v in r) + " |" for d, r in shift.iterrows()]
     lines += ["", "| target | result | met |", "|---|---|---|"]
-    lines += [f"| {t} | {r} | {'yes' if m else 'no'} |" for t, r, m in _scores(row, truth)] + [""]
+    lines += [f"| {t} | {r} | {'yes' if m else 'no'} |" for t, r, m in score_prediction(row, truth)] + [""]
     return lines
-
-
-def _scores(pred, truth) -> list:
-    """The targets of one prediction against its truth: (target, result, met) rows."""
-    if pred["status"] != "predicted" or truth["eta"] is None:
-        return [("eta within 0.05 nats", f"not predicted ({pred['status']})", False),
-                ("N_c within 2x", "not predicted", False)]
-    err = pred["eta_pred"] - truth["eta"]
-    covered = pred["eta_pred_lo"] <= truth["eta"] <= pred["eta_pred_hi"]
-    out = [("eta within 0.05 nats", f"{pred['eta_pred']:.3f} vs {truth['eta']:.3f} (error {err:+.3f})",
-            abs(err) <= 0.05),
-           ("eta interval covers", f"[{pred['eta_pred_lo']:.3f}, {pred['eta_pred_hi']:.3f}]", covered)]
-    nc = pred.get("nc_pred")
-    if nc is None or not np.isfinite(nc):
-        return out + [("N_c within 2x", f"not predicted: {pred.get('nc_reason', '')}", False)]
-    ratio = nc / truth["nc"]
-    ok = pred["nc_pred_lo"] <= truth["nc"] <= pred["nc_pred_hi"]
-    return out + [("N_c within 2x", f"{nc:.3g} vs {truth['nc']:.3g} (ratio {ratio:.2f})", 0.5 <= ratio <= 2),
-                  ("N_c interval covers", f"[{pred['nc_pred_lo']:.3g}, {pred['nc_pred_hi']:.3g}]", ok)]
 
 
 def _summary(args, sections, clock) -> dict:
@@ -262,7 +231,7 @@ def _summary(args, sections, clock) -> dict:
         else:
             entry["truth"] = {k: truth[k] if k == "label" or truth.get(k) is None else float(truth[k])
                               for k in ("label", "eta", "eta_lo", "eta_hi", "nc")}
-            entry["targets"] = [{"target": t, "result": r, "met": bool(m)} for t, r, m in _scores(row, truth)]
+            entry["targets"] = [{"target": t, "result": r, "met": bool(m)} for t, r, m in score_prediction(row, truth)]
         rows.append(entry)
     import torch
     import transformers

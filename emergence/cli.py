@@ -246,6 +246,9 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--seen-questions", type=int, help="training questions each fine-tuned model answers, to "
                                                        "tell a skill from memorised questions (default 25; 0: off)")
     ft.add_argument("--d0", type=float, help="few-shot limit the law is extrapolated to (default: the shots, >= 1)")
+    ft.add_argument("--truth-run", help="a run (emergence run --out DIR) of the family on the task and its loss "
+                                        "task, the larger sizes included: the prediction is checked against its "
+                                        "measured onset")
     ft.add_argument("--device", help="auto, cpu, cuda, mps")
     ft.add_argument("--no-progress", action="store_true")
     ft.set_defaults(func=cmd_finetune_law)
@@ -520,8 +523,10 @@ def cmd_lab_train(args) -> int:
 def cmd_finetune_law(args) -> int:
     import dataclasses
 
-    from emergence.analysis.finetune_law import MIN_AMOUNTS, emergence_prediction, prediction_markdown
+    from emergence.analysis.finetune_law import (MIN_AMOUNTS, emergence_prediction, measured_onset,
+                                                 prediction_markdown, truth_markdown)
     from emergence.analysis.scaling import FitError
+    from emergence.export import tidy_table
     from emergence.families import Selection
     from emergence.lab.finetune import FinetuneConfig, FinetuneError, finetune_run, finetune_table
 
@@ -542,6 +547,13 @@ def cmd_finetune_law(args) -> int:
     if sum(a > 0 for a in config.amounts) < MIN_AMOUNTS:   # fail before any training, not after it
         raise FinetuneError(f"--amounts {','.join(map(str, config.amounts))}: an emergence law needs >= "
                             f"{MIN_AMOUNTS} positive amounts of fine-tuning examples, e.g. 0,64,256,1024")
+    truth = None
+    if args.truth_run:                                      # ... and read the check before training too
+        try:
+            truth = measured_onset(tidy_table(args.truth_run), task=args.task, metric=args.metric,
+                                   subtask=args.subtask)
+        except (FileNotFoundError, FitError) as e:
+            raise FinetuneError(f"--truth-run {args.truth_run}: {e}") from None
     summary = finetune_run(config, progress=not args.no_progress)
     print(f"{summary.trained} models fine-tuned, {summary.reused} reused, {len(summary.failed)} failed; "
           f"{summary.run.evaluated} cells evaluated, {summary.run.skipped} already done, in {summary.out}")
@@ -558,8 +570,10 @@ def cmd_finetune_law(args) -> int:
         return 1
     from emergence.report.figures import finetune_law_figure
 
-    finetune_law_figure(table, row).savefig(Path(summary.out) / "finetune_law.png", dpi=150)
+    finetune_law_figure(table, row, truth).savefig(Path(summary.out) / "finetune_law.png", dpi=150)
     text = prediction_markdown(row) + "\n![threshold vs fine-tuning data](finetune_law.png)\n"
+    if truth is not None:
+        text += "\n" + truth_markdown(row, truth)
     write_atomic(Path(summary.out) / "finetune_law.md", text)
     print(text)
     return 0 if summary.ok else 1

@@ -9,7 +9,8 @@ import pytest
 
 from emergence import schema as S
 from emergence.analysis.finetune_law import (AMOUNT, SEEN_VALUE, emergence_prediction, fit_emergence_law,
-                                             prediction_markdown)
+                                             measured_onset, prediction_markdown, score_prediction,
+                                             truth_markdown)
 from emergence.analysis.scaling import FitError
 from emergence.lab.finetune import (MANIFEST, FinetuneConfig, FinetuneError, finetune_run, finetune_table,
                                     training_examples)
@@ -113,6 +114,34 @@ def test_the_figure_draws_every_amount_the_law_and_the_truth():
                                 n_boot=5)
     assert "no law: no onset" in finetune_law_figure(_synthetic_table({0: None, 64: None, 256: None}),
                                                      none).axes[1].texts[0].get_text()
+
+
+def test_the_measured_onset_and_the_targets_a_prediction_is_scored_on():
+    """The check of a prediction: the family's own onset without fine-tuning (here at 2.0 nats, the
+    sizes' final losses falling with size), and the targets against it."""
+    df = _synthetic_table({0: 2.0}, n_models=30).drop(columns=[AMOUNT])
+    df[S.PARAMS] = np.round(1e3 * 10 ** (3.4 - df[S.LOSS]))          # larger models, lower loss
+    truth = measured_onset(df, task="t", metric="exact_match")
+    assert truth["label"] == "emergent" and abs(truth["eta"] - 2.0) < 0.05
+    above, below = truth["bracket"]
+    assert above < below and above / 2 < truth["nc"] < below * 2
+
+    exact = {"status": "predicted", "eta_pred": truth["eta"], "eta_pred_lo": truth["eta"] - 0.1,
+             "eta_pred_hi": truth["eta"] + 0.1, "nc_pred": truth["nc"], "nc_pred_lo": truth["nc"] / 3,
+             "nc_pred_hi": truth["nc"] * 3}
+    assert all(met for _, _, met in score_prediction(exact, truth))
+    off = {**exact, "eta_pred": truth["eta"] + 0.2, "eta_pred_lo": truth["eta"] + 0.15,
+           "eta_pred_hi": truth["eta"] + 0.25, "nc_pred": truth["nc"] / 3}
+    assert [met for _, _, met in score_prediction(off, truth)] == [False, False, False, True]
+    missed = score_prediction({"status": "no onset"}, truth)
+    assert missed == [("eta within 0.05 nats", "not predicted (no onset)", False),
+                      ("N_c within 2x", "not predicted", False)]
+    assert "| eta within 0.05 nats | not predicted (no onset) | no |" in truth_markdown({"status": "no onset"}, truth)
+
+    flat = measured_onset(_synthetic_table({0: None}), task="t", metric="exact_match")   # a fine-tuning table: D = 0
+    assert flat["eta"] is None and flat["label"] != "emergent"
+    with pytest.raises(FitError, match="no rows with a pretraining loss for task 'other'"):
+        measured_onset(df, task="other", metric="exact_match")
 
 
 def test_validate_shows_the_backtest_targets_its_last_run_recorded(tmp_path):
@@ -315,8 +344,14 @@ def test_the_command_fine_tunes_evaluates_fits_and_resumes(small_family, tmp_pat
     assert "## Emergence law: add_1d exact_match" in (out / "finetune_law.md").read_text()
     assert "![threshold vs fine-tuning data](finetune_law.png)" in (out / "finetune_law.md").read_text()
     assert (out / "finetune_law.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(argv) == 0
+    # The base checkpoints' own run, as a stand-in for a run of the whole family: the check is added.
+    assert main(argv + ["--truth-run", str(out / "run")]) == 0
     assert "0 models fine-tuned, 3 reused, 0 failed; 0 cells evaluated, 8 already done" in capsys.readouterr().out
+    assert "## Against the measured onset" in (out / "finetune_law.md").read_text()
+    other = tmp_path / "ft2"
+    assert main([*argv[:-3], "--out", str(other), "--truth-run", str(tmp_path / "absent"), "--no-progress"]) == 1
+    assert f"--truth-run {tmp_path / 'absent'}" in capsys.readouterr().err
+    assert not other.exists()
 
 
 def test_frozen_weights_are_refused_with_the_checkpoint_named(small_family, tmp_path, monkeypatch):

@@ -143,6 +143,74 @@ def emergence_prediction(df: pd.DataFrame, *, task: str, metric: str, subtask: s
     return row
 
 
+def measured_onset(df: pd.DataFrame, *, task: str, metric: str, subtask: str = "",
+                   config: ClassifyConfig = ClassifyConfig()) -> dict:
+    """The check of a prediction: the onset the family shows without fine-tuning, measured on a run
+    of every checkpoint, the larger sizes included (``df``: its tidy table, with the pretraining
+    loss). The threshold verdict of (task, subtask, metric) on the loss axis gives ``label`` and
+    ``eta`` [``eta_lo``, ``eta_hi``] (None where it is not emergent); ``nc`` is where the size law
+    of the final checkpoints' losses reaches eta, and ``bracket`` the largest size whose final loss
+    is above eta and the smallest at or below it."""
+    if AMOUNT in df:                 # a fine-tuning run's table: its base checkpoints
+        df = df[df[AMOUNT] == 0]
+    curve = df[(df[S.TASK] == task) & (df[S.SUBTASK] == subtask) & (df[S.METRIC] == metric)].dropna(subset=[S.LOSS])
+    if curve.empty:
+        raise FitError(f"no rows with a pretraining loss for task {task!r}, sub-task {subtask!r}, metric {metric!r}: "
+                       "the measured onset needs a run of the family on the task and its loss task")
+    verdict = classify(curve, axis=S.LOSS, config=config)
+    e = verdict.evidence
+    out = {"label": verdict.label, "eta": e.eta, "eta_lo": e.eta_lo,
+           "eta_hi": e.eta_hi, "nc": None, "bracket": None}
+    if e.eta is None:
+        return out
+    finals = loss_points(df)
+    try:
+        size_law = fit_size_law(finals[S.PARAMS].to_numpy(float), finals[S.LOSS].to_numpy(float), n_boot=100,
+                                workers=1)
+        out["nc"] = critical_size(e.eta, size_law).n_c
+    except FitError as err:          # too few sizes: eta is still the measured onset
+        out["nc_reason"] = str(err)
+    above = finals.loc[finals[S.LOSS] > e.eta, S.PARAMS]
+    below = finals.loc[finals[S.LOSS] <= e.eta, S.PARAMS]
+    out["bracket"] = (above.max() if len(above) else np.nan, below.min() if len(below) else np.nan)
+    return out
+
+
+def score_prediction(pred: dict, truth: dict) -> list:
+    """A prediction (``emergence_prediction``) against the measured onset (``measured_onset``), as
+    (target, result, met) rows: eta within 0.05 nats and N_c within 2x, and whether each interval
+    covers the measured value."""
+    if pred["status"] != "predicted" or truth["eta"] is None:
+        return [("eta within 0.05 nats", f"not predicted ({pred['status']})", False),
+                ("N_c within 2x", "not predicted", False)]
+    err = pred["eta_pred"] - truth["eta"]
+    covered = pred["eta_pred_lo"] <= truth["eta"] <= pred["eta_pred_hi"]
+    out = [("eta within 0.05 nats", f"{pred['eta_pred']:.3f} vs {truth['eta']:.3f} (error {err:+.3f})",
+            bool(abs(err) <= 0.05)),
+           ("eta interval covers", f"[{pred['eta_pred_lo']:.3f}, {pred['eta_pred_hi']:.3f}]", bool(covered))]
+    nc = pred.get("nc_pred")
+    if nc is None or not np.isfinite(nc) or truth.get("nc") is None:
+        why = pred.get("nc_reason", "") if nc is None or not np.isfinite(nc) else "no measured N_c"
+        return out + [("N_c within 2x", f"not predicted: {why}", False)]
+    ratio = nc / truth["nc"]
+    ok = pred["nc_pred_lo"] <= truth["nc"] <= pred["nc_pred_hi"]
+    return out + [("N_c within 2x", f"{nc:.3g} vs {truth['nc']:.3g} (ratio {ratio:.2f})", bool(0.5 <= ratio <= 2)),
+                  ("N_c interval covers", f"[{pred['nc_pred_lo']:.3g}, {pred['nc_pred_hi']:.3g}]", bool(ok))]
+
+
+def truth_markdown(row: dict, truth: dict) -> str:
+    """The prediction against the measured onset, as Markdown."""
+    told = truth["label"]
+    if truth["eta"] is not None:
+        told += f", eta {truth['eta']:.3f} nats [{truth['eta_lo']:.3f}, {truth['eta_hi']:.3f}]"
+        if truth.get("nc") is not None:
+            told += f", N_c {truth['nc']:.3g} parameters"
+    lines = ["## Against the measured onset", "", f"Measured on the whole family without fine-tuning: {told}.", "",
+             "| target | result | met |", "|---|---|---|"]
+    lines += [f"| {t} | {r} | {'yes' if m else 'no'} |" for t, r, m in score_prediction(row, truth)]
+    return "\n".join(lines) + "\n"
+
+
 def prediction_markdown(row: dict) -> str:
     """The prediction as Markdown: thresholds per amount, the law and the few-shot extrapolation."""
     lines = [f"## Emergence law: {row[S.TASK]} {row[S.SUBTASK] + ' ' if row[S.SUBTASK] else ''}{row[S.METRIC]}", "",
