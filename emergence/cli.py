@@ -250,6 +250,8 @@ def _parser() -> argparse.ArgumentParser:
                                         "task, the larger sizes included: the prediction is checked against its "
                                         "measured onset")
     ft.add_argument("--device", help="auto, cpu, cuda, mps")
+    ft.add_argument("--precision", help="float32 (default) or bfloat16: forward and backward under bfloat16 "
+                                        "autocast, weights and optimizer in float32 (GPUs with bfloat16)")
     ft.add_argument("--no-progress", action="store_true")
     ft.set_defaults(func=cmd_finetune_law)
     return p
@@ -538,6 +540,7 @@ def cmd_finetune_law(args) -> int:
                  "replay_rows": args.replay_rows, "shuffle_seed": args.shuffle_seed,
                  "train_seed": args.train_seed, "seed": args.seed, "limit": args.limit,
                  "num_fewshot": args.num_fewshot, "loss_task": args.loss_task, "device": args.device,
+                 "precision": args.precision,
                  "seen_questions": args.seen_questions}
     config = dataclasses.replace(
         FinetuneConfig(family=args.family, task=args.task, out=args.out,

@@ -50,6 +50,9 @@ class FinetuneError(ValueError):
     """A task, family or setting that cannot give fine-tuning data; the message names it."""
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     family: str = ""
@@ -83,6 +86,9 @@ class FinetuneConfig:
     limit: int | None = 200       # evaluation examples per task
     num_fewshot: int | None = None
     device: str = "auto"
+    # "bfloat16": forward and backward under bfloat16 autocast (the weights, AdamW state and the
+    # loss stay float32), for GPUs with bfloat16; "float32": everything in float32.
+    precision: str = "float32"
     threads: int = 1              # torch threads while fine-tuning (tiny models: one is fastest)
     # After training, each fine-tuned model answers this many of its own (distinct) training
     # questions, so the report can tell "learned the task" from "learned its training questions"
@@ -103,6 +109,8 @@ class FinetuneConfig:
                 raise FinetuneError(f"{key} must be >= 1, got {getattr(self, key)!r}")
         if not self.lr > 0:
             raise FinetuneError(f"lr must be > 0, got {self.lr!r}")
+        if self.precision not in PRECISIONS:
+            raise FinetuneError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -264,7 +272,10 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
                 group["lr"] = config.lr * min(1.0, step / max(1, config.warmup_steps))
             batch = [rows[i] for i in order[k:k + config.batch_size]]
             x, y = _batch(batch + [next(replay) for _ in range(config.replay_rows)], tokenizer, device)
-            logits = model(input_ids=x).logits
+            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                                enabled=config.precision == "bfloat16"):
+                logits = model(input_ids=x).logits
+            logits = logits.float()
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
                                                      ignore_index=-100)
             if not torch.isfinite(loss):
@@ -280,7 +291,8 @@ def finetune_checkpoint(ck: Checkpoint, examples: list, folder: Path, config: Fi
               "steps": steps, "seed": config.train_seed, "shuffle_seed": config.shuffle_seed,
               "replay_rows": config.replay_rows,
               "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4),
-              "weight_change": moved, "seconds": round(time.perf_counter() - start, 2), "device": device}
+              "weight_change": moved, "seconds": round(time.perf_counter() - start, 2), "device": device,
+              "precision": config.precision}
     if task is not None and config.seen_questions:
         record[SEEN] = seen_scores(model, tokenizer, task, distinct[:config.seen_questions])
     tmp = folder.with_name(folder.name + ".tmp")
@@ -433,7 +445,8 @@ def _read_manifest(out: Path) -> dict:
 
 # What the fine-tuned weights are made from: an out folder keeps one value of each.
 TRAINING_SETTINGS = ("task", "epochs", "batch_size", "lr", "warmup_steps", "weight_decay", "grad_clip",
-                     "answer_only", "replay_rows", "shuffle_seed", "train_seed", "seed", "limit", "num_fewshot")
+                     "answer_only", "replay_rows", "shuffle_seed", "train_seed", "seed", "limit", "num_fewshot",
+                     "precision")
 
 
 def _check_training_settings(out: Path, recorded: dict | None, config: FinetuneConfig):
