@@ -36,6 +36,7 @@ from emergence import schema as S  # noqa: E402
 from emergence.analysis.finetune_law import (emergence_prediction, measured_onset, prediction_markdown,  # noqa: E402
                                              score_prediction)
 from emergence.analysis.scaling import loss_points  # noqa: E402
+from emergence.analysis.validate import procedure_fingerprint  # noqa: E402
 from emergence.analysis.verdicts import classify  # noqa: E402
 from emergence.export import tidy_table  # noqa: E402
 from emergence.families import Selection  # noqa: E402
@@ -242,6 +243,7 @@ def _summary(args, sections, clock) -> dict:
             "versions": {"emergence": emergence.__version__, "torch": torch.__version__,
                          "transformers": transformers.__version__},
             "seconds": round(sum(clock.values())), "settings": {k: v for k, v in vars(args).items() if k != "out"},
+            "procedure": procedure_fingerprint(Path(__file__).resolve().parents[1]),
             "sections": rows}
 
 

@@ -172,6 +172,28 @@ def test_validate_shows_the_backtest_targets_its_last_run_recorded(tmp_path):
     assert "| add_1d | control |  | no onset | no onset predicted | no onset | yes |" in text
     assert "3 of 7 targets met" in text and "- copy: 2 of 7 amounts emergent" in text
     assert finetune_law_section(tmp_path / "absent.json").startswith("Not run here: `python bench/finetune_law.py")
+    assert "whether it has changed since is unknown" in text      # no checkout beside tmp_path
+
+
+def test_validate_says_when_the_backtest_code_changed_since_its_last_run(tmp_path):
+    from emergence.analysis.validate import finetune_law_section, procedure_fingerprint
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "bench" / "finetune_law.py").write_text("A = 1\n")
+    (tmp_path / "tasks" / "probe.py").write_text("B = 1\n")
+    summary = {"command": "python bench/finetune_law.py", "seconds": 1, "cores": 2, "versions": {},
+               "procedure": procedure_fingerprint(tmp_path),
+               "sections": [{"cutoff": 1.0, "task": "t", "role": "control", "status": "no onset", "reason": "",
+                             "targets": [{"target": "no onset predicted", "result": "no onset", "met": True}]}]}
+    path = tmp_path / "bench" / "finetune_law.json"
+    path.write_text(json.dumps(summary))
+    assert "its fingerprint matches" in finetune_law_section(path)
+    (tmp_path / "tasks" / "probe.py").write_text("B = 2\n")
+    assert "**Stale: the code of the procedure" in finetune_law_section(path)
+    path.write_text(json.dumps({**summary, "procedure": ""}))
+    assert "recorded no fingerprint of its code" in finetune_law_section(path)
+    assert procedure_fingerprint(tmp_path / "elsewhere") == ""
 
 
 def test_a_table_without_amounts_or_losses_is_refused():

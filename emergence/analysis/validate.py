@@ -10,6 +10,7 @@ command (``bench/finetune_law.py``, about 12 minutes) and is shown from the summ
 wrote. Sections that need the public reference data are skipped, and say so, when it is absent.
 """
 
+import hashlib
 import json
 import os
 import time
@@ -432,6 +433,23 @@ def labelled_section(reference_dir, labels=None) -> str:
 
 
 FINETUNE_LAW_SUMMARY = Path("bench") / "finetune_law.json"   # written by bench/finetune_law.py --out ...md
+# The code the backtest's numbers come from: a summary written before any of it changed is stale.
+FINETUNE_LAW_PROCEDURE = ("bench/finetune_law.py", "emergence/lab", "emergence/analysis/finetune_law.py",
+                          "emergence/analysis/verdicts.py", "emergence/analysis/scaling.py", "tasks")
+
+
+def procedure_fingerprint(root: Path | None = None) -> str:
+    """sha256 of the Python files of ``FINETUNE_LAW_PROCEDURE`` under the checkout ``root`` (default:
+    the one this package lies in), names and contents; "" where they are not there."""
+    root = Path(root) if root else Path(__file__).resolve().parents[2]
+    files = sorted(f for part in FINETUNE_LAW_PROCEDURE for f in
+                   ([root / part] if part.endswith(".py") else (root / part).rglob("*.py")) if f.is_file())
+    if not files:
+        return ""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def finetune_law_section(summary=None) -> str:
@@ -444,9 +462,19 @@ def finetune_law_section(summary=None) -> str:
         return f"Not run here: `{command}` writes the summary this section shows (about 12 minutes on 2 cores)."
     data = json.loads(path.read_text())
     versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
+    now = procedure_fingerprint(path.resolve().parents[1])
+    if not data.get("procedure"):
+        fresh = "That run recorded no fingerprint of its code: whether the code has changed since is unknown."
+    elif not now:
+        fresh = f"The code of the procedure is not beside `{_shown(path)}`: whether it has changed since is unknown."
+    elif now != data["procedure"]:
+        fresh = ("**Stale: the code of the procedure (" + ", ".join(FINETUNE_LAW_PROCEDURE) + ") has changed since "
+                 "that run; rerun its command before reading these numbers.**")
+    else:
+        fresh = "The code of the procedure is the code that run used (its fingerprint matches)."
     lines = [f"Its own command: `{data['command']}` ({data['seconds']} s on {data['cores']} CPU cores; {versions}). "
              f"Shown from `{_shown(path)}`, which that run wrote; the full report with figures and the "
-             "development runs behind its settings: `bench/finetune_law.md`, docs/finetune-law.md.", "",
+             f"development runs behind its settings: `bench/finetune_law.md`, docs/finetune-law.md. {fresh}", "",
              "| fitted below | task | role | truth on the loss axis (whole family) | status | target | result | met |",
              "|---|---|---|---|---|---|---|---|"]
     for sec in data["sections"]:
