@@ -6,7 +6,7 @@ ladder); the Chinchilla refit; the OLMo ladder backtest against the paper's own 
 verdicts on the Pythia suite; how verdicts move when the earliest checkpoints are dropped and
 when the same curve is seen through a wider window (``robustness_section``); the detector scored
 on real curves with published labels; and the emergence-law backtest on the lab, which has its own
-command (``bench/finetune_law.py``, about 12 minutes) and is shown from the summary its last run
+command (``bench/finetune_law.py``, about 13 minutes) and is shown from the summary its last run
 wrote. Sections that need the public reference data are skipped, and say so, when it is absent.
 """
 
@@ -454,12 +454,12 @@ def procedure_fingerprint(root: Path | None = None) -> str:
 
 def finetune_law_section(summary=None) -> str:
     """The emergence-law backtest's targets, as its last run recorded them (``summary``: its JSON,
-    default ``bench/finetune_law.json`` of the checkout). Fine-tuning the lab takes about 12
+    default ``bench/finetune_law.json`` of the checkout). Fine-tuning the lab takes about 13
     minutes on 2 cores, so validate reports that run rather than repeating it."""
     path = Path(summary) if summary else _checkout_file(FINETUNE_LAW_SUMMARY)
     command = "python bench/finetune_law.py --out bench/finetune_law.md"
     if path is None or not path.is_file():
-        return f"Not run here: `{command}` writes the summary this section shows (about 12 minutes on 2 cores)."
+        return f"Not run here: `{command}` writes the summary this section shows (about 13 minutes on 2 cores)."
     data = json.loads(path.read_text())
     versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
     now = procedure_fingerprint(path.resolve().parents[1])
@@ -480,7 +480,8 @@ def finetune_law_section(summary=None) -> str:
     for sec in data["sections"]:
         truth = sec.get("truth")
         told = "" if truth is None else truth["label"] + (
-            f", eta {truth['eta']:.3f}, N_c {truth['nc']:.3g}" if truth.get("eta") is not None else "")
+            f", eta {truth['eta']:.3f}" if truth.get("eta") is not None else "") + (
+            f", N_c {truth['nc']:.3g}" if truth.get("nc") is not None else "")
         for target in sec["targets"]:
             lines.append(f"| {sec['cutoff']:,.0f} params | {sec['task']} | {sec['role']} | {told} | {sec['status']} | "
                          f"{target['target']} | {target['result']} | {'yes' if target['met'] else '**no**'} |")
