@@ -140,6 +140,9 @@ def test_the_measured_onset_and_the_targets_a_prediction_is_scored_on():
 
     flat = measured_onset(_synthetic_table({0: None}), task="t", metric="exact_match")   # a fine-tuning table: D = 0
     assert flat["eta"] is None and flat["label"] != "emergent"
+    assert score_prediction(exact, flat)[0] == ("eta within 0.05 nats",
+                                                f"predicted {truth['eta']:.3f}; no measured onset ({flat['label']})",
+                                                False)
     with pytest.raises(FitError, match="no rows with a pretraining loss for task 'other'"):
         measured_onset(df, task="other", metric="exact_match")
 

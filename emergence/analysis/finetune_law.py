@@ -180,7 +180,11 @@ def score_prediction(pred: dict, truth: dict) -> list:
     """A prediction (``emergence_prediction``) against the measured onset (``measured_onset``), as
     (target, result, met) rows: eta within 0.05 nats and N_c within 2x, and whether each interval
     covers the measured value."""
-    if pred["status"] != "predicted" or truth["eta"] is None:
+    if truth["eta"] is None:
+        said = f"predicted {pred['eta_pred']:.3f}" if pred["status"] == "predicted" else pred["status"]
+        return [("eta within 0.05 nats", f"{said}; no measured onset ({truth['label']})", False),
+                ("N_c within 2x", "no measured onset", False)]
+    if pred["status"] != "predicted":
         return [("eta within 0.05 nats", f"not predicted ({pred['status']})", False),
                 ("N_c within 2x", "not predicted", False)]
     err = pred["eta_pred"] - truth["eta"]
